@@ -1,0 +1,104 @@
+"""The interface every second-stage classifier offers, so the guard and the evaluation can use any."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from constitutional_guard.errors import InputError
+
+CONFIG_NAME = "classifier_config.json"
+KINDS = {
+    "exchange": "constitutional_guard.classifiers.exchange:ExchangeClassifier",
+    "constitutional": "constitutional_guard.classifiers.constitutional:ConstitutionalClassifier",
+}
+
+
+class Verdict(StrEnum):
+    ALLOW = "allow"
+    UNCERTAIN = "uncertain"
+    BLOCK = "block"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """score < allow → allow; score ≥ block → block; in between → uncertain (hold)."""
+
+    allow: float = 0.5
+    block: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.allow <= self.block <= 1.0 + 1e-9:
+            raise ValueError(f"thresholds need 0 ≤ allow ≤ block ≤ 1, got allow={self.allow}, block={self.block}")
+
+    def verdict(self, score: float) -> Verdict:
+        if score >= self.block:
+            return Verdict.BLOCK
+        if score < self.allow:
+            return Verdict.ALLOW
+        return Verdict.UNCERTAIN
+
+
+@dataclass(frozen=True)
+class ClassifierScore:
+    """One scored prompt or exchange."""
+
+    score: float
+    """Probability of unsafe."""
+    verdict: Verdict
+    thresholds: Thresholds
+    label: str
+    """Most probable label name."""
+    probabilities: dict[str, float] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class SafetyClassifier(Protocol):
+    kind: str
+    thresholds: Thresholds
+
+    def score(self, prompt: str, response: str | None = None) -> ClassifierScore: ...
+
+    def score_batch(self, items: list[tuple[str, str | None]]) -> list[ClassifierScore]: ...
+
+    def save_pretrained(self, path: str | Path) -> None: ...
+
+
+def load_classifier(path: str | Path, **kwargs: Any) -> SafetyClassifier:
+    """Load any saved classifier; the ``kind`` in its ``classifier_config.json`` picks the class."""
+    config = Path(path) / CONFIG_NAME
+    if not config.exists():
+        raise InputError.one(config, f"not a classifier directory (no {CONFIG_NAME})")
+    kind = json.loads(config.read_text(encoding="utf-8")).get("kind")
+    if kind not in KINDS:
+        raise InputError.one(config, f"unknown classifier kind {kind!r}; known: {', '.join(KINDS)}", field="kind")
+    module, name = KINDS[kind].split(":")
+    return getattr(importlib.import_module(module), name).from_pretrained(path, **kwargs)
+
+
+@dataclass
+class TrainOptions:
+    """Options shared by every classifier kind's ``train(options) -> Path`` function."""
+
+    data_dir: str
+    """Corpus directory as written by ``cguard data build`` (``<scheme>/<split>.jsonl``)."""
+    out_dir: str
+    base_model: str
+    label_scheme: str = "binary"
+    constitution: str | None = None
+    """Constitution file; None means the shipped default."""
+    epochs: float = 3.0
+    batch_size: int = 16
+    learning_rate: float = 5e-5
+    max_length: int = 512
+    max_train: int | None = None
+    """Cap on training records (sampled deterministically), for quick runs."""
+    seed: int = 0
+    resume: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Kind-specific settings (e.g. LoRA rank), passed as ``--set key=value`` on the CLI."""

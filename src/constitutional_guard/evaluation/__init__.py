@@ -1,0 +1,1 @@
+"""Metrics, threshold selection, reports and benchmarks."""
