@@ -68,6 +68,10 @@ class SafetyClassifier(Protocol):
 
     def save_pretrained(self, path: str | Path) -> None: ...
 
+    def save_config(self, path: str | Path) -> None:
+        """Rewrite only ``classifier_config.json`` in ``path`` (e.g. after calibration)."""
+        ...
+
 
 def load_classifier(path: str | Path, **kwargs: Any) -> SafetyClassifier:
     """Load any saved classifier; the ``kind`` in its ``classifier_config.json`` picks the class."""

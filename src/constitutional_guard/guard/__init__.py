@@ -1,0 +1,1 @@
+"""Guarded streaming generation: the cascade at generation time."""
