@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from constitutional_guard import __version__
-from constitutional_guard.cli import data_cmd, demo_cmd, models_cmd
+from constitutional_guard.cli import bench_cmd, data_cmd, demo_cmd, models_cmd
 from constitutional_guard.cli.common import console, exit_on_input_error
 
 app = typer.Typer(
@@ -16,6 +16,7 @@ app = typer.Typer(
 )
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(data_cmd.app, name="data")
+app.add_typer(bench_cmd.app, name="bench")
 app.command("demo")(demo_cmd.demo)
 
 
