@@ -4,4 +4,6 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="Benchmarks: each compares variants side by side in one run and writes JSON.", no_args_is_help=True)
+app = typer.Typer(
+    help="Benchmarks: each compares variants side by side in one run and writes JSON.", no_args_is_help=True
+)
