@@ -99,3 +99,16 @@ def test_real_cli_models_list_and_validate_error(smollm2_dir: Path, tmp_path: Pa
     assert result.returncode == 2
     assert f"{bad}:2: label: unknown binary label 9" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_gemma_style_image_text_checkpoint_loads_for_text(tmp_path: Path):
+    from constitutional_guard.models.tiny import build_tiny_image_text_lm
+
+    lm = load_causal_lm(str(build_tiny_image_text_lm(tmp_path)), device="cpu")
+    assert type(lm.model).__name__ == "Gemma3ForConditionalGeneration" and lm.processor is not None
+    assert (lm.num_layers, lm.hidden_size) == (2, 32)
+    ids = lm.encode_messages([{"role": "user", "content": "hi there"}])
+    hidden = lm.hidden_states(ids)
+    assert len(hidden) == 3 and hidden[-1].shape == (len(ids), 32)
+    out = lm.model.generate(torch.tensor([ids]), max_new_tokens=3, do_sample=False)
+    assert out.shape[1] == len(ids) + 3

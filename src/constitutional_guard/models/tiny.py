@@ -96,3 +96,54 @@ def build_tiny_encoder(out_dir: str | Path, num_layers: int = 2, hidden_size: in
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(out)
     return out
+
+
+def build_tiny_image_text_lm(out_dir: str | Path, num_layers: int = 2, hidden_size: int = 32, seed: int = 0) -> Path:
+    """Save a random Gemma-3-style image-text-to-text checkpoint with a processor; returns the folder."""
+    import torch
+    import transformers
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3Processor,
+        Gemma3TextConfig,
+        PreTrainedTokenizerFast,
+        SiglipVisionConfig,
+    )
+
+    out = Path(out_dir)
+    build_tiny_tokenizer(out)
+    image_tokens = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(out, extra_special_tokens=image_tokens)
+    boi, eoi, image = tokenizer.convert_tokens_to_ids(list(image_tokens.values()))
+    text = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=hidden_size // 4,
+        max_position_embeddings=512,
+        sliding_window=64,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=hidden_size, intermediate_size=hidden_size * 2, num_hidden_layers=1, num_attention_heads=4,
+        image_size=28, patch_size=14,
+    )
+    config = Gemma3Config(
+        text_config=text, vision_config=vision, mm_tokens_per_image=4, boi_token_index=boi, eoi_token_index=eoi,
+        image_token_index=image, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    Gemma3ForConditionalGeneration(config).save_pretrained(out)
+    image_processor_cls = getattr(transformers, "Gemma3ImageProcessorPil", None) or transformers.Gemma3ImageProcessor
+    processor = Gemma3Processor(
+        image_processor=image_processor_cls(size={"height": 28, "width": 28}),
+        tokenizer=tokenizer,
+        chat_template=tokenizer.chat_template,
+        image_seq_length=4,
+    )
+    processor.save_pretrained(out)
+    return out
