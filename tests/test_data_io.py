@@ -95,7 +95,8 @@ def test_cli_validate(tmp_path: Path):
     good = write_records(_records(), tmp_path / "good.jsonl")
     result = CliRunner().invoke(app, ["data", "validate", str(good)])
     assert result.exit_code == 0, result.output
-    assert "2 records, all valid" in result.output and "weapons_cbrn" in result.output
+    output = " ".join(result.output.split())
+    assert "2 records, all valid" in output and "weapons_cbrn" in output
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "prompt": "", "label": 0}\n')
     result = CliRunner().invoke(app, ["data", "validate", str(bad)])
