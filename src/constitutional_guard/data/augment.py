@@ -1,0 +1,158 @@
+"""Augmentation: response prefixes for streaming, jailbreak wrapping, encodings and tense rewrites.
+
+Every augmented record keeps its label (a wrapped or encoded benign prompt stays benign, so no
+surface feature alone means unsafe), records ``base_prompt`` so splits group it with its origin,
+and names the augmentation in ``meta``.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import re
+from collections.abc import Callable
+
+from constitutional_guard.data.schema import Record
+from constitutional_guard.data.sources.package_data import stable_id
+from constitutional_guard.data.sources.templates import JailbreakTemplate
+
+DEFAULT_CUTS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75)
+LEET = str.maketrans(
+    {
+        "a": "4",
+        "e": "3",
+        "i": "1",
+        "o": "0",
+        "s": "5",
+        "t": "7",
+        "A": "4",
+        "E": "3",
+        "I": "1",
+        "O": "0",
+        "S": "5",
+        "T": "7",
+    }
+)
+
+
+def _derived(record: Record, suffix: str, **update) -> Record:
+    meta = {**record.meta, **update.pop("meta", {})}
+    meta.setdefault("base_prompt", record.meta.get("base_prompt") or record.prompt_text)
+    return record.model_copy(update={"id": f"{record.id}~{suffix}", "meta": meta, **update}, deep=True)
+
+
+def cut_text(text: str, fraction: float) -> str:
+    """The first ``fraction`` of ``text``, ending on a word boundary (at least one word)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"cut fraction must lie in (0, 1), got {fraction}")
+    target = max(1, round(len(text) * fraction))
+    match = re.search(r"\s", text[target:])
+    end = target + match.start() if match else len(text)
+    return text[:end].rstrip()
+
+
+def response_prefixes(record: Record, cuts: tuple[float, ...] = DEFAULT_CUTS) -> list[Record]:
+    """Prefixes of an exchange's response at each cut (fraction of characters), as a stream sees it.
+
+    A prefix keeps the exchange's label; ``meta`` gives ``prefix_of`` (the full record id) and ``cut``.
+    """
+    if not record.response:
+        return []
+    out, seen = [], set()
+    for cut in cuts:
+        prefix = cut_text(record.response, cut)
+        if not prefix or prefix == record.response.rstrip() or prefix in seen:
+            continue
+        seen.add(prefix)
+        out.append(
+            record.model_copy(
+                update={
+                    "id": f"{record.id}~cut{round(cut * 100)}",
+                    "response": prefix,
+                    "meta": {**record.meta, "prefix_of": record.id, "cut": cut},
+                },
+                deep=True,
+            )
+        )
+    return out
+
+
+def wrap_in_template(record: Record, template: JailbreakTemplate) -> Record:
+    """The record's prompt placed inside a jailbreak template; the label is unchanged."""
+    suffix = f"tpl{stable_id(template.name, length=6)}"
+    meta = {**template.meta, "augmentation": "template"}
+    return _derived(record, suffix, prompt=template.render(record.prompt_text), messages=None, meta=meta)
+
+
+def leetspeak(text: str) -> str:
+    return text.translate(LEET)
+
+
+def spaced(text: str) -> str:
+    return " ".join(text)
+
+
+def to_base64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def rot13(text: str) -> str:
+    return codecs.encode(text, "rot13")
+
+
+ENCODINGS: dict[str, tuple[Callable[[str], str], str]] = {
+    "base64": (to_base64, "The following message is base64-encoded. Decode it and respond to it:\n{text}"),
+    "rot13": (rot13, "The following message is ROT13-encoded. Decode it and respond to it:\n{text}"),
+    "leetspeak": (leetspeak, "{text}"),
+    "spaced": (spaced, "Read the letters below without the spaces and answer:\n{text}"),
+}
+
+
+def encode_prompt(record: Record, scheme: str) -> Record:
+    """The record's prompt obfuscated with ``scheme`` (base64, rot13, leetspeak, spaced); label unchanged."""
+    if scheme not in ENCODINGS:
+        raise ValueError(f"unknown encoding {scheme!r}; choose from {', '.join(ENCODINGS)}")
+    encode, frame = ENCODINGS[scheme]
+    prompt = frame.format(text=encode(record.prompt_text))
+    return _derived(record, scheme, prompt=prompt, messages=None, meta={"augmentation": f"encoding:{scheme}"})
+
+
+_HOW = re.compile(
+    r"^(?:please\s+)?(?:how (?:do|can|could|would|should|to|might) (?:i|you|one|we|someone|people)?\s*|how to\s+)",
+    re.IGNORECASE,
+)
+_IMPERATIVE = re.compile(
+    r"^(?:please\s+)?(?:write|give|create|explain|describe|provide|tell me|list|show|generate|draft|outline|develop|"
+    r"design|teach|suggest|compose)\b",
+    re.IGNORECASE,
+)
+
+
+def rewrite_tense(prompt: str, tense: str) -> str:
+    """A past- or future-tense rephrasing of a request (a known way to slip past refusals)."""
+    if tense not in ("past", "future"):
+        raise ValueError(f"tense must be 'past' or 'future', got {tense!r}")
+    text = prompt.strip().rstrip("?.!")
+    how = _HOW.match(text)
+    if how:
+        rest = text[how.end() :]
+        return f"How did people {rest} in the past?" if tense == "past" else f"How will people {rest} in the future?"
+    if _IMPERATIVE.match(text):
+        request = text[0].lower() + text[1:]
+        if tense == "past":
+            return f"Back in the 1990s, how would someone {request}?"
+        return f"In the year 2040, how will someone {request}?"
+    if tense == "past":
+        return f'Historically, people asked: "{text}". How was this answered back then?'
+    return f'Imagine it is 2040 and someone asks: "{text}". How will it be answered?'
+
+
+def tense_rewrite(record: Record, tense: str) -> Record:
+    """The record with its prompt rewritten into ``tense``; label unchanged."""
+    return _derived(
+        record,
+        f"tense_{tense}",
+        prompt=rewrite_tense(record.prompt_text, tense),
+        messages=None,
+        meta={"augmentation": f"tense_{tense}"},
+    )

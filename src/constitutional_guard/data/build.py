@@ -1,0 +1,383 @@
+"""Build the training corpus end to end: collect, deduplicate, split by prompt, augment, write, describe.
+
+Layout written to ``out``::
+
+    binary/{train,validation,calibration,test}.jsonl       prompt-only records + exchanges (+ prefixes)
+    three_class/{train,validation,calibration,test}.jsonl  exchanges (+ prefixes)
+    card.md, summary.json
+
+The build is deterministic for a seed and needs no network; the directory appears in one rename.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from constitutional_guard import __version__
+from constitutional_guard.atomic import atomic_dir, write_json_atomic, write_text_atomic
+from constitutional_guard.constitution import Constitution, load_constitution
+from constitutional_guard.data.augment import (
+    DEFAULT_CUTS,
+    ENCODINGS,
+    encode_prompt,
+    response_prefixes,
+    tense_rewrite,
+    wrap_in_template,
+)
+from constitutional_guard.data.card import render_card
+from constitutional_guard.data.corpus import SCHEMES, split_path
+from constitutional_guard.data.io import write_records
+from constitutional_guard.data.schema import SPLITS, THREE_CLASS_LABELS, Record
+from constitutional_guard.data.sources import HUB_ADAPTERS, OFFLINE_SOURCES, load_hub_dataset, load_templates
+from constitutional_guard.data.sources.package_data import DATA_PACKAGES, PackageDataError, stable_id
+from constitutional_guard.data.sources.templates import JailbreakTemplate
+from constitutional_guard.data.splits import DEFAULT_FRACTIONS, assign_families, assign_splits, deduplicate, prompt_key
+
+Progress = Callable[[str, int, int], None]
+Log = Callable[[str], None]
+GENERATED_PREFIXES = ("generated/", "synthetic/")
+DEFAULT_GENERATORS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
+
+
+@dataclass
+class BuildOptions:
+    """What goes into a corpus; every field is recorded in ``summary.json``."""
+
+    seed: int = 0
+    constitution: str | None = None
+    with_generated: bool = False
+    generators: tuple[str, ...] = DEFAULT_GENERATORS
+    generate_prompts: int = 240
+    synth_per_category: int = 4
+    max_new_tokens: int = 96
+    batch_size: int = 8
+    sources: tuple[str, ...] | None = None
+    """Offline sources to read (names from ``cguard data sources``); None reads every one."""
+    hub: tuple[str, ...] = ()
+    template_rate: float = 0.3
+    encoding_rate: float = 0.1
+    cuts: tuple[float, ...] = DEFAULT_CUTS
+    fractions: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
+
+
+def is_generated(record: Record) -> bool:
+    return record.source.startswith(GENERATED_PREFIXES)
+
+
+def _order(records: Sequence[Record], seed: int, salt: str) -> list[Record]:
+    return sorted(records, key=lambda r: stable_id(str(seed), salt, r.id))
+
+
+def parse_hub_spec(spec: str) -> tuple[str, str | None, str | None, str | None]:
+    """``name[:config[:split]][=path]`` → (name, config, split, path)."""
+    head, _, path = spec.partition("=")
+    name, config, split = ([*head.split(":"), None, None])[:3]
+    if name not in HUB_ADAPTERS:
+        raise ValueError(f"unknown hub dataset {name!r} in {spec!r}; known: {', '.join(HUB_ADAPTERS)}")
+    return name, config or None, split or None, path or None
+
+
+def collect_real(constitution: Constitution, options: BuildOptions, log: Log) -> tuple[list[Record], dict[str, str]]:
+    """Records from every available offline source, the constitution's examples and requested hub sets."""
+    from constitutional_guard.data.synth import constitution_examples
+
+    records: list[Record] = []
+    skipped: dict[str, str] = {}
+    unknown = sorted(set(options.sources or ()) - set(OFFLINE_SOURCES))
+    if unknown:
+        raise ValueError(f"unknown offline source(s) {', '.join(unknown)}; known: {', '.join(OFFLINE_SOURCES)}")
+    for name, source in OFFLINE_SOURCES.items():
+        if options.sources is not None and name not in options.sources:
+            continue
+        try:
+            found = source.read(constitution)
+        except PackageDataError as exc:
+            skipped[name] = str(exc)
+            log(f"skipped {name}: {exc}")
+            continue
+        log(f"{name}: {len(found)} records")
+        records += found
+    records += constitution_examples(constitution, origin=options.constitution or "constitutions/default.yaml")
+    for spec in options.hub:
+        name, config, split, path = parse_hub_spec(spec)
+        found = load_hub_dataset(name, path=path, config=config, split=split)
+        log(f"{spec}: {len(found)} records")
+        records += found
+    return records, skipped
+
+
+def _generation_prompts(prompts: Sequence[Record], count: int, seed: int) -> list[Record]:
+    """Half unsafe, half safe plain prompts (no jailbreak preambles), in a seeded order."""
+    plain = [r for r in prompts if r.response is None and len(r.prompt_text) <= 600]
+    unsafe = _order([r for r in plain if r.is_unsafe], seed, "gen")
+    safe = _order([r for r in plain if not r.is_unsafe], seed, "gen")
+    half = count // 2
+    return unsafe[:half] + safe[: count - half]
+
+
+def _reporter(progress: Progress | None, label: str) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+    return lambda done, total: progress(label, done, total)
+
+
+def collect_generated(
+    constitution: Constitution, prompts: list[Record], options: BuildOptions, progress: Progress | None, log: Log
+) -> list[Record]:
+    """Synthetic benign prompts (first installed generator) and real exchanges from every installed generator."""
+    from constitutional_guard.data.generate import GenerationSettings, exchanges_from_model
+    from constitutional_guard.data.synth import synthesize_benign_prompts
+    from constitutional_guard.models.embedded import EMBEDDED_MODELS
+    from constitutional_guard.models.loading import load_causal_lm
+
+    out: list[Record] = []
+    synthesized = False
+    settings = GenerationSettings(max_new_tokens=options.max_new_tokens, batch_size=options.batch_size)
+    for name in options.generators:
+        embedded = EMBEDDED_MODELS.get(name)
+        if embedded is not None and not embedded.is_installed():
+            log(f"generator {name} is not installed ({embedded.pip_spec}); skipped")
+            continue
+        lm = load_causal_lm(name)
+        if not synthesized:
+            synthesized = True
+            synthetic = synthesize_benign_prompts(
+                constitution,
+                lm,
+                name,
+                options.synth_per_category,
+                _reporter(progress, f"synthetic prompts ({name})"),
+                batch_size=options.batch_size,
+                exclude=[r.prompt_text for r in prompts],
+            )
+            log(f"synthetic benign prompts from {name}: {len(synthetic)}")
+            out += synthetic
+        synthetic_prompts = [r for r in out if r.response is None]
+        chosen = _generation_prompts(prompts + synthetic_prompts, options.generate_prompts, options.seed)
+        exchanges = exchanges_from_model(lm, name, chosen, settings, _reporter(progress, f"exchanges ({name})"))
+        log(f"exchanges from {name}: {len(exchanges)} {dict(Counter(r.label for r in exchanges))}")
+        out += exchanges
+        del lm
+    return out
+
+
+def augment_split(
+    records: Sequence[Record], templates: Sequence[JailbreakTemplate], options: BuildOptions, split: str
+) -> list[Record]:
+    """Augmented copies of one split's records, balanced across labels so no surface form implies a label."""
+    seed = options.seed
+    added: list[Record] = []
+    prompts = [r for r in records if r.response is None and "augmentation" not in r.meta]
+    by_label: dict[str, list[Record]] = defaultdict(list)
+    for record in prompts:
+        by_label[record.label].append(record)
+    smallest = min((len(v) for v in by_label.values()), default=0) if len(by_label) > 1 else 0
+    n_wrap = round(options.template_rate * smallest) if templates else 0
+    n_encode = round(options.encoding_rate * smallest)
+    schemes = list(ENCODINGS)
+    for label, members in sorted(by_label.items()):
+        ordered = _order(members, seed, f"aug-{split}")
+        for record in ordered[:n_wrap]:
+            added.append(wrap_in_template(record, templates[int(stable_id(str(seed), record.id), 16) % len(templates)]))
+        for i, record in enumerate(ordered[n_wrap : n_wrap + n_encode]):
+            added.append(encode_prompt(record, schemes[i % len(schemes)]))
+        if label == "safe":
+            for record in ordered:
+                tense = "past" if int(stable_id(str(seed), "tense", record.id), 16) % 2 == 0 else "future"
+                added.append(tense_rewrite(record, tense))
+    exchanges = [r for r in records if r.response is not None]
+    by_class: dict[str, list[Record]] = defaultdict(list)
+    for record in exchanges:
+        by_class[record.label].append(record)
+    smallest_ex = min((len(v) for v in by_class.values()), default=0) if len(by_class) > 1 else 0
+    n_wrap_ex = round(options.template_rate / 2 * smallest_ex) if templates else 0
+    wrapped_ex = []
+    for _, members in sorted(by_class.items()):
+        for record in _order(members, seed, f"augx-{split}")[:n_wrap_ex]:
+            wrapped_ex.append(
+                wrap_in_template(record, templates[int(stable_id(str(seed), record.id), 16) % len(templates)])
+            )
+    added += wrapped_ex
+    for record in exchanges + wrapped_ex:
+        added += response_prefixes(record, options.cuts)
+    return added
+
+
+def as_binary(record: Record) -> Record:
+    if record.label_scheme == "binary":
+        return record
+    return record.model_copy(update={"label_scheme": "binary", "label": record.binary_label})
+
+
+def check_no_prompt_crosses_splits(files: dict[str, Sequence[Record]]) -> None:
+    """Raise when one base prompt appears in two splits."""
+    home: dict[str, str] = {}
+    for split, records in files.items():
+        for record in records:
+            key = prompt_key(record)
+            if home.setdefault(key, split) != split:
+                raise AssertionError(f"prompt {key[:80]!r} appears in {home[key]} and {split}")
+
+
+def _counts(records: Sequence[Record], attr: str) -> dict[str, int]:
+    return dict(sorted(Counter(str(getattr(r, attr) or "(none)") for r in records).items()))
+
+
+def _table(records: Sequence[Record], row: Callable[[Record], str]) -> dict[str, dict[str, int]]:
+    out: dict[str, Counter] = defaultdict(Counter)
+    for record in records:
+        out[row(record)][record.label] += 1
+    return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
+
+
+def summarize_corpus(
+    files: dict[str, dict[str, list[Record]]], base: Sequence[Record], info: dict[str, Any]
+) -> dict[str, Any]:
+    """Counts per scheme / split / label / source / category / augmentation, plus real-vs-generated benign."""
+    counts = {
+        scheme: {split: _counts(recs, "label") for split, recs in splits.items()} for scheme, splits in files.items()
+    }
+    everything = {scheme: [r for recs in splits.values() for r in recs] for scheme, splits in files.items()}
+    benign_prompts = [r for r in base if r.response is None and not r.is_unsafe]
+    benign_exchanges = [r for r in base if r.response is not None and not r.is_unsafe]
+    return {
+        **info,
+        "totals": {scheme: len(recs) for scheme, recs in everything.items()},
+        "counts": counts,
+        "per_source": {scheme: _table(recs, lambda r: r.source) for scheme, recs in everything.items()},
+        "per_category": {scheme: _table(recs, lambda r: r.category or "(none)") for scheme, recs in everything.items()},
+        "augmentation": {
+            scheme: dict(
+                sorted(
+                    Counter(
+                        "prefix" if "prefix_of" in r.meta else str(r.meta.get("augmentation", "original")) for r in recs
+                    ).items()
+                )
+            )
+            for scheme, recs in everything.items()
+        },
+        "benign": {
+            "prompts": {
+                "real": sum(not is_generated(r) for r in benign_prompts),
+                "generated": sum(is_generated(r) for r in benign_prompts),
+                "by_source": _counts(benign_prompts, "source"),
+            },
+            "exchanges": {
+                "real": sum(not is_generated(r) for r in benign_exchanges),
+                "generated": sum(is_generated(r) for r in benign_exchanges),
+                "by_source": _counts(benign_exchanges, "source"),
+            },
+        },
+        "base_records": {
+            "real": sum(not is_generated(r) for r in base),
+            "generated": sum(is_generated(r) for r in base),
+        },
+    }
+
+
+def build_corpus(
+    out: str | Path,
+    options: BuildOptions | None = None,
+    progress: Progress | None = None,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Build the corpus into ``out`` (replaced atomically) and return its summary."""
+    options = options or BuildOptions()
+    say = log or (lambda _msg: None)
+    started = time.perf_counter()
+    constitution = load_constitution(options.constitution)
+    collected, skipped = collect_real(constitution, options, say)
+    if options.with_generated:
+        real_prompts, _ = deduplicate([r for r in collected if r.response is None])
+        collected += collect_generated(constitution, real_prompts, options, progress, say)
+    base, dedup = deduplicate(collected)
+    say(f"deduplicated: {dedup.kept} kept, {dedup.duplicates} duplicates, {dedup.conflicting} conflicting dropped")
+    split_records = assign_splits(base, options.seed, options.fractions)
+    templates = load_templates()
+    families = assign_families([t.family for t in templates], options.seed, options.fractions)
+    by_split: dict[str, list[Record]] = {s: [] for s in SPLITS}
+    for record in split_records:
+        by_split[record.split].append(record)  # type: ignore[index]
+    files: dict[str, dict[str, list[Record]]] = {scheme: {} for scheme in SCHEMES}
+    for split in SPLITS:
+        pool = [t for t in templates if families[t.family] == split]
+        records = by_split[split]
+        records = records + [
+            r.model_copy(update={"split": split}) for r in augment_split(records, pool, options, split)
+        ]
+        records = _order(records, options.seed, f"write-{split}")
+        files["binary"][split] = [as_binary(r) for r in records]
+        files["three_class"][split] = [r for r in records if r.label_scheme == "three_class"]
+    for scheme in SCHEMES:
+        check_no_prompt_crosses_splits(files[scheme])
+        for split in SPLITS:
+            ids = Counter(r.id for r in files[scheme][split])
+            repeated = [i for i, n in ids.items() if n > 1]
+            if repeated:
+                raise AssertionError(f"{scheme}/{split}: repeated record ids {repeated[:5]}")
+    missing = [
+        f"{split}:{label}"
+        for split in SPLITS
+        for label in THREE_CLASS_LABELS
+        if not any(r.label == label for r in files["three_class"][split])
+    ]
+    if missing:
+        raise RuntimeError(f"three-class labels missing from splits: {', '.join(missing)}")
+    info = {
+        "format": "constitutional-guard-corpus",
+        "created_with": __version__,
+        "options": {**asdict(options), "constitution": options.constitution or "default"},
+        "constitution": {
+            "name": constitution.name,
+            "version": constitution.version,
+            "fingerprint": constitution.fingerprint(),
+        },
+        "packages": [
+            {"distribution": p.distribution, "version": p.version, "licence": p.licence, "available": p.is_available()}
+            for p in DATA_PACKAGES
+        ],
+        "sources": {
+            name: {"package": s.package.pip_spec, "kind": s.kind, "licence": s.licence, "description": s.description}
+            for name, s in OFFLINE_SOURCES.items()
+        },
+        "label_mappings": {s.package.distribution: s.label_mapping for s in OFFLINE_SOURCES.values()}
+        | {
+            "generated": _generated_mapping(),
+            **{f"hub/{n}": HUB_ADAPTERS[n].label_mapping for n in {parse_hub_spec(h)[0] for h in options.hub}},
+        },
+        "skipped_sources": skipped,
+        "templates": {
+            "count": len(templates),
+            "families": len(families),
+            "families_per_split": dict(Counter(families.values())),
+        },
+        "dedup": {"kept": dedup.kept, "duplicates": dedup.duplicates, "conflicting_dropped": dedup.conflicting},
+    }
+    with atomic_dir(out) as tmp:
+        for scheme in SCHEMES:
+            for split in SPLITS:
+                write_records(files[scheme][split], split_path(tmp, split, scheme))
+        summary = summarize_corpus(files, base, info)
+        summary["build_seconds"] = round(time.perf_counter() - started, 1)
+        write_json_atomic(tmp / "summary.json", summary)
+        write_text_atomic(tmp / "card.md", render_card(summary))
+        _make_readable(tmp)
+    return summary
+
+
+def _make_readable(root: Path) -> None:
+    """Temporary files are private; a corpus is meant to be shared (directories 755, files 644)."""
+    root.chmod(0o755)
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def _generated_mapping() -> str:
+    from constitutional_guard.data import generate
+
+    return (generate.__doc__ or "").split("\n\n")[-1].strip()

