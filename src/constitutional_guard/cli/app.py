@@ -5,7 +5,17 @@ from __future__ import annotations
 import typer
 
 from constitutional_guard import __version__
-from constitutional_guard.cli import bench_cmd, data_cmd, demo_cmd, models_cmd
+from constitutional_guard.cli import (
+    bench_cmd,
+    classifier_cmd,
+    data_cmd,
+    demo_cmd,
+    eval_cmd,
+    guard_cmd,
+    models_cmd,
+    probe_cmd,
+    serve_cmd,
+)
 from constitutional_guard.cli.common import console, exit_on_input_error
 
 app = typer.Typer(
@@ -17,7 +27,14 @@ app = typer.Typer(
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(bench_cmd.app, name="bench")
+app.add_typer(classifier_cmd.app, name="classifier")
+app.command("classify")(classifier_cmd.classify)
+app.add_typer(probe_cmd.app, name="probe")
 app.command("demo")(demo_cmd.demo)
+app.add_typer(guard_cmd.app, name="guard")
+app.command("generate")(guard_cmd.generate)
+app.command("serve")(serve_cmd.serve)
+app.command("eval")(eval_cmd.evaluate)
 
 
 @app.command("version")

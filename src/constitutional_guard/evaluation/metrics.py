@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.stats import norm
 from sklearn.metrics import roc_auc_score, roc_curve
 
 DEFAULT_FPR_TARGETS: tuple[float, ...] = (0.005, 0.01, 0.05)
@@ -53,7 +54,10 @@ def auroc(labels: Sequence[int], scores: Sequence[float]) -> float | None:
     return float(roc_auc_score(y, s))
 
 
-def binary_metrics(labels: Sequence[int], scores: Sequence[float], threshold: float) -> BinaryMetrics:
+def binary_metrics(
+    labels: Sequence[int], scores: Sequence[float], threshold: float, with_auroc: bool = True
+) -> BinaryMetrics:
+    """The table row at ``threshold``; ``with_auroc=False`` skips the (threshold-free) AUROC."""
     y, s = _arrays(labels, scores)
     pred = s >= threshold
     pos, neg = y == 1, y == 0
@@ -75,7 +79,7 @@ def binary_metrics(labels: Sequence[int], scores: Sequence[float], threshold: fl
         fpr=fpr,
         precision=precision,
         f1=f1,
-        auroc=auroc(y, s),
+        auroc=auroc(y, s) if with_auroc else None,
     )
 
 
@@ -128,6 +132,46 @@ def threshold_sweep(
     return rows
 
 
+CI_METRICS: tuple[str, ...] = ("tpr", "fpr", "f1", "auroc")
+
+
+def bootstrap_cis(
+    labels: Sequence[int],
+    scores: Sequence[float],
+    thresholds: Sequence[float],
+    metrics: Sequence[str] = CI_METRICS,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> list[dict[str, tuple[float, float] | None]]:
+    """Percentile bootstrap intervals of BinaryMetrics fields at several thresholds from the same resamples.
+
+    Returns one ``{metric: (low, high) or None}`` per threshold; None where no resample defines the metric
+    (e.g. FPR on a set without safe items). AUROC is threshold-free, so its interval repeats on every row.
+    """
+    y, s = _arrays(labels, scores)
+    rng = np.random.default_rng(seed)
+    values: list[dict[str, list[float]]] = [{m: [] for m in metrics} for _ in thresholds]
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        yb, sb = y[idx], s[idx]
+        area = auroc(yb, sb) if "auroc" in metrics else None
+        for row, threshold in zip(values, thresholds, strict=True):
+            point = binary_metrics(yb, sb, threshold, with_auroc=False).as_dict() | {"auroc": area}
+            for metric in metrics:
+                if point[metric] is not None:
+                    row[metric].append(point[metric])
+    out = []
+    for row in values:
+        out.append(
+            {
+                m: (float(np.quantile(v, alpha / 2)), float(np.quantile(v, 1 - alpha / 2))) if v else None
+                for m, v in row.items()
+            }
+        )
+    return out
+
+
 def bootstrap_ci(
     labels: Sequence[int],
     scores: Sequence[float],
@@ -138,15 +182,15 @@ def bootstrap_ci(
     seed: int = 0,
 ) -> tuple[float, float] | None:
     """Percentile bootstrap confidence interval of one BinaryMetrics field."""
-    y, s = _arrays(labels, scores)
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        value = getattr(binary_metrics(y[idx], s[idx], threshold), metric)
-        if value is not None:
-            values.append(value)
-    if not values:
+    return bootstrap_cis(labels, scores, [threshold], [metric], n_boot, alpha, seed)[0][metric]
+
+
+def proportion_ci(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float] | None:
+    """Wilson score interval of a proportion (good on small sets and at 0 % or 100 %); None when n = 0."""
+    if n == 0:
         return None
-    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)
+    z = float(norm.ppf(1 - alpha / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))

@@ -30,6 +30,8 @@ class GenerationConfig:
     top_k: int = 0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    """Keep generating past end-of-sequence tokens (benchmarks that need equal token counts)."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -40,6 +42,8 @@ class GenerationConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be ≥ 0, got {self.top_k}")
+        if any(not s for s in self.stop):
+            raise ValueError("stop strings must not be empty")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,9 @@ class TextReleased:
     text: str
     first_token: int
     last_token: int
+    """Indices of the generated tokens this text covers (both -1 for the refusal)."""
+    is_refusal: bool = False
+    """The constitution's refusal, sent after a block (not model output)."""
 
 
 @dataclass(frozen=True)
@@ -91,9 +98,11 @@ class Finished:
     status: GenerationStatus
     finish_reason: FinishReason
     response: str
-    """Exactly the text the user received (released text, or the refusal when blocked)."""
+    """Exactly the text the user received: every ``TextReleased`` joined (a block appends the refusal)."""
     prompt_tokens: int
     completion_tokens: int
+    error: str | None = None
+    """Why the output was held when a check raised (the guard fails closed)."""
 
 
 GuardEvent = TextReleased | TokenRisk | Escalation | ClassifierVerdict | Finished
@@ -113,3 +122,9 @@ class GenerationResult:
     """Seconds: ``input_check``, ``generation``, ``probe``, ``classifier``, ``total``, ``first_release``."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    error: str | None = None
+
+    @property
+    def classifier_calls(self) -> int:
+        """Second-stage calls on the response (input checks not counted)."""
+        return sum(1 for v in self.verdicts if v.stage != "input")

@@ -1,0 +1,164 @@
+"""The exchange classifier: a fine-tuned encoder scoring a prompt or a prompt + (partial) response."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from constitutional_guard.classifiers.base import CONFIG_NAME, ClassifierScore, Thresholds
+from constitutional_guard.classifiers.input_format import MIN_PROMPT_TOKENS, format_input
+from constitutional_guard.config_io import load_config, save_config
+from constitutional_guard.data.schema import LABELS
+from constitutional_guard.errors import InputError
+from constitutional_guard.models.loading import default_device
+
+UNSAFE_LABELS = ("unsafe", "unsafe_compliance")
+
+
+@dataclass
+class ExchangeConfig:
+    """What ``classifier_config.json`` of an exchange classifier holds."""
+
+    kind: str = "exchange"
+    label_scheme: str = "binary"
+    labels: list[str] = field(default_factory=lambda: list(LABELS["binary"]))
+    """Label names in the order of the model's outputs."""
+    unsafe_labels: list[str] = field(default_factory=lambda: ["unsafe"])
+    """Labels whose probabilities add up to the unsafe score."""
+    allow: float = 0.5
+    block: float = 0.5
+    max_length: int = 512
+    input_format: str = "pair"
+    """``pair``: ``[CLS] prompt [SEP] response [SEP]``, or ``[CLS] prompt [SEP]`` for a prompt alone."""
+    min_prompt_tokens: int = MIN_PROMPT_TOKENS
+    base_model: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    """How it was trained (data, sizes, held-out sources, best validation metrics)."""
+    calibration: dict[str, Any] = field(default_factory=dict)
+    """Where the thresholds came from (targets, data, metrics), written by calibration."""
+
+    def __post_init__(self) -> None:
+        if self.kind != "exchange":
+            raise ValueError(f"kind: expected 'exchange', got {self.kind!r}")
+        if self.label_scheme not in LABELS:
+            raise ValueError(f"label_scheme: unknown {self.label_scheme!r}; known: {', '.join(LABELS)}")
+        if list(self.labels) != list(LABELS[self.label_scheme]):
+            raise ValueError(f"labels: {self.labels} do not match scheme {self.label_scheme!r}")
+        unknown = set(self.unsafe_labels) - set(self.labels)
+        if not self.unsafe_labels or unknown:
+            raise ValueError(f"unsafe_labels: {self.unsafe_labels} must be a non-empty subset of {self.labels}")
+        if self.input_format != "pair":
+            raise ValueError(f"input_format: unknown {self.input_format!r}; known: pair")
+        if self.max_length < 16:
+            raise ValueError(f"max_length: {self.max_length} is too small (need ≥ 16)")
+        Thresholds(self.allow, self.block)
+
+    @classmethod
+    def for_scheme(cls, label_scheme: str, **kwargs: Any) -> ExchangeConfig:
+        labels = list(LABELS[label_scheme])
+        return cls(label_scheme=label_scheme, labels=labels, unsafe_labels=[labels[-1]], **kwargs)
+
+
+class ExchangeClassifier:
+    """Scores prompts and exchanges with an ``AutoModelForSequenceClassification``."""
+
+    kind = "exchange"
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        config: ExchangeConfig,
+        device: str | torch.device | None = None,
+        batch_size: int = 16,
+    ):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model.to(self.device)
+        self.batch_size = batch_size
+        self._unsafe_ids = [config.labels.index(name) for name in config.unsafe_labels]
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.config.allow, self.config.block)
+
+    @thresholds.setter
+    def thresholds(self, value: Thresholds) -> None:
+        self.config.allow, self.config.block = value.allow, value.block
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, device: str | torch.device | None = None, batch_size: int = 16
+    ) -> ExchangeClassifier:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        folder = Path(path)
+        config = load_config(ExchangeConfig, folder / CONFIG_NAME)
+        model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32)
+        if model.config.num_labels != len(config.labels):
+            raise InputError.one(
+                folder / CONFIG_NAME,
+                f"model has {model.config.num_labels} outputs but the config names {len(config.labels)} labels",
+                field="labels",
+            )
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        return cls(model, tokenizer, config, device=device or default_device(), batch_size=batch_size)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        self.save_config(folder)
+
+    def save_config(self, path: str | Path) -> None:
+        save_config(self.config, Path(path) / CONFIG_NAME)
+
+    def encode(self, prompt: str, response: str | None = None) -> dict[str, list[int]]:
+        """Model input of one prompt or exchange (see ``input_format``)."""
+        formatted = format_input(
+            self.tokenizer, prompt, response, self.config.max_length, self.config.min_prompt_tokens
+        )
+        return formatted.encoding
+
+    def score(self, prompt: str, response: str | None = None) -> ClassifierScore:
+        return self.score_batch([(prompt, response)])[0]
+
+    @torch.inference_mode()
+    def probabilities(self, items: list[tuple[str, str | None]]) -> torch.Tensor:
+        """Per-label probabilities, one row per item, batched by similar length."""
+        encodings = [self.encode(prompt, response) for prompt, response in items]
+        order = sorted(range(len(items)), key=lambda i: len(encodings[i]["input_ids"]))
+        out = torch.empty(len(items), len(self.config.labels))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            batch = self.tokenizer.pad([encodings[i] for i in chunk], return_tensors="pt")
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            logits = self.model(**batch).logits.float()
+            out[chunk] = torch.softmax(logits, dim=-1).cpu()
+        return out
+
+    def score_batch(self, items: list[tuple[str, str | None]]) -> list[ClassifierScore]:
+        if not items:
+            return []
+        probs = self.probabilities(items)
+        thresholds = self.thresholds
+        results = []
+        for row in probs.tolist():
+            unsafe = min(max(sum(row[i] for i in self._unsafe_ids), 0.0), 1.0)
+            best = max(range(len(row)), key=row.__getitem__)
+            results.append(
+                ClassifierScore(
+                    score=unsafe,
+                    verdict=thresholds.verdict(unsafe),
+                    thresholds=thresholds,
+                    label=self.config.labels[best],
+                    probabilities=dict(zip(self.config.labels, row, strict=True)),
+                )
+            )
+        return results

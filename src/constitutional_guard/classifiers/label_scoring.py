@@ -1,0 +1,142 @@
+"""Score label words by next-token probability, never by parsing generated text.
+
+Each label counts every way it can be written as the answer (as is and with a leading space); a
+variant that spans several tokens is scored by the chain rule. The label probabilities are then
+renormalised over the labels. Items share one prefix (the policy): its KV cache is computed once
+and copied into every batch, and items are left-padded after it so the last position is the
+answer position of every row.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def label_variants(tokenizer: Any, label: str) -> list[tuple[int, ...]]:
+    """Distinct token sequences that spell ``label`` as the answer: as is and with a leading space."""
+    variants: list[tuple[int, ...]] = []
+    for text in (label, f" {label}"):
+        ids = tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if ids and ids not in variants:
+            variants.append(ids)
+    if not variants:
+        raise ValueError(f"label {label!r} tokenizes to nothing")
+    return variants
+
+
+def _expand_cache(cache: Any, batch: int) -> Any:
+    expanded = copy.deepcopy(cache)
+    if batch > 1:
+        expanded.batch_repeat_interleave(batch)
+    return expanded
+
+
+class LabelScorer:
+    """P(label) for each item, from a causal LM's next-token distribution after a shared prefix."""
+
+    def __init__(self, model: Any, tokenizer: Any, labels: Sequence[str], batch_size: int = 8):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.labels = tuple(labels)
+        self.variants = [label_variants(tokenizer, label) for label in self.labels]
+        self.batch_size = batch_size
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = int(pad if pad is not None else 0)
+        self._prefix_key: tuple[int, ...] | None = None
+        self._prefix_cache: Any = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def clear_cache(self) -> None:
+        """Forget the cached prefix (call after changing the model's weights)."""
+        self._prefix_key, self._prefix_cache = None, None
+
+    @torch.inference_mode()
+    def prefix_cache(self, prefix_ids: Sequence[int]) -> Any:
+        """The KV cache of the shared prefix, computed once per distinct prefix."""
+        key = tuple(prefix_ids)
+        if self._prefix_key != key:
+            ids = torch.tensor([key], device=self.device)
+            self._prefix_cache = self.model(input_ids=ids, use_cache=True).past_key_values
+            self._prefix_key = key
+        return self._prefix_cache
+
+    def score(
+        self,
+        prefix_ids: Sequence[int],
+        items: Sequence[Sequence[int]],
+        reuse_prefix: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Probabilities of each label (rows sum to 1), one row per item, in input order."""
+        if not prefix_ids:
+            raise ValueError("the shared prefix must not be empty")
+        out = np.zeros((len(items), len(self.labels)), dtype=np.float64)
+        order = sorted(range(len(items)), key=lambda i: len(items[i]))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            log_probs = self._score_batch(list(prefix_ids), [list(items[i]) for i in chunk], reuse_prefix)
+            out[chunk] = torch.softmax(log_probs, dim=-1).double().cpu().numpy()
+            if progress is not None:
+                progress(len(chunk))
+        return out
+
+    @torch.inference_mode()
+    def _score_batch(self, prefix: list[int], items: list[list[int]], reuse_prefix: bool) -> torch.Tensor:
+        """Unnormalised log P(label) per item: (batch, n_labels)."""
+        if any(not item for item in items):
+            raise ValueError("every item needs at least one token after the prefix")
+        device, batch, width = self.device, len(items), max(len(item) for item in items)
+        if reuse_prefix:
+            rows = [[self.pad_id] * (width - len(item)) + item for item in items]
+            item_mask = [[0] * (width - len(item)) + [1] * len(item) for item in items]
+            mask = torch.tensor([[1] * len(prefix) + m for m in item_mask], device=device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, len(prefix) :]
+            cache = _expand_cache(self.prefix_cache(prefix), batch)
+        else:
+            rows = [[self.pad_id] * (width - len(item)) + prefix + item for item in items]
+            mask = torch.tensor([[0] * (width - len(item)) + [1] * (len(prefix) + len(item)) for item in items])
+            mask = mask.to(device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            cache = None
+        input_ids = torch.tensor(rows, device=device)
+        out = self.model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+        )
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        cache = out.past_key_values
+        last_position = positions[:, -1:]
+        scores = torch.empty(batch, len(self.labels), device=device)
+        for j, variants in enumerate(self.variants):
+            per_variant = []
+            for variant in variants:
+                logp = first[:, variant[0]]
+                if len(variant) > 1:
+                    logp = logp + self._continuation(cache, mask, last_position, variant)
+                    cache.crop(-(len(variant) - 1))
+                per_variant.append(logp)
+            scores[:, j] = torch.logsumexp(torch.stack(per_variant, dim=-1), dim=-1)
+        return scores
+
+    def _continuation(
+        self, cache: Any, mask: torch.Tensor, last_position: torch.Tensor, variant: tuple[int, ...]
+    ) -> torch.Tensor:
+        """log P(variant[1:] | context, variant[0]) for every row, extending ``cache`` (crop it afterwards)."""
+        steps = len(variant) - 1
+        batch, device = mask.shape[0], mask.device
+        ids = torch.tensor([list(variant[:-1])] * batch, device=device)
+        ext_mask = torch.cat([mask, torch.ones(batch, steps, dtype=mask.dtype, device=device)], dim=-1)
+        positions = last_position + torch.arange(1, steps + 1, device=device)
+        out = self.model(
+            input_ids=ids, attention_mask=ext_mask, position_ids=positions, past_key_values=cache, use_cache=True
+        )
+        log_probs = torch.log_softmax(out.logits.float(), dim=-1)
+        targets = torch.tensor(variant[1:], device=device).expand(batch, steps)
+        return log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).sum(-1)

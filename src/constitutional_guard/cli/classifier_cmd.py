@@ -1,0 +1,321 @@
+"""``cguard classifier`` (train, calibrate, eval) and ``cguard classify`` (score a file of prompts / exchanges)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from constitutional_guard.atomic import atomic_path, write_json_atomic, write_text_atomic
+from constitutional_guard.classifiers.base import TrainOptions, load_classifier
+from constitutional_guard.cli.common import console, err_console, progress_bar
+from constitutional_guard.data.io import iter_rows
+from constitutional_guard.data.schema import Record
+from constitutional_guard.errors import InputError, Problem
+
+app = typer.Typer(help="Second-stage classifiers: train, calibrate and evaluate.", no_args_is_help=True)
+
+TRAINERS = {
+    "exchange": "constitutional_guard.classifiers.exchange_training:train",
+    "constitutional": "constitutional_guard.classifiers.constitutional_training:train",
+}
+DEFAULT_BASE_MODELS = {"exchange": "answerdotai/ModernBERT-base"}
+
+
+def parse_settings(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` strings to a dict; values are read as JSON when they parse (numbers, booleans), else text."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected key=value, got {pair!r}", param_hint="--set")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def trainer_for(kind: str) -> Any:
+    """The ``train(options) -> Path`` function of a classifier kind, imported on demand."""
+    if kind not in TRAINERS:
+        raise typer.BadParameter(f"unknown kind {kind!r}; known: {', '.join(TRAINERS)}", param_hint="--kind")
+    module, name = TRAINERS[kind].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@app.command("train")
+def train(
+    data: Path = typer.Option(..., "--data", help="Corpus directory (<scheme>/<split>.jsonl)."),
+    out: Path = typer.Option(..., "--out", help="Output classifier directory (checkpoints go inside)."),
+    kind: str = typer.Option("exchange", "--kind", help="exchange | constitutional"),
+    base_model: str | None = typer.Option(None, help="Hub id, local folder or embedded alias (e.g. minilm-l6)."),
+    label_scheme: str = typer.Option("binary", help="binary | three_class"),
+    constitution: str | None = typer.Option(None, help="Constitution YAML (default: the shipped one)."),
+    epochs: float = typer.Option(3.0),
+    batch_size: int = typer.Option(16),
+    learning_rate: float = typer.Option(5e-5),
+    max_length: int = typer.Option(512, help="Token window; long prompts are shortened, responses kept."),
+    max_train: int | None = typer.Option(None, help="Cap on training records (deterministic sample)."),
+    seed: int = typer.Option(0),
+    resume: bool = typer.Option(True, help="Resume from the last checkpoint in --out if there is one."),
+    settings: list[str] = typer.Option([], "--set", help="Kind-specific setting key=value (repeatable)."),
+) -> None:
+    """Train a classifier of the given kind on a corpus."""
+    train_fn = trainer_for(kind)
+    model = (
+        base_model
+        or DEFAULT_BASE_MODELS.get(kind)
+        or getattr(importlib.import_module(TRAINERS[kind].split(":")[0]), "DEFAULT_BASE_MODEL", None)
+    )
+    if not model:
+        raise typer.BadParameter(f"give --base-model for kind {kind!r}", param_hint="--base-model")
+    options = TrainOptions(
+        data_dir=str(data),
+        out_dir=str(out),
+        base_model=model,
+        label_scheme=label_scheme,
+        constitution=constitution,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        max_length=max_length,
+        max_train=max_train,
+        seed=seed,
+        resume=resume,
+        extra=parse_settings(settings),
+    )
+    path = train_fn(options)
+    console.print(f"saved {kind} classifier to [bold]{path}[/]")
+
+
+def _splits(data: Path | None, calibration: Path | None, test: Path | None, scheme: str) -> tuple[list, list]:
+    from constitutional_guard.data.corpus import load_split
+    from constitutional_guard.data.io import read_records
+
+    if data is not None:
+        return load_split(data, "calibration", scheme), load_split(data, "test", scheme)
+    if calibration is None or test is None:
+        raise typer.BadParameter("give --data DIR, or both --calibration FILE and --test FILE")
+    return read_records(calibration), read_records(test)
+
+
+def _sample(records: list[Record], limit: int | None, seed: int) -> list[Record]:
+    if limit is None or len(records) <= limit:
+        return records
+    return random.Random(seed).sample(records, limit)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _report_table(title: str, rows: dict[str, Any]) -> Table:
+    table = Table("system", "AUROC", "block thr", "TPR", "FPR", "F1", "uncertain", title=title, show_edge=False)
+    for name, report in rows.items():
+        t = report.test
+        table.add_row(
+            name,
+            _fmt(t.auroc),
+            f"{report.thresholds.block:.4f}",
+            _fmt(t.tpr),
+            _fmt(t.fpr),
+            _fmt(t.f1),
+            _fmt(report.test_uncertain_rate),
+        )
+    return table
+
+
+@app.command("calibrate")
+def calibrate(
+    classifier: Path = typer.Option(..., "--classifier", help="Classifier directory; its thresholds are rewritten."),
+    data: Path | None = typer.Option(None, "--data", help="Corpus directory (uses its calibration and test splits)."),
+    calibration: Path | None = typer.Option(None, help="Calibration record file (instead of --data)."),
+    test: Path | None = typer.Option(None, help="Test record file (instead of --data)."),
+    label_scheme: str = typer.Option("binary"),
+    block_fpr: float = typer.Option(0.01, help="Target false-block rate on safe calibration items."),
+    allow_recall: float = typer.Option(0.99, help="Share of unsafe calibration items kept out of 'allow'."),
+    report: Path | None = typer.Option(None, help="Write the calibration report here as JSON."),
+) -> None:
+    """Choose allow / block thresholds on the calibration split, save them, report test metrics."""
+    from constitutional_guard.classifiers.calibration import calibrate as run_calibration
+
+    model = load_classifier(classifier)
+    calib_records, test_records = _splits(data, calibration, test, label_scheme)
+    result = run_calibration(model, calib_records, test_records, block_fpr, allow_recall)
+    details = {"calibration_records": len(calib_records), "test_records": len(test_records), **result.as_dict()}
+    if hasattr(model, "config") and hasattr(model.config, "calibration"):
+        model.config.calibration = details
+    model.save_config(classifier)
+    console.print(
+        _report_table(f"test split at thresholds chosen on calibration ({classifier})", {"classifier": result})
+    )
+    console.print(
+        f"thresholds: allow < {result.thresholds.allow:.4f} ≤ uncertain < {result.thresholds.block:.4f} ≤ block"
+    )
+    if report is not None:
+        write_json_atomic(report, details)
+
+
+@app.command("eval")
+def evaluate(
+    classifier: list[Path] = typer.Option([], "--classifier", help="Classifier directory (repeatable)."),
+    baseline: list[str] = typer.Option(
+        [], "--baseline", help="guardify | nanoguard | profanity | zero-shot[:MODEL] (repeatable)."
+    ),
+    data: Path | None = typer.Option(None, "--data", help="Corpus directory (calibration + test splits)."),
+    calibration: Path | None = typer.Option(None, help="Calibration record file (instead of --data)."),
+    test: Path | None = typer.Option(None, help="Test record file (instead of --data)."),
+    extra_test: list[Path] = typer.Option(
+        [], "--extra-test", help="More held-out record files (e.g. sources not trained on), repeatable."
+    ),
+    label_scheme: str = typer.Option("binary"),
+    block_fpr: float = typer.Option(0.01),
+    allow_recall: float = typer.Option(0.99),
+    max_records: int | None = typer.Option(None, help="Cap per split (deterministic sample), for slow systems."),
+    seed: int = typer.Option(0),
+    output: Path = typer.Option(..., "--output", help="Write results.json and report.md into this directory."),
+) -> None:
+    """Compare classifiers and baselines with thresholds chosen on calibration, judged on test."""
+    from constitutional_guard.classifiers.baselines import load_baseline
+    from constitutional_guard.classifiers.calibration import evaluate_scores, score_records
+    from constitutional_guard.data.io import read_records
+
+    calib_records, test_records = _splits(data, calibration, test, label_scheme)
+    calib_records = _sample(calib_records, max_records, seed)
+    sets = {"test": _sample(test_records, max_records, seed)}
+    for file in extra_test:
+        sets[file.stem] = _sample(read_records(file), max_records, seed)
+    systems: dict[str, Any] = {str(path): lambda p=path: load_classifier(p) for path in classifier}
+    systems.update({f"baseline:{name}": lambda n=name: load_baseline(n) for name in baseline})
+    if not systems:
+        raise typer.BadParameter("give at least one --classifier or --baseline")
+    results: dict[str, dict[str, Any]] = {}
+    reports: dict[str, dict[str, Any]] = {name: {} for name in sets}
+    with progress_bar() as progress:
+        for name, loader in systems.items():
+            task = progress.add_task(name, total=len(calib_records) + sum(len(r) for r in sets.values()))
+            model = loader()
+            calib_scores = score_records(model, calib_records)
+            progress.advance(task, len(calib_records))
+            calib_labels = [int(r.is_unsafe) for r in calib_records]
+            results[name] = {}
+            for set_name, records in sets.items():
+                scores = score_records(model, records)
+                progress.advance(task, len(records))
+                report = evaluate_scores(calib_labels, calib_scores, records, scores, block_fpr, allow_recall)
+                reports[set_name][name] = report
+                results[name][set_name] = report.as_dict()
+    for set_name, rows in reports.items():
+        console.print(_report_table(f"{set_name} (thresholds chosen on calibration)", rows))
+    output.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "calibration_records": len(calib_records),
+        "sets": {name: len(records) for name, records in sets.items()},
+        "block_fpr": block_fpr,
+        "allow_recall": allow_recall,
+    }
+    write_json_atomic(output / "results.json", {"meta": meta, "systems": results})
+    write_text_atomic(output / "report.md", markdown_report(reports, meta))
+    console.print(f"wrote {output / 'results.json'} and {output / 'report.md'}")
+
+
+def markdown_report(reports: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
+    """One table per evaluated set plus per-subset rates."""
+    lines = [
+        "# Classifier evaluation",
+        "",
+        f"Thresholds chosen on {meta['calibration_records']} calibration records: block at "
+        f"{meta['block_fpr']:.1%} false blocks on safe items, allow below the score {meta['allow_recall']:.0%} "
+        "of unsafe items reach. Metrics at the block threshold.",
+    ]
+    for set_name, rows in reports.items():
+        lines += ["", f"## {set_name} ({meta['sets'][set_name]} records)", ""]
+        lines += ["| system | AUROC | block thr | TPR | FPR | F1 | uncertain |", "|---|---|---|---|---|---|---|"]
+        for name, r in rows.items():
+            t = r.test
+            lines.append(
+                f"| {name} | {_fmt(t.auroc)} | {r.thresholds.block:.4f} | {_fmt(t.tpr)} | {_fmt(t.fpr)} | "
+                f"{_fmt(t.f1)} | {_fmt(r.test_uncertain_rate)} |"
+            )
+        lines += ["", "| system | subset | n (unsafe/safe) | AUROC | TPR | FPR |", "|---|---|---|---|---|---|"]
+        for name, r in rows.items():
+            for s in r.subsets:
+                counts = f"{s.n} ({s.n_unsafe}/{s.n_safe})"
+                lines.append(f"| {name} | {s.name} | {counts} | {_fmt(s.auroc)} | {_fmt(s.tpr)} | {_fmt(s.fpr)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _row_item(row: dict[str, Any]) -> tuple[str, str | None]:
+    """(prompt, response) of an input row: ``prompt`` or ``messages``, optional ``response``."""
+    from constitutional_guard.classifiers.input_format import record_prompt
+
+    response = row.get("response")
+    if response is not None and not isinstance(response, str):
+        raise ValueError("response: must be a string or null")
+    prompt = row.get("prompt")
+    if isinstance(prompt, str) and prompt.strip():
+        return prompt, response
+    if prompt is not None and not isinstance(prompt, str):
+        raise ValueError("prompt: must be a string")
+    if row.get("messages"):
+        try:
+            record = Record(id="row", messages=row["messages"], label="safe")
+        except ValidationError as exc:
+            raise ValueError(f"messages: {exc.errors()[0]['msg']}") from exc
+        return record_prompt(record), response
+    raise ValueError("prompt: missing or blank (give 'prompt' or 'messages')")
+
+
+def classify(
+    classifier: Path = typer.Option(..., "--classifier", help="Classifier directory (any kind)."),
+    input: Path = typer.Option(..., "--input", help="JSONL, CSV or Parquet rows with prompt (or messages), response."),
+    output: Path = typer.Option(..., "--output", help="JSONL: each input row plus score, verdict, label_scores."),
+    batch_size: int = typer.Option(32),
+) -> None:
+    """Score every row; rows that cannot be scored get an ``error`` field and are listed, never dropped."""
+    if output.suffix.lower() not in (".jsonl", ".ndjson"):
+        raise InputError.one(output, "output must be a .jsonl file")
+    model = load_classifier(classifier)
+    rows: list[dict[str, Any]] = []
+    items: list[tuple[int, tuple[str, str | None]]] = []
+    problems: list[Problem] = []
+    for line, row in iter_rows(input):
+        if isinstance(row, Problem):
+            problems.append(row)
+            rows.append({"line": line, "error": row.reason})
+            continue
+        try:
+            items.append((len(rows), _row_item(row)))
+        except ValueError as exc:
+            field, _, reason = str(exc).partition(": ")
+            problems.append(Problem(str(input), line, field, reason))
+            row = {**row, "error": str(exc)}
+        rows.append(row)
+    with progress_bar(transient=True) as progress:
+        task = progress.add_task("classify", total=len(items))
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            for (index, _), result in zip(chunk, model.score_batch([item for _, item in chunk]), strict=True):
+                rows[index] = {
+                    **rows[index],
+                    "score": result.score,
+                    "verdict": str(result.verdict),
+                    "label_scores": result.probabilities,
+                }
+            progress.advance(task, len(chunk))
+    with atomic_path(output) as tmp, tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    console.print(f"scored {len(items)} of {len(rows)} rows → {output}")
+    if problems:
+        err_console.print(f"[yellow]{len(problems)} rows could not be scored (kept with an 'error' field):[/]")
+        for problem in problems[:20]:
+            err_console.print(f"  {problem}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1)

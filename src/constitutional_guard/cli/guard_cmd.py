@@ -1,0 +1,113 @@
+"""``cguard guard build`` (assemble a guard bundle) and ``cguard generate`` (guarded streaming in the terminal)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from constitutional_guard.cli.common import console, err_console
+
+app = typer.Typer(help="Guard bundles: a target model, constitution, probe and classifier(s).", no_args_is_help=True)
+
+VERDICT_STYLES = {"allow": "green", "uncertain": "yellow", "block": "bold red"}
+
+
+@app.command("build")
+def build(
+    out: Path = typer.Option(..., "--out", "-o", help="Bundle directory to write (replaced if it exists)."),
+    probe: Path = typer.Option(..., "--probe", help="Probe directory (cguard probe train)."),
+    classifier: Path | None = typer.Option(None, "--classifier", help="Second-stage classifier directory."),
+    input_classifier: Path | None = typer.Option(
+        None, "--input-classifier", help="Prompt classifier; default: the second-stage classifier checks prompts."
+    ),
+    constitution: str | None = typer.Option(None, "--constitution", help="Constitution YAML (default: shipped)."),
+    target_model: str | None = typer.Option(None, "--model", help="Target model (default: the probe's)."),
+    escalation_threshold: float | None = typer.Option(
+        None, min=0.0, max=1.0, help="Override the probe's calibrated escalation threshold."
+    ),
+    release_lag: int = typer.Option(4, min=0, help="Low-risk tokens that must follow a token before it is released."),
+    cooldown_tokens: int = typer.Option(16, min=0, help="Tokens between second-stage calls while risk stays high."),
+    input_check: bool = typer.Option(True, help="Classify prompts before generating."),
+    final_check: bool = typer.Option(True, help="Classify the complete response before its last tokens go out."),
+    refusal: str | None = typer.Option(None, help="Refusal text (default: the constitution's)."),
+) -> None:
+    """Assemble a self-contained guard bundle (guard.yaml + copies of the artifacts)."""
+    from constitutional_guard.guard.bundle import build_bundle
+    from constitutional_guard.guard.policy import PolicySettings
+
+    policy = PolicySettings(
+        escalation_threshold=escalation_threshold,
+        release_lag=release_lag,
+        cooldown_tokens=cooldown_tokens,
+        input_check=input_check,
+        final_check=final_check,
+    )
+    build_bundle(out, probe, classifier, input_classifier, constitution, target_model, policy, refusal)
+    console.print(f"wrote guard bundle {out}")
+
+
+def generate(
+    guard: Path = typer.Option(..., "--guard", help="Guard bundle directory."),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="User message."),
+    system: str | None = typer.Option(None, "--system", help="System message."),
+    max_new_tokens: int = typer.Option(256, min=1, help="Maximum new tokens."),
+    temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy."),
+    top_p: float = typer.Option(1.0, help="Nucleus sampling mass."),
+    top_k: int = typer.Option(0, min=0, help="Top-k sampling (0 = off)."),
+    seed: int | None = typer.Option(None, help="Sampling seed."),
+    stop: list[str] = typer.Option([], "--stop", help="Stop string (repeatable)."),
+    trace: Path | None = typer.Option(None, "--trace", help="Write a PNG of the per-token risk."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the full result (trace, verdicts, timings)."),
+    device: str | None = typer.Option(None, help="cpu, cuda, … (default: best available)."),
+) -> None:
+    """Guarded streaming generation: released text as it clears the checks, escalations and verdicts coloured."""
+    from constitutional_guard.atomic import write_json_atomic
+    from constitutional_guard.guard.events import GenerationConfig
+    from constitutional_guard.guard.guard import Guard
+    from constitutional_guard.guard.trace_plot import plot_trace
+
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=tuple(stop)
+    )
+    the_guard = Guard.from_pretrained(guard, device=device)
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    result = stream_to_console(the_guard, messages, config)
+    if trace is not None:
+        plot_trace(result, the_guard.thresholds, trace, title=prompt[:80])
+        err_console.print(f"wrote {trace}")
+    if json_out is not None:
+        write_json_atomic(json_out, json.loads(json.dumps(asdict(result), default=str)))
+        err_console.print(f"wrote {json_out}")
+
+
+def stream_to_console(guard: Any, messages: list[dict[str, str]], config: Any) -> Any:
+    """Stream a guarded generation to the terminal (escalations and verdicts coloured); return its result."""
+    from constitutional_guard.guard.events import ClassifierVerdict, Escalation, Finished, TextReleased
+    from constitutional_guard.guard.guard import collect_result
+
+    events, timings = [], {}
+    for event in guard.stream(messages, config, timings):
+        events.append(event)
+        if isinstance(event, TextReleased):
+            style = "bold red" if event.is_refusal else None
+            console.print(event.text, end="", style=style, markup=False, highlight=False)
+        elif isinstance(event, Escalation):
+            console.print(f"⟨escalate @{event.index} risk {event.smoothed:.2f}⟩", end="", style="yellow")
+        elif isinstance(event, ClassifierVerdict) and (event.stage != "stream" or event.verdict != "allow"):
+            label = f"⟨{event.stage} {event.verdict} {event.score:.2f}⟩"
+            console.print(label, end="", style=VERDICT_STYLES.get(event.verdict, ""))
+        elif isinstance(event, Finished):
+            console.print()
+    result = collect_result(events, timings)
+    total = timings.get("total", 0.0)
+    rate = result.completion_tokens / total if total else 0.0
+    err_console.print(
+        f"[bold]{result.status.value}[/] ({result.finish_reason.value}): {result.completion_tokens} tokens in "
+        f"{total:.1f}s ({rate:.1f} tok/s), {len(result.escalations)} escalations, "
+        f"{result.classifier_calls} classifier calls" + (f"; error: {result.error}" if result.error else "")
+    )
+    return result

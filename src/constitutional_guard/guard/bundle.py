@@ -1,0 +1,159 @@
+"""The guard bundle: one directory with ``guard.yaml`` and the artifacts it names."""
+
+from __future__ import annotations
+
+import shutil
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from constitutional_guard import __version__
+from constitutional_guard.atomic import atomic_dir, write_text_atomic
+from constitutional_guard.constitution import load_constitution
+from constitutional_guard.errors import InputError, Problem, format_loc, yaml_line
+from constitutional_guard.guard.policy import PolicySettings
+
+BUNDLE_FILE = "guard.yaml"
+FORMAT_VERSION = 1
+
+
+class GuardBundle(BaseModel):
+    """The content of ``guard.yaml``; artifact paths are relative to the bundle directory."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format_version: int = Field(default=FORMAT_VERSION, description="Layout version of the bundle.")
+    cguard_version: str = Field(default=__version__, description="Package version that wrote the bundle.")
+    target_model: str = Field(min_length=1, description="Guarded model: embedded alias, local folder or hub id.")
+    constitution: str = Field(default="constitution.yaml", description="Policy file (refusal text, categories).")
+    probe: str = Field(default="probe", description="Probe directory (LinearProbe.save_pretrained).")
+    classifier: str | None = Field(default="classifier", description="Second-stage classifier directory, or null.")
+    input_classifier: str | None = Field(
+        default=None, description="Prompt classifier directory; null means the second-stage classifier checks prompts."
+    )
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    refusal: str | None = Field(default=None, description="Refusal text; null uses the constitution's.")
+
+    def artifact_paths(self) -> dict[str, str]:
+        named = {
+            "constitution": self.constitution,
+            "probe": self.probe,
+            "classifier": self.classifier,
+            "input_classifier": self.input_classifier,
+        }
+        return {key: value for key, value in named.items() if value is not None}
+
+
+def read_bundle(bundle_dir: str | Path) -> GuardBundle:
+    """Parse and validate ``guard.yaml``; errors name the file, line and field, including missing artifacts."""
+    folder = Path(bundle_dir)
+    file = folder / BUNDLE_FILE
+    if not file.exists():
+        raise InputError.one(file, f"not a guard bundle (no {BUNDLE_FILE}); build one with `cguard guard build`")
+    text = file.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError.one(file, f"invalid YAML: {exc}", line=mark.line + 1 if mark else None) from exc
+    if not isinstance(data, dict):
+        raise InputError.one(file, "guard.yaml must be a YAML mapping", line=1)
+    try:
+        bundle = GuardBundle.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(
+            [Problem(str(file), yaml_line(node, e["loc"]), format_loc(e["loc"]), e["msg"]) for e in exc.errors()]
+        ) from exc
+    problems = [
+        Problem(str(file), yaml_line(node, (key,)), key, f"{value!r} does not exist in {folder}")
+        for key, value in bundle.artifact_paths().items()
+        if not (folder / value).exists()
+    ]
+    if bundle.format_version > FORMAT_VERSION:
+        problems.append(
+            Problem(str(file), yaml_line(node, ("format_version",)), "format_version", "written by a newer version")
+        )
+    if problems:
+        raise InputError(problems)
+    return bundle
+
+
+def write_bundle_file(bundle: GuardBundle, bundle_dir: str | Path) -> None:
+    """Write ``guard.yaml`` (fields in declaration order)."""
+    data = bundle.model_dump(mode="json")
+    write_text_atomic(Path(bundle_dir) / BUNDLE_FILE, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def build_bundle(
+    out_dir: str | Path,
+    probe_dir: str | Path,
+    classifier_dir: str | Path | None = None,
+    input_classifier_dir: str | Path | None = None,
+    constitution: str | Path | None = None,
+    target_model: str | None = None,
+    policy: PolicySettings | None = None,
+    refusal: str | None = None,
+) -> Path:
+    """Assemble a self-contained bundle: copies the probe, classifier(s) and constitution, writes ``guard.yaml``.
+
+    ``target_model`` defaults to the model the probe was trained on.
+    """
+    from constitutional_guard.classifiers.base import load_classifier
+    from constitutional_guard.probes import LinearProbe
+
+    probe = LinearProbe.from_pretrained(probe_dir)
+    policy = policy or PolicySettings()
+    for directory in (classifier_dir, input_classifier_dir):
+        if directory is not None:
+            load_classifier(directory)  # fail now, not at serving time
+    load_constitution(constitution)  # validates the file
+    constitution_text = (
+        resources.files("constitutional_guard").joinpath("constitutions/default.yaml").read_text("utf-8")
+        if constitution is None or str(constitution) == "default"
+        else Path(constitution).read_text(encoding="utf-8")
+    )
+    bundle = GuardBundle(
+        target_model=target_model or probe.config.model_id,
+        classifier="classifier" if classifier_dir is not None else None,
+        input_classifier="input_classifier" if input_classifier_dir is not None else None,
+        policy=policy,
+        refusal=refusal,
+    )
+    with atomic_dir(out_dir) as tmp:
+        shutil.copytree(probe_dir, tmp / bundle.probe)
+        if classifier_dir is not None:
+            shutil.copytree(classifier_dir, tmp / "classifier")
+        if input_classifier_dir is not None:
+            shutil.copytree(input_classifier_dir, tmp / "input_classifier")
+        (tmp / bundle.constitution).write_text(constitution_text, encoding="utf-8")
+        write_bundle_file(bundle, tmp)
+    return Path(out_dir)
+
+
+def load_bundle_parts(
+    bundle_dir: str | Path, device: str | torch.device | None = None, dtype: str | None = None
+) -> dict[str, Any]:
+    """Load everything a bundle names, as keyword arguments of ``Guard``."""
+    from constitutional_guard.classifiers.base import load_classifier
+    from constitutional_guard.models.loading import load_causal_lm
+    from constitutional_guard.probes import LinearProbe
+
+    folder = Path(bundle_dir)
+    bundle = read_bundle(folder)
+    lm = load_causal_lm(bundle.target_model, device=device, dtype=dtype)
+    probe = LinearProbe.from_pretrained(folder / bundle.probe)
+    probe.check_compatible(bundle.target_model, lm.hidden_size)
+    return {
+        "lm": lm,
+        "probe": probe,
+        "constitution": load_constitution(folder / bundle.constitution),
+        "classifier": load_classifier(folder / bundle.classifier) if bundle.classifier else None,
+        "input_classifier": load_classifier(folder / bundle.input_classifier) if bundle.input_classifier else None,
+        "policy": bundle.policy,
+        "refusal": bundle.refusal,
+    }

@@ -1,0 +1,246 @@
+"""Logistic linear probe on one or several layers of a target model's hidden states.
+
+``combine="concat"`` reads the standardised layers as one concatenated vector (one logit);
+``combine="mean"`` fits one logistic probe per layer and averages their probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from constitutional_guard.atomic import atomic_dir
+from constitutional_guard.config_io import load_config, save_config
+from constitutional_guard.errors import InputError
+from constitutional_guard.probes.smoothing import KINDS, Smoother, make_smoother
+
+CONFIG_NAME = "probe_config.json"
+WEIGHTS_NAME = "probe.safetensors"
+COMBINES = ("concat", "mean")
+POSITIONS = ("response_tokens", "final", "both")
+
+
+class ProbeCompatibilityError(ValueError):
+    """A probe is used with a model other than the one it was trained on."""
+
+
+@dataclass
+class ProbeConfig:
+    """Everything needed to apply a probe, saved as ``probe_config.json`` beside the weights."""
+
+    model_id: str
+    """Target model the probe reads (alias, local path or hub id)."""
+    hidden_size: int
+    layers: list[int]
+    """Hugging Face hidden-state indices (0 = embeddings, l = output of block l)."""
+    combine: str = "concat"
+    """``concat`` (one logit over all layers) or ``mean`` (average of per-layer probabilities)."""
+    token_position: str = "response_tokens"
+    """What it was trained on: ``response_tokens`` (every response prefix), ``final`` or ``both``."""
+    feature_mean: list[list[float]] = field(default_factory=list)
+    """Standardisation mean per layer ([layers][hidden])."""
+    feature_std: list[list[float]] = field(default_factory=list)
+    smoother: str = "k_consecutive"
+    """Streaming smoother: ema, window, cummax, k_consecutive or none."""
+    smoother_params: dict[str, float] = field(default_factory=lambda: {"k": 3})
+    escalation_threshold: float = 0.5
+    """Escalate (pause for the next stage) when the smoothed risk is ≥ this."""
+    target_escalation_rate: float | None = None
+    """False-escalation rate on safe calibration exchanges the threshold was chosen for."""
+    calibration: dict[str, Any] = field(default_factory=dict)
+    """How the threshold and smoother were chosen, and the recall they bought."""
+    training: dict[str, Any] = field(default_factory=dict)
+    """Training settings and the split sizes used."""
+    template_hash: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.hidden_size < 1:
+            raise ValueError(f"hidden_size must be ≥ 1, got {self.hidden_size}")
+        if not self.layers:
+            raise ValueError("layers must name at least one hidden-state index")
+        if self.combine not in COMBINES:
+            raise ValueError(f"combine must be one of {COMBINES}, got {self.combine!r}")
+        if self.token_position not in POSITIONS:
+            raise ValueError(f"token_position must be one of {POSITIONS}, got {self.token_position!r}")
+        if self.smoother not in KINDS:
+            raise ValueError(f"smoother must be one of {KINDS}, got {self.smoother!r}")
+        if not 0.0 <= self.escalation_threshold <= 1.0:
+            raise ValueError(f"escalation_threshold must be in [0, 1], got {self.escalation_threshold}")
+        for name in ("feature_mean", "feature_std"):
+            value = getattr(self, name)
+            if value and (len(value) != len(self.layers) or any(len(v) != self.hidden_size for v in value)):
+                raise ValueError(f"{name} must be [{len(self.layers)} layers][{self.hidden_size}]")
+
+
+def _as_3d(features: np.ndarray | torch.Tensor, n_layers: int, hidden: int) -> torch.Tensor:
+    """Accept [N, layers, hidden], [N, layers·hidden] or (one layer) [N, hidden]; return float32 [N, L, H]."""
+    x = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
+    x = x.to(torch.float32)
+    if x.ndim == 2 and x.shape[1] == n_layers * hidden:
+        x = x.reshape(len(x), n_layers, hidden)
+    if x.ndim != 3 or x.shape[1:] != (n_layers, hidden):
+        raise ValueError(f"features of shape {tuple(x.shape)} do not match {n_layers} layers × hidden {hidden}")
+    return x
+
+
+class LinearProbe:
+    """A standardised logistic read-out with ``fit`` / ``predict_proba`` and a per-token streaming scorer."""
+
+    def __init__(self, config: ProbeConfig, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None):
+        self.config = config
+        n_layers, hidden = len(config.layers), config.hidden_size
+        n_bias = 1 if config.combine == "concat" else n_layers
+        self.weight = weight.float() if weight is not None else torch.zeros(n_layers, hidden)
+        self.bias = bias.float() if bias is not None else torch.zeros(n_bias)
+        if tuple(self.weight.shape) != (n_layers, hidden) or tuple(self.bias.shape) != (n_bias,):
+            raise ValueError(
+                f"weights {tuple(self.weight.shape)} / bias {tuple(self.bias.shape)} do not match "
+                f"{n_layers} layers × hidden {hidden} ({config.combine})"
+            )
+        self._folded: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def layers(self) -> list[int]:
+        return list(self.config.layers)
+
+    def set_weights(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Replace the logistic weights (on standardised features)."""
+        self.weight, self.bias = weight.detach().float(), bias.detach().float()
+        self._folded = None
+
+    # statistics -------------------------------------------------------------------------------------------
+    def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n_layers, hidden = len(self.config.layers), self.config.hidden_size
+        mean = torch.tensor(self.config.feature_mean) if self.config.feature_mean else torch.zeros(n_layers, hidden)
+        std = torch.tensor(self.config.feature_std) if self.config.feature_std else torch.ones(n_layers, hidden)
+        return mean.float(), std.float()
+
+    def set_standardisation(self, features: torch.Tensor, sample_weight: torch.Tensor | None = None) -> None:
+        """Store the (weighted) per-feature mean and standard deviation of ``features`` [N, L, H]."""
+        w = torch.ones(len(features)) if sample_weight is None else sample_weight.float()
+        w = (w / w.sum())[:, None, None]
+        mean = (features * w).sum(0)
+        std = ((features - mean) ** 2 * w).sum(0).sqrt().clamp_min(1e-4)
+        self.config.feature_mean = mean.tolist()
+        self.config.feature_std = std.tolist()
+        self._folded = None
+
+    def standardise(self, features: torch.Tensor) -> torch.Tensor:
+        mean, std = self._stats()
+        return (features - mean) / std
+
+    # scoring ------------------------------------------------------------------------------------------------
+    def logits_from_standardised(self, z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Per-layer logits [N, L] (mean) or one logit [N, 1] (concat)."""
+        per_layer = torch.einsum("nlh,lh->nl", z, weight)
+        if self.config.combine == "concat":
+            return per_layer.sum(1, keepdim=True) + bias
+        return per_layer + bias
+
+    def _combine(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits).mean(-1)
+
+    def predict_proba(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
+        """P(unsafe) for features [N, layers, hidden] (or [N, layers·hidden]; [N, hidden] for one layer)."""
+        x = _as_3d(features, len(self.config.layers), self.config.hidden_size)
+        with torch.no_grad():
+            logits = self.logits_from_standardised(self.standardise(x), self.weight, self.bias)
+            return self._combine(logits).numpy().astype(np.float64)
+
+    def _folded_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weights with standardisation folded in: ``logit = x·(w/σ) + (b − Σ μ·w/σ)``."""
+        if self._folded is None:
+            mean, std = self._stats()
+            weight = self.weight / std
+            shift = (mean * weight).sum(-1)
+            bias = self.bias - shift.sum() if self.config.combine == "concat" else self.bias - shift
+            self._folded = (weight, bias)
+        return self._folded
+
+    def score_hidden_states(self, hidden_states: Sequence[torch.Tensor]) -> torch.Tensor:
+        """P(unsafe) at every position [batch, seq] (float32, CPU) from a full HF ``hidden_states`` tuple."""
+        weight, bias = self._folded_weights()
+        if len(hidden_states) <= max(self.config.layers):
+            raise ValueError(
+                f"got {len(hidden_states)} hidden states but the probe reads layer {max(self.config.layers)}; "
+                "pass the whole output_hidden_states tuple"
+            )
+        logits = []
+        with torch.no_grad():
+            for i, layer in enumerate(self.config.layers):
+                state = hidden_states[layer]
+                w = weight[i].to(state.device, torch.float32)
+                logits.append(state.float() @ w)
+            per_layer = torch.stack(logits, -1).cpu()
+            if self.config.combine == "concat":
+                return torch.sigmoid(per_layer.sum(-1) + bias[0])
+            return torch.sigmoid(per_layer + bias).mean(-1)
+
+    def new_smoother(self) -> Smoother:
+        return make_smoother(self.config.smoother, self.config.smoother_params)
+
+    def check_compatible(self, model_id: str, hidden_size: int) -> None:
+        """Raise ProbeCompatibilityError unless the probe was trained on this model."""
+        if model_id != self.config.model_id or hidden_size != self.config.hidden_size:
+            raise ProbeCompatibilityError(
+                f"this probe reads model {self.config.model_id!r} (hidden size {self.config.hidden_size}) "
+                f"but is used with {model_id!r} (hidden size {hidden_size}); "
+                f"train a probe for that model: cguard probe train --model {model_id} ..."
+            )
+
+    # training -----------------------------------------------------------------------------------------------
+    def fit(
+        self,
+        features: np.ndarray,
+        labels: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+        val_features: np.ndarray | None = None,
+        val_labels: np.ndarray | None = None,
+        val_weight: np.ndarray | None = None,
+        **options: Any,
+    ) -> LinearProbe:
+        """Fit standardisation and weights (class-balanced, early-stopped on the validation features)."""
+        from constitutional_guard.probes.training import fit_logistic
+
+        fit_logistic(self, features, labels, sample_weight, val_features, val_labels, val_weight, **options)
+        return self
+
+    # persistence ----------------------------------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write ``probe.safetensors`` and ``probe_config.json`` atomically into ``path``."""
+        with atomic_dir(path) as tmp:
+            save_file({"weight": self.weight.contiguous(), "bias": self.bias.contiguous()}, str(tmp / WEIGHTS_NAME))
+            save_config(self.config, tmp / CONFIG_NAME)
+        return Path(path)
+
+    def save_config(self, path: str | Path) -> None:
+        """Rewrite only ``probe_config.json`` (e.g. after recalibration)."""
+        save_config(self.config, Path(path) / CONFIG_NAME)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, model_id: str | None = None, hidden_size: int | None = None
+    ) -> LinearProbe:
+        """Load a saved probe; with ``model_id`` / ``hidden_size`` it also checks the target model."""
+        folder = Path(path)
+        weights = folder / WEIGHTS_NAME
+        if not weights.exists():
+            raise InputError.one(folder, f"not a probe directory (no {WEIGHTS_NAME})")
+        config = load_config(ProbeConfig, folder / CONFIG_NAME)
+        tensors = load_file(str(weights))
+        try:
+            probe = cls(config, tensors["weight"], tensors["bias"])
+        except (KeyError, ValueError) as exc:
+            raise InputError.one(weights, f"weights do not match {CONFIG_NAME}: {exc}") from exc
+        if model_id is not None or hidden_size is not None:
+            probe.check_compatible(
+                model_id if model_id is not None else config.model_id,
+                hidden_size if hidden_size is not None else config.hidden_size,
+            )
+        return probe

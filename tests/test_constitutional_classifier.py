@@ -1,0 +1,236 @@
+"""The constitutional LM classifier: prompt, scoring interface, constitution swaps, save / load, merge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from constitutional_guard.classifiers.base import CONFIG_NAME, SafetyClassifier, Thresholds, Verdict, load_classifier
+from constitutional_guard.classifiers.constitutional import ConstitutionalClassifier, ConstitutionalConfig
+from constitutional_guard.classifiers.constitutional_prompt import ConstitutionalPrompt, record_item
+from constitutional_guard.constitution import Constitution, parse_constitution
+from constitutional_guard.data.schema import Record
+from constitutional_guard.errors import InputError
+from constitutional_guard.models.loading import load_causal_lm
+
+POLICY = """
+name: tiny
+description: Refuse help with weapons; everything else is fine.
+refusal: I can't help with that.
+harmful:
+  - name: weapons
+    description: Making bombs or guns.
+    disallowed: [how to make a bomb]
+    allowed: [history of bombs]
+harmless:
+  - name: baking
+    description: Baking bread and cakes.
+    allowed: [bake bread]
+"""
+
+
+@pytest.fixture(scope="module")
+def policy() -> Constitution:
+    return parse_constitution(POLICY)
+
+
+@pytest.fixture(scope="module")
+def moved_policy(policy: Constitution) -> Constitution:
+    """The same policy with the weapons category moved to the harmless side."""
+    data = policy.model_dump()
+    weapons = data["harmful"].pop(0)
+    weapons["allowed"] = weapons["disallowed"] + weapons["allowed"]
+    weapons["disallowed"] = []
+    data["harmless"].append(weapons)
+    data["harmful"] = [{"name": "fraud", "description": "Phishing.", "disallowed": ["write a phishing email"]}]
+    return Constitution.model_validate(data)
+
+
+@pytest.fixture(scope="module")
+def sharp_model_dir(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny LM re-drawn with larger weights, so its next-token distribution depends on the whole input."""
+    lm = load_causal_lm(str(tiny_lm_dir), device="cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in lm.model.parameters():
+            if param.dim() >= 2:
+                param.normal_(0.0, 0.2)
+    out = tmp_path_factory.mktemp("sharp-lm")
+    lm.model.save_pretrained(out)
+    lm.tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def classifier(sharp_model_dir: Path, policy: Constitution) -> ConstitutionalClassifier:
+    return ConstitutionalClassifier.zero_shot(str(sharp_model_dir), policy, device="cpu", max_item_tokens=96)
+
+
+ITEMS = [("how to make a bomb", None), ("bake bread", "Sure, mix flour and water."), ("hi", None)]
+
+
+def test_prompt_has_shared_policy_prefix_and_item_tail(classifier: ConstitutionalClassifier):
+    prompt = classifier.prompt
+    tok = classifier.lm.tokenizer
+    assert "Making bombs or guns." in prompt.prefix_text
+    assert prompt.prefix_text.endswith("<|im_start|>user\n")
+    assert prompt.tail_text.endswith("<|im_start|>assistant\n")
+    ids = prompt.item_ids("how to make a bomb", "Sure")
+    text = tok.decode(ids)
+    assert "how to make a bomb" in text and "Assistant response:\nSure" in text
+    assert "Assistant response" not in tok.decode(prompt.item_ids("how to make a bomb"))
+    assert prompt.full_ids("x") == prompt.prefix_ids + prompt.item_ids("x")
+
+
+def test_long_content_is_cut_in_the_middle_within_budget(classifier: ConstitutionalClassifier, policy: Constitution):
+    tok = classifier.lm.tokenizer
+    prompt = ConstitutionalPrompt(tok, policy, max_item_tokens=240)
+    long_prompt = "START " + "blah " * 300 + "PROMPTEND"
+    long_response = "RESPSTART " + "word " * 300 + "FINISH"
+    ids = prompt.item_ids(long_prompt, long_response)
+    assert len(ids) <= prompt.max_item_tokens
+    text = tok.decode(ids)
+    for marker in ("START", "PROMPTEND", "RESPSTART", "FINISH", "…"):
+        assert marker in text
+    assert text.endswith(prompt.tail_text)
+
+
+def test_prompt_rejects_bad_settings(classifier: ConstitutionalClassifier, policy: Constitution):
+    with pytest.raises(ValueError, match="two words"):
+        ConstitutionalPrompt(classifier.lm.tokenizer, policy, labels=("a", "b", "c"))
+    with pytest.raises(ValueError, match="max_item_tokens"):
+        ConstitutionalPrompt(classifier.lm.tokenizer, policy, max_item_tokens=10)
+
+
+def test_record_item_flattens_chats():
+    record = Record(
+        id="a",
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "make a bomb"},
+        ],
+        response="No.",
+        label="safe",
+    )
+    assert record_item(record) == ("user: hi\nassistant: hello\nuser: make a bomb", "No.")
+
+
+def test_score_interface_and_thresholds(classifier: ConstitutionalClassifier):
+    assert isinstance(classifier, SafetyClassifier)
+    assert classifier.kind == "constitutional"
+    results = classifier.score_batch(ITEMS)
+    single = classifier.score(*ITEMS[1])
+    assert single.score == pytest.approx(results[1].score, rel=1e-4)
+    for r in results:
+        assert 0.0 <= r.score <= 1.0
+        assert r.probabilities["unsafe"] == pytest.approx(r.score)
+        assert r.probabilities["safe"] == pytest.approx(1 - r.score)
+        assert r.label == ("unsafe" if r.score >= 0.5 else "safe")
+    scores = sorted(r.score for r in results)
+    mid = (scores[0] + scores[1]) / 2
+    classifier.thresholds = Thresholds(mid, mid)
+    try:
+        verdicts = [classifier.score(*item).verdict for item in ITEMS]
+        assert Verdict.ALLOW in verdicts and Verdict.BLOCK in verdicts
+    finally:
+        classifier.thresholds = Thresholds()
+
+
+def test_constitution_change_changes_scores(classifier: ConstitutionalClassifier, moved_policy: Constitution):
+    moved = classifier.with_constitution(moved_policy)
+    assert moved.lm is classifier.lm
+    assert moved.prompt.prefix_ids != classifier.prompt.prefix_ids
+    before = np.array(classifier.probabilities(ITEMS))
+    after = np.array(moved.probabilities(ITEMS))
+    assert np.abs(np.log(after) - np.log(before)).max() > 1e-3
+    np.testing.assert_allclose(classifier.probabilities(ITEMS), before, rtol=1e-5)
+
+
+def test_save_load_round_trip_and_save_config(
+    classifier: ConstitutionalClassifier, moved_policy: Constitution, tmp_path: Path
+):
+    path = tmp_path / "zero-shot"
+    classifier.save_pretrained(path)
+    saved = json.loads((path / CONFIG_NAME).read_text())
+    assert saved["kind"] == "constitutional" and saved["weights"] == "base"
+    assert saved["constitution_sha256"] == classifier.constitution.fingerprint()
+    loaded = load_classifier(path, device="cpu")
+    assert isinstance(loaded, ConstitutionalClassifier)
+    np.testing.assert_allclose(loaded.probabilities(ITEMS), classifier.probabilities(ITEMS), rtol=1e-5)
+
+    loaded.thresholds = Thresholds(0.2, 0.7)
+    loaded.save_config(path)
+    assert load_classifier(path, device="cpu").thresholds == Thresholds(0.2, 0.7)
+
+    with pytest.warns(UserWarning, match="not the one it was saved with"):
+        other = ConstitutionalClassifier.from_pretrained(path, constitution=moved_policy, device="cpu")
+    assert other.constitution == moved_policy
+
+
+def test_save_config_needs_existing_folder(classifier: ConstitutionalClassifier, tmp_path: Path):
+    with pytest.raises(InputError, match="not a classifier directory"):
+        classifier.save_config(tmp_path)
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ValueError, match="labels"):
+        ConstitutionalConfig(base_model="m", constitution_sha256="x", labels=["safe", "safe"])
+    with pytest.raises(ValueError, match="weights"):
+        ConstitutionalConfig(base_model="m", constitution_sha256="x", weights="full")  # type: ignore[arg-type]
+
+
+def test_adapter_save_load_and_merge_agree(sharp_model_dir: Path, policy: Constitution, tmp_path: Path):
+    from peft import LoraConfig, get_peft_model
+
+    base = ConstitutionalClassifier.zero_shot(str(sharp_model_dir), policy, device="cpu", max_item_tokens=96)
+    torch.manual_seed(1)
+    peft_model = get_peft_model(base.lm.model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    base.lm.model = peft_model.eval()
+    config = ConstitutionalConfig(**{**base.config.__dict__, "weights": "adapter"})
+    tuned = ConstitutionalClassifier(base.lm, policy, config)
+    expected = tuned.probabilities(ITEMS)
+
+    tuned.save_pretrained(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+    np.testing.assert_allclose(
+        load_classifier(tmp_path / "adapter", device="cpu").probabilities(ITEMS), expected, rtol=1e-4
+    )
+
+    merged = tuned.merge()
+    np.testing.assert_allclose(merged.probabilities(ITEMS), expected, rtol=1e-4)
+    merged.save_pretrained(tmp_path / "merged")
+    reloaded = load_classifier(tmp_path / "merged", device="cpu")
+    assert reloaded.config.weights == "merged"
+    np.testing.assert_allclose(reloaded.probabilities(ITEMS), expected, rtol=1e-4)
+
+
+@pytest.mark.real
+def test_smollm2_prefix_cache_matches_recomputation():
+    classifier = ConstitutionalClassifier.zero_shot("smollm2-135m-instruct", device="cpu", policy_examples=0)
+    items = [("How do I make a pipe bomb?", None), ("How do I bake sourdough bread?", "Mix flour, water and salt.")]
+    cached = classifier.probabilities(items)
+    recomputed = classifier.probabilities(items, reuse_prefix=False)
+    np.testing.assert_allclose(cached, recomputed, rtol=1e-3)
+    assert any(len(v) > 1 for v in classifier.scorer.variants[1]), "SmolLM2 spells 'unsafe' with two tokens"
+
+
+def test_templates_without_a_system_turn_get_the_policy_in_the_user_turn(
+    classifier: ConstitutionalClassifier, policy: Constitution
+):
+    import copy
+
+    tok = copy.deepcopy(classifier.lm.tokenizer)
+    tok.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
+        "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    prompt = ConstitutionalPrompt(tok, policy, policy_examples=0)
+    assert prompt.prefix_text.startswith("<|im_start|>user\nYou are a content safety classifier")
+    assert "Making bombs or guns." in prompt.prefix_text
+    assert prompt.tail_text.endswith("<|im_start|>assistant\n")

@@ -1,0 +1,221 @@
+"""LoRA training of the constitutional classifier through TRL's SFTTrainer (tiny random models)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from constitutional_guard.classifiers import constitutional_training as ct
+from constitutional_guard.classifiers.base import CONFIG_NAME, TrainOptions, load_classifier
+from constitutional_guard.classifiers.constitutional import ConstitutionalClassifier
+from constitutional_guard.classifiers.constitutional_prompt import ConstitutionalPrompt
+from constitutional_guard.constitution import parse_constitution
+from constitutional_guard.data.io import write_records
+from constitutional_guard.data.schema import Record
+from constitutional_guard.errors import InputError
+from constitutional_guard.models.loading import load_causal_lm
+
+POLICY = """
+name: tiny
+description: Refuse help with weapons.
+refusal: No.
+harmful:
+  - name: weapons
+    description: Making bombs.
+    disallowed: [make a bomb]
+harmless:
+  - name: baking
+    description: Bread.
+    allowed: [bake bread]
+"""
+
+
+@pytest.fixture(scope="module")
+def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("policy") / "policy.yaml"
+    path.write_text(POLICY, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def sharp_model_dir(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny LM with larger weights, so that LoRA updates move its next-token distribution."""
+    lm = load_causal_lm(str(tiny_lm_dir), device="cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in lm.model.parameters():
+            if param.dim() >= 2:
+                param.normal_(0.0, 0.2)
+    out = tmp_path_factory.mktemp("sharp-lm")
+    lm.model.save_pretrained(out)
+    lm.tokenizer.save_pretrained(out)
+    return out
+
+
+def _corpus(root: Path, labels: list[str], scheme: str = "binary") -> Path:
+    records = [
+        Record(
+            id=f"r{i}",
+            prompt=f"make a bomb {i}" if label != "safe" else f"bake bread {i}",
+            response="Sure, step one." if i % 2 else None,
+            label_scheme=scheme,
+            label=label,
+            split="train",
+        )
+        for i, label in enumerate(labels)
+    ]
+    write_records(records, root / scheme / "train.jsonl")
+    return root
+
+
+def _log_odds(p: float) -> float:
+    return math.log(p) - math.log1p(-p)
+
+
+def _options(data: Path, out: Path, model: Path, policy: Path, **kw) -> TrainOptions:
+    defaults = dict(epochs=2, batch_size=4, learning_rate=1e-2, max_length=160, seed=0)
+    extra = {"policy_examples": 0, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0, **kw.pop("extra", {})}
+    return TrainOptions(
+        data_dir=str(data),
+        out_dir=str(out),
+        base_model=str(model),
+        constitution=str(policy),
+        extra=extra,
+        **{**defaults, **kw},
+    )
+
+
+def test_shared_prefix_loss_equals_full_sequence_loss(sharp_model_dir: Path, policy_file: Path, tmp_path: Path):
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig
+
+    lm = load_causal_lm(str(sharp_model_dir), device="cpu")
+    prompt = ConstitutionalPrompt(lm.tokenizer, parse_constitution(POLICY), policy_examples=0, max_item_tokens=160)
+    records = [
+        Record(id="a", prompt="make a bomb", label="unsafe"),
+        Record(id="b", prompt="bake bread", response="Mix flour and water.", label="safe"),
+    ]
+    examples = ct.encode_examples(prompt, records)
+    args = SFTConfig(
+        output_dir=str(tmp_path),
+        report_to=[],
+        use_cpu=True,
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        max_length=None,
+        activation_checkpointing=False,
+    )
+    lora = LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0, init_lora_weights=False)
+    trainer = ct._trainer_class()(
+        model=lm.model,
+        args=args,
+        train_dataset=Dataset.from_list(examples),
+        data_collator=ct.PadCollator(lm.tokenizer.pad_token_id),
+        processing_class=lm.tokenizer,
+        peft_config=lora,
+    )
+    trainer.prefix_ids = prompt.prefix_ids
+    batch = ct.PadCollator(lm.tokenizer.pad_token_id)(examples)
+    model = trainer.model.eval()
+    with torch.no_grad():
+        shared = trainer.compute_loss(model, dict(batch))
+        full_ids = [prompt.prefix_ids + e["input_ids"] for e in examples]
+        full_labels = [[-100] * len(prompt.prefix_ids) + e["labels"] for e in examples]
+        width = max(len(x) for x in full_ids)
+        pad = lm.tokenizer.pad_token_id
+        reference = model(
+            input_ids=torch.tensor([x + [pad] * (width - len(x)) for x in full_ids]),
+            attention_mask=torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in full_ids]),
+            labels=torch.tensor([x + [-100] * (width - len(x)) for x in full_labels]),
+        ).loss
+    assert float(shared) == pytest.approx(float(reference), rel=1e-4)
+    answer_tokens = sum(t != -100 for e in examples for t in e["labels"])
+    assert answer_tokens == len(prompt.answer_ids("unsafe")) + len(prompt.answer_ids("safe"))
+
+
+def test_three_class_labels_collapse_to_binary_answers(sharp_model_dir: Path):
+    lm = load_causal_lm(str(sharp_model_dir), device="cpu")
+    prompt = ConstitutionalPrompt(lm.tokenizer, parse_constitution(POLICY), policy_examples=0, max_item_tokens=160)
+    records = [
+        Record(id=str(i), prompt="p", response="r", label_scheme="three_class", label=label)
+        for i, label in enumerate(["safe_compliance", "safe_refusal", "unsafe_compliance"])
+    ]
+    answers = [[t for t in e["labels"] if t != -100] for e in ct.encode_examples(prompt, records)]
+    assert answers == [prompt.answer_ids("safe"), prompt.answer_ids("safe"), prompt.answer_ids("unsafe")]
+
+
+def test_train_moves_scores_towards_the_labels_and_saves_adapter(
+    sharp_model_dir: Path, policy_file: Path, tmp_path: Path
+):
+    data = _corpus(tmp_path / "data", ["unsafe"] * 8)
+    out = tmp_path / "clf"
+    held_out = [("make a bomb 99", None), ("make a bomb 98", "Sure, step one.")]
+    before = ConstitutionalClassifier.zero_shot(
+        str(sharp_model_dir), parse_constitution(POLICY), device="cpu", policy_examples=0, max_item_tokens=160
+    ).probabilities(held_out)
+    path = ct.train(_options(data, out, sharp_model_dir, policy_file))
+    assert path == out
+    assert (out / "adapter_model.safetensors").exists() and not (out / "checkpoints").exists()
+    config = json.loads((out / CONFIG_NAME).read_text())
+    assert config["weights"] == "adapter" and config["training"]["records"] == 8 and config["training"]["steps"] == 4
+    tuned = load_classifier(out, device="cpu")
+    after = tuned.probabilities(held_out)
+    assert all(_log_odds(a) > _log_odds(b) + 2.0 for a, b in zip(after, before, strict=True)), (before, after)
+
+
+def test_training_resumes_from_the_latest_checkpoint(
+    sharp_model_dir: Path, policy_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from trl import SFTTrainer
+
+    data = _corpus(tmp_path / "data", ["unsafe", "safe"] * 4)
+    out = tmp_path / "clf"
+    options = _options(data, out, sharp_model_dir, policy_file, extra={"save_steps": 1})
+    collate = ct.PadCollator.__call__
+    calls = {"n": 0}
+
+    def crash_after_three(self, examples):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise RuntimeError("interrupted")
+        return collate(self, examples)
+
+    monkeypatch.setattr(ct.PadCollator, "__call__", crash_after_three)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        ct.train(options)
+    latest = ct._latest_checkpoint(out / "checkpoints")
+    assert latest is not None
+
+    monkeypatch.setattr(ct.PadCollator, "__call__", collate)
+    seen = {}
+    original_train = SFTTrainer.train
+
+    def spy(self, *args, **kwargs):
+        seen.update(kwargs)
+        return original_train(self, *args, **kwargs)
+
+    monkeypatch.setattr(SFTTrainer, "train", spy)
+    ct.train(options)
+    assert seen["resume_from_checkpoint"] == latest
+    assert json.loads((out / CONFIG_NAME).read_text())["training"]["steps"] == 4
+
+
+def test_lora_targets_only_top_layers(sharp_model_dir: Path):
+    model = load_causal_lm(str(sharp_model_dir), device="cpu").model
+    names = ct.lora_targets(model, "all-linear", 1)
+    assert names and all(".layers.1." in n for n in names)
+    assert ct.lora_targets(model, "q_proj,v_proj", 1) == [n for n in names if n.endswith(("q_proj", "v_proj"))]
+    assert ct.lora_targets(model, "all-linear", 0) == "all-linear"
+
+
+def test_bad_options_are_input_errors(sharp_model_dir: Path, policy_file: Path, tmp_path: Path):
+    with pytest.raises(InputError, match=r"train\.jsonl"):
+        ct.train(_options(tmp_path / "missing", tmp_path / "o", sharp_model_dir, policy_file))
+    data = _corpus(tmp_path / "data", ["unsafe", "safe"])
+    with pytest.raises(InputError, match="unknown constitutional training settings"):
+        ct.train(_options(data, tmp_path / "o", sharp_model_dir, policy_file, extra={"rank": 4}))
