@@ -40,6 +40,10 @@ class DemoSettings:
     classifier_eval_records: int = 600
     classifier_max_length: int = 128
     classifier_epochs: float = 1.0
+    classifier_block_fpr: float = 0.05
+    """Target false-block rate on safe calibration items."""
+    classifier_allow_recall: float = 0.9
+    """Share of unsafe calibration items kept out of ``allow``; lower narrows the uncertain (hold) band."""
 
 
 def default_bundle_dir() -> Path:
@@ -116,7 +120,7 @@ def ensure_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log
         cap_records(load_split(corpus, split), settings.classifier_eval_records, settings.seed)
         for split in ("calibration", "test")
     )
-    report = calibrate(classifier, calibration, test)
+    report = calibrate(classifier, calibration, test, settings.classifier_block_fpr, settings.classifier_allow_recall)
     classifier.save_config(trained)
     metrics = report.test
     log(
