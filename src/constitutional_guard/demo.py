@@ -95,7 +95,7 @@ def ensure_probe(work: Path, corpus: Path, settings: DemoSettings, log: Log) -> 
 
 def ensure_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log) -> Path:
     from constitutional_guard.classifiers.base import TrainOptions, load_classifier
-    from constitutional_guard.classifiers.calibration import calibrate
+    from constitutional_guard.classifiers.calibration import calibrate_and_save
     from constitutional_guard.classifiers.exchange_training import cap_records, train
     from constitutional_guard.data.corpus import load_split
 
@@ -120,8 +120,9 @@ def ensure_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log
         cap_records(load_split(corpus, split), settings.classifier_eval_records, settings.seed)
         for split in ("calibration", "test")
     )
-    report = calibrate(classifier, calibration, test, settings.classifier_block_fpr, settings.classifier_allow_recall)
-    classifier.save_config(trained)
+    report = calibrate_and_save(
+        classifier, trained, calibration, test, settings.classifier_block_fpr, settings.classifier_allow_recall
+    )
     metrics = report.test
     log(
         f"classifier: calibrated block threshold {classifier.thresholds.block:.3f}; test AUROC "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -151,4 +152,26 @@ def calibrate(
     calib_labels = [int(r.is_unsafe) for r in calibration]
     report = evaluate_scores(calib_labels, calib_scores, test, test_scores, block_fpr, allow_recall)
     classifier.thresholds = report.thresholds
+    return report
+
+
+def calibration_details(report: CalibrationReport, calibration: Sequence[Record], test: Sequence[Record]) -> dict:
+    """Where thresholds came from: data sizes, targets and metrics, as stored in a classifier's config."""
+    return {"calibration_records": len(calibration), "test_records": len(test), **report.as_dict()}
+
+
+def calibrate_and_save(
+    classifier: SafetyClassifier,
+    directory: str | Path,
+    calibration: Sequence[Record],
+    test: Sequence[Record],
+    block_fpr: float = DEFAULT_BLOCK_FPR,
+    allow_recall: float = DEFAULT_ALLOW_RECALL,
+) -> CalibrationReport:
+    """Calibrate, record the details in the config where it has room for them, and rewrite the saved config."""
+    report = calibrate(classifier, calibration, test, block_fpr, allow_recall)
+    config = getattr(classifier, "config", None)
+    if hasattr(config, "calibration"):
+        config.calibration = calibration_details(report, calibration, test)
+    classifier.save_config(directory)
     return report

@@ -144,15 +144,11 @@ def calibrate(
     report: Path | None = typer.Option(None, help="Write the calibration report here as JSON."),
 ) -> None:
     """Choose allow / block thresholds on the calibration split, save them, report test metrics."""
-    from constitutional_guard.classifiers.calibration import calibrate as run_calibration
+    from constitutional_guard.classifiers.calibration import calibrate_and_save, calibration_details
 
     model = load_classifier(classifier)
     calib_records, test_records = _splits(data, calibration, test, label_scheme)
-    result = run_calibration(model, calib_records, test_records, block_fpr, allow_recall)
-    details = {"calibration_records": len(calib_records), "test_records": len(test_records), **result.as_dict()}
-    if hasattr(model, "config") and hasattr(model.config, "calibration"):
-        model.config.calibration = details
-    model.save_config(classifier)
+    result = calibrate_and_save(model, classifier, calib_records, test_records, block_fpr, allow_recall)
     console.print(
         _report_table(f"test split at thresholds chosen on calibration ({classifier})", {"classifier": result})
     )
@@ -160,7 +156,7 @@ def calibrate(
         f"thresholds: allow < {result.thresholds.allow:.4f} ≤ uncertain < {result.thresholds.block:.4f} ≤ block"
     )
     if report is not None:
-        write_json_atomic(report, details)
+        write_json_atomic(report, calibration_details(result, calib_records, test_records))
 
 
 @app.command("eval")
