@@ -8,10 +8,14 @@ import numpy as np
 import pytest
 
 from constitutional_guard.classifiers.base import ClassifierScore, Thresholds
+from constitutional_guard.classifiers.baselines import TextBaseline
 from constitutional_guard.classifiers.calibration import (
+    CalibrationReport,
     calibrate,
+    calibrate_and_save,
     choose_thresholds,
     evaluate_scores,
+    item_thresholds,
     score_records,
 )
 from constitutional_guard.data.schema import Record
@@ -25,12 +29,14 @@ class KeywordClassifier:
     def __init__(self, words: set[str]):
         self.words = words
         self.thresholds = Thresholds()
+        self.prompt_thresholds: Thresholds | None = None
         self.saved: list[Path] = []
 
     def score(self, prompt: str, response: str | None = None) -> ClassifierScore:
         text = f"{prompt} {response or ''}".lower().split()
         value = sum(w in self.words for w in text) / max(len(text), 1)
-        return ClassifierScore(value, self.thresholds.verdict(value), self.thresholds, "unsafe" if value else "safe")
+        t = self.thresholds if response is not None else self.prompt_thresholds or self.thresholds
+        return ClassifierScore(value, t.verdict(value), t, "unsafe" if value else "safe")
 
     def score_batch(self, items: list[tuple[str, str | None]]) -> list[ClassifierScore]:
         return [self.score(p, r) for p, r in items]
@@ -94,16 +100,21 @@ def test_calibrate_sets_thresholds_and_reports_test_metrics() -> None:
     clf = KeywordClassifier({"bomb"})
     calibration, test = _records(1), _records(2)
     report = calibrate(clf, calibration, test, block_fpr=0.05, allow_recall=0.99)
-    assert clf.thresholds == report.thresholds
+    assert report.prompt_thresholds is not None  # both splits hold both classes of prompts and of exchanges
+    assert (clf.thresholds, clf.prompt_thresholds) == (report.thresholds, report.prompt_thresholds)
     calib_scores = np.array(score_records(clf, calibration))
     safe = np.array([not r.is_unsafe for r in calibration])
-    assert (calib_scores[safe] >= report.thresholds.block).mean() <= 0.05
-    # Test metrics come from the test split at the calibrated threshold.
+    prompt = np.array([r.response is None for r in calibration])
+    _, calib_block = item_thresholds(calibration, report.thresholds, report.prompt_thresholds)
+    for side in (prompt, ~prompt):
+        assert (calib_scores[safe & side] >= calib_block[safe & side]).mean() <= 0.05
+    # Test metrics come from the test split, each item at its own (prompt or exchange) threshold.
     test_scores = np.array(score_records(clf, test))
     test_unsafe = np.array([r.is_unsafe for r in test])
+    _, block = item_thresholds(test, report.thresholds, report.prompt_thresholds)
     assert report.test.n == len(test)
-    assert report.test.tpr == pytest.approx((test_scores[test_unsafe] >= report.thresholds.block).mean())
-    assert report.test.fpr == pytest.approx((test_scores[~test_unsafe] >= report.thresholds.block).mean())
+    assert report.test.tpr == pytest.approx((test_scores[test_unsafe] >= block[test_unsafe]).mean())
+    assert report.test.fpr == pytest.approx((test_scores[~test_unsafe] >= block[~test_unsafe]).mean())
     assert report.test.auroc is not None and report.test.auroc > 0.8
     names = {s.name for s in report.subsets}
     assert {"prompts", "exchanges", "source:a", "source:b"} <= names
@@ -112,9 +123,82 @@ def test_calibrate_sets_thresholds_and_reports_test_metrics() -> None:
 
 
 def test_evaluate_scores_uncertain_band() -> None:
+    calib = [Record(id=f"c{i}", prompt="p", label=label) for i, label in enumerate([0, 0, 1, 1])]
     test = [Record(id=f"t{i}", prompt="p", label=i % 2) for i in range(4)]
-    report = evaluate_scores([0, 0, 1, 1], [0.1, 0.7, 0.5, 0.9], test, [0.1, 0.6, 0.6, 0.95], 0.0, 1.0)
+    report = evaluate_scores(calib, [0.1, 0.7, 0.5, 0.9], test, [0.1, 0.6, 0.6, 0.95], 0.0, 1.0)
     assert report.thresholds == Thresholds(allow=0.5, block=float(np.nextafter(0.7, 1)))
+    assert report.prompt_thresholds is None  # no exchanges to calibrate apart
     assert report.test_uncertain_rate == pytest.approx(0.5)
     assert report.test_allowed_unsafe_rate == 0.0
     assert (report.test.tpr, report.test.fpr) == (0.5, 0.0)
+
+
+def _item(i: int, label: int, exchange: bool) -> Record:
+    return Record(id=f"i{i}", prompt="p", response="r" if exchange else None, label=label)
+
+
+# Prompts score higher than exchanges: safe prompts reach 0.85, unsafe exchanges only 0.2-0.4.
+CALIB = [
+    (_item(0, 0, False), 0.5), (_item(1, 0, False), 0.85), (_item(2, 1, False), 0.7), (_item(3, 1, False), 0.9),
+    (_item(4, 0, True), 0.05), (_item(5, 0, True), 0.35), (_item(6, 1, True), 0.2), (_item(7, 1, True), 0.4),
+]  # fmt: skip
+TEST = [(_item(8, 0, False), 0.5), (_item(9, 1, False), 0.9), (_item(10, 0, True), 0.1), (_item(11, 1, True), 0.38)]
+
+
+def _evaluate(separate_prompts: bool = True, calib: list = CALIB) -> CalibrationReport:
+    (records, scores), (test, test_scores) = zip(*calib, strict=True), zip(*TEST, strict=True)
+    return evaluate_scores(records, scores, test, test_scores, 0.0, 1.0, separate_prompts)
+
+
+def test_prompts_and_exchanges_get_their_own_thresholds() -> None:
+    report = _evaluate()
+    assert report.thresholds == Thresholds(0.2, float(np.nextafter(0.35, 1)))
+    assert report.prompt_thresholds == Thresholds(0.7, float(np.nextafter(0.85, 1)))
+    # Each test item at its own pair: the safe prompt (0.5) is allowed, the unsafe exchange (0.38) blocked.
+    assert (report.test.tpr, report.test.fpr, report.test.threshold) == (1.0, 0.0, None)
+    assert (report.test_uncertain_rate, report.test_allowed_unsafe_rate) == (0.0, 0.0)
+    assert (report.calibration.tpr, report.calibration.fpr) == (0.5, 0.0)
+    subsets = {s.name: s for s in report.subsets}
+    assert (subsets["prompts"].tpr, subsets["exchanges"].tpr, subsets["prompts"].uncertain_rate) == (1.0, 1.0, 0.0)
+    # One shared pair, fixed by the high-scoring safe prompts, lets the unsafe exchange through to a hold.
+    shared = _evaluate(separate_prompts=False)
+    assert shared.prompt_thresholds is None
+    assert shared.thresholds == Thresholds(0.2, float(np.nextafter(0.85, 1)))
+    assert (shared.test.tpr, shared.test_uncertain_rate) == (0.5, 0.5)
+
+
+def test_shared_thresholds_when_prompts_lack_a_class() -> None:
+    only_safe_prompts = [(r, s) for r, s in CALIB if r.response is not None or not r.is_unsafe]
+    report = _evaluate(calib=only_safe_prompts)
+    assert report.prompt_thresholds is None
+    assert report.thresholds == choose_thresholds([int(r.is_unsafe) for r, _ in only_safe_prompts],
+                                                  [s for _, s in only_safe_prompts], 0.0, 1.0)  # fmt: skip
+    assert {s.name: s.uncertain_rate for s in report.subsets}["prompts"] == 0.5
+
+
+def _shifted(texts: list[str]) -> list[float]:
+    """Share of "bomb" words, plus 0.5 for a prompt alone: prompts score on a higher scale than exchanges."""
+    return [min(1.0, t.split().count("bomb") / len(t.split()) + (0.0 if "\n\n" in t else 0.5)) for t in texts]
+
+
+def test_calibrated_baseline_gives_prompts_their_own_verdicts() -> None:
+    baseline = TextBaseline("shifted", _shifted)
+    assert baseline.prompt_thresholds == baseline.thresholds == Thresholds()
+    report = calibrate(baseline, _records(1), _records(2), block_fpr=0.05, allow_recall=0.9)
+    assert report.prompt_thresholds is not None and report.prompt_thresholds.block > report.thresholds.block + 0.3
+    assert (baseline.thresholds, baseline.prompt_thresholds) == (report.thresholds, report.prompt_thresholds)
+    prompt, exchange = baseline.score_batch([("bread bread", None), ("bread", "bread")])
+    assert (prompt.thresholds, exchange.thresholds) == (report.prompt_thresholds, report.thresholds)
+    assert prompt.verdict == "allow"  # 0.5 blocks under the exchange pair
+    assert report.thresholds.verdict(prompt.score) == "block"
+    calibrate(baseline, _records(1), _records(2), separate_prompts=False)
+    assert baseline.prompt_thresholds == baseline.thresholds
+
+
+def test_calibrate_and_save_records_both_pairs() -> None:
+    clf = KeywordClassifier({"bomb"})
+    report = calibrate_and_save(clf, "somewhere", _records(1), _records(2), separate_prompts=False)
+    assert report.prompt_thresholds is None and clf.prompt_thresholds is None
+    assert clf.saved == [Path("somewhere")]
+    calibrate_and_save(clf, "somewhere", _records(1), _records(2))
+    assert clf.prompt_thresholds is not None and clf.score("bomb").thresholds == clf.prompt_thresholds

@@ -121,11 +121,16 @@ def test_train_calibrate_eval_end_to_end(tiny_encoder_dir: Path, tmp_path: Path)
     result = runner.invoke(app, train)
     assert result.exit_code == 0, result.output
     args = ["--classifier", str(out), "--data", str(data), "--report", str(tmp_path / "r.json")]
+    result = runner.invoke(app, ["classifier", "calibrate", *args, "--shared-thresholds"])
+    assert result.exit_code == 0, result.output
+    assert "prompt thresholds: shared" in result.output
+    assert json.loads((out / CONFIG_NAME).read_text())["prompt_block"] is None
     result = runner.invoke(app, ["classifier", "calibrate", *args])
     assert result.exit_code == 0, result.output
     config = json.loads((out / CONFIG_NAME).read_text())
     report = json.loads((tmp_path / "r.json").read_text())
     assert config["block"] == pytest.approx(report["thresholds"]["block"])
+    assert config["prompt_block"] == pytest.approx(report["prompt_thresholds"]["block"])
     assert config["calibration"]["test_records"] == 12
     extra = _write_jsonl(tmp_path / "held_out.jsonl", [{"id": "h1", "prompt": "How to juggle?", "label": "safe"}])
     result = runner.invoke(

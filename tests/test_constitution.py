@@ -76,3 +76,16 @@ def test_invalid_yaml_reports_line(tmp_path: Path):
     assert info.value.problems[0].line is not None
     with pytest.raises(InputError, match="file not found"):
         load_constitution(tmp_path / "missing.yaml")
+
+
+def test_allowing_moves_a_harmful_category_to_harmless():
+    policy = load_constitution()
+    name = policy.harmful_names[0]
+    shifted = policy.allowing(name)
+    assert name not in shifted.harmful_names and not shifted.is_harmful(name)
+    moved = shifted.category(name)
+    assert moved.disallowed == [] and set(policy.category(name).disallowed) <= set(moved.allowed)
+    assert f"- {name}:" in shifted.render().split("## Safe content that may look close")[1]
+    assert shifted.fingerprint() != policy.fingerprint()
+    with pytest.raises(KeyError):
+        shifted.allowing(name)

@@ -137,8 +137,10 @@ def test_score_interface_and_thresholds(classifier: ConstitutionalClassifier):
     try:
         verdicts = [classifier.score(*item).verdict for item in ITEMS]
         assert Verdict.ALLOW in verdicts and Verdict.BLOCK in verdicts
+        classifier.thresholds, classifier.prompt_thresholds = Thresholds(1.0, 1.0), Thresholds(0.0, 0.0)
+        assert [r.verdict for r in classifier.score_batch(ITEMS)] == ["block", "allow", "block"]
     finally:
-        classifier.thresholds = Thresholds()
+        classifier.thresholds, classifier.prompt_thresholds = Thresholds(), None
 
 
 def test_constitution_change_changes_scores(classifier: ConstitutionalClassifier, moved_policy: Constitution):
@@ -163,9 +165,10 @@ def test_save_load_round_trip_and_save_config(
     assert isinstance(loaded, ConstitutionalClassifier)
     np.testing.assert_allclose(loaded.probabilities(ITEMS), classifier.probabilities(ITEMS), rtol=1e-5)
 
-    loaded.thresholds = Thresholds(0.2, 0.7)
+    loaded.thresholds, loaded.prompt_thresholds = Thresholds(0.2, 0.7), Thresholds(0.4, 0.9)
     loaded.save_config(path)
-    assert load_classifier(path, device="cpu").thresholds == Thresholds(0.2, 0.7)
+    reloaded = load_classifier(path, device="cpu")
+    assert (reloaded.thresholds, reloaded.prompt_thresholds) == (Thresholds(0.2, 0.7), Thresholds(0.4, 0.9))
 
     with pytest.warns(UserWarning, match="not the one it was saved with"):
         other = ConstitutionalClassifier.from_pretrained(path, constitution=moved_policy, device="cpu")

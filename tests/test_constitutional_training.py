@@ -32,6 +32,9 @@ harmless:
     description: Bread.
     allowed: [bake bread]
 """
+TWO_HARMS = POLICY.replace(
+    "harmless:", "  - name: drugs\n    description: Making meth.\n    disallowed: [cook meth]\nharmless:", 1
+)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +103,7 @@ def test_shared_prefix_loss_equals_full_sequence_loss(sharp_model_dir: Path, pol
         Record(id="a", prompt="make a bomb", label="unsafe"),
         Record(id="b", prompt="bake bread", response="Mix flour and water.", label="safe"),
     ]
-    examples = ct.encode_examples(prompt, records)
+    examples = ct.encode_examples(prompt, [(r, r.binary_label) for r in records])
     args = SFTConfig(
         output_dir=str(tmp_path),
         report_to=[],
@@ -119,21 +122,32 @@ def test_shared_prefix_loss_equals_full_sequence_loss(sharp_model_dir: Path, pol
         processing_class=lm.tokenizer,
         peft_config=lora,
     )
-    trainer.prefix_ids = prompt.prefix_ids
+    shifted = ConstitutionalPrompt(
+        lm.tokenizer, parse_constitution(TWO_HARMS).allowing("drugs"), policy_examples=0, max_item_tokens=160
+    )
+    trainer.prefixes = [prompt.prefix_ids, shifted.prefix_ids]
     batch = ct.PadCollator(lm.tokenizer.pad_token_id)(examples)
     model = trainer.model.eval()
-    with torch.no_grad():
-        shared = trainer.compute_loss(model, dict(batch))
-        full_ids = [prompt.prefix_ids + e["input_ids"] for e in examples]
-        full_labels = [[-100] * len(prompt.prefix_ids) + e["labels"] for e in examples]
+    pad = lm.tokenizer.pad_token_id
+
+    def full_sequence_loss(prefix: list[int]) -> float:
+        full_ids = [prefix + e["input_ids"] for e in examples]
+        full_labels = [[-100] * len(prefix) + e["labels"] for e in examples]
         width = max(len(x) for x in full_ids)
-        pad = lm.tokenizer.pad_token_id
-        reference = model(
+        return model(
             input_ids=torch.tensor([x + [pad] * (width - len(x)) for x in full_ids]),
             attention_mask=torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in full_ids]),
             labels=torch.tensor([x + [-100] * (width - len(x)) for x in full_labels]),
-        ).loss
-    assert float(shared) == pytest.approx(float(reference), rel=1e-4)
+        ).loss.item()
+
+    with torch.no_grad():
+        shared = trainer.compute_loss(model, dict(batch))
+        shifted_loss = trainer.compute_loss(model, {**batch, "policy": torch.ones_like(batch["policy"])})
+        assert float(shared) == pytest.approx(full_sequence_loss(prompt.prefix_ids), rel=1e-4)
+        assert float(shifted_loss) == pytest.approx(full_sequence_loss(shifted.prefix_ids), rel=1e-4)
+        assert float(shifted_loss) != pytest.approx(float(shared), rel=1e-4)
+        with pytest.raises(ValueError, match="share one policy"):
+            trainer.compute_loss(model, {**batch, "policy": torch.tensor([0, 1])})
     answer_tokens = sum(t != -100 for e in examples for t in e["labels"])
     assert answer_tokens == len(prompt.answer_ids("unsafe")) + len(prompt.answer_ids("safe"))
 
@@ -145,7 +159,8 @@ def test_three_class_labels_collapse_to_binary_answers(sharp_model_dir: Path):
         Record(id=str(i), prompt="p", response="r", label_scheme="three_class", label=label)
         for i, label in enumerate(["safe_compliance", "safe_refusal", "unsafe_compliance"])
     ]
-    answers = [[t for t in e["labels"] if t != -100] for e in ct.encode_examples(prompt, records)]
+    examples = ct.encode_examples(prompt, [(r, r.binary_label) for r in records])
+    answers = [[t for t in e["labels"] if t != -100] for e in examples]
     assert answers == [prompt.answer_ids("safe"), prompt.answer_ids("safe"), prompt.answer_ids("unsafe")]
 
 
@@ -203,6 +218,55 @@ def test_training_resumes_from_the_latest_checkpoint(
     ct.train(options)
     assert seen["resume_from_checkpoint"] == latest
     assert json.loads((out / CONFIG_NAME).read_text())["training"]["steps"] == 4
+
+
+def _categorised(n: int) -> list[Record]:
+    kinds = [("weapons", "unsafe", "make a bomb"), ("drugs", "unsafe", "cook meth"), ("baking", "safe", "bake bread")]
+    return [
+        Record(id=f"{cat}{i}", prompt=f"{text} {i}", label=label, category=cat)
+        for cat, label, text in kinds
+        for i in range(n)
+    ]
+
+
+def test_plan_batches_shifts_one_category_per_batch_and_keeps_other_labels():
+    records = _categorised(12)
+    batches = ct.plan_batches(records, parse_constitution(TWO_HARMS), 4, 10.0, policy_shift=0.5, seed=0)
+    assert len(batches) == 90 and all(len(b.items) == 4 for b in batches)
+    shifted = [b for b in batches if b.allowed is not None]
+    assert 0.35 < len(shifted) / len(batches) < 0.65
+    assert {b.allowed for b in shifted} == {"weapons", "drugs"}
+    for b in shifted:
+        inside, outside = b.items[:2], b.items[2:]
+        assert all(r.category == b.allowed and label == "safe" for r, label in inside)
+        assert all(r.category != b.allowed and label == r.binary_label for r, label in outside)
+    plain = [b for b in batches if b.allowed is None]
+    assert all(label == r.binary_label for b in plain for r, label in b.items)
+    seen = [r.id for b in plain for r, _ in b.items]
+    assert max(seen.count(r.id) for r in records) - min(seen.count(r.id) for r in records) <= 1
+
+
+def test_plan_batches_without_shift_covers_every_record_per_epoch():
+    records = _categorised(4)
+    batches = ct.plan_batches(records, parse_constitution(POLICY), 4, 2.0)
+    ids = [r.id for b in batches for r, _ in b.items]
+    assert len(batches) == 6 and all(b.allowed is None for b in batches)
+    assert sorted(ids) == sorted([r.id for r in records] * 2)
+    with pytest.raises(ValueError, match="two or more harmful categories"):
+        ct.plan_batches(records, parse_constitution(POLICY), 4, 1.0, policy_shift=0.3)
+
+
+def test_training_with_policy_shift_records_the_shifted_batches(
+    sharp_model_dir: Path, policy_file: Path, tmp_path: Path
+):
+    policy = tmp_path / "two.yaml"
+    policy.write_text(TWO_HARMS, encoding="utf-8")
+    data = tmp_path / "data"
+    write_records([r.model_copy(update={"split": "train"}) for r in _categorised(4)], data / "binary" / "train.jsonl")
+    out = ct.train(_options(data, tmp_path / "clf", sharp_model_dir, policy, epochs=2, extra={"policy_shift": 0.5}))
+    training = json.loads((out / CONFIG_NAME).read_text())["training"]
+    assert training["batches"] == training["steps"] == 6 and 0 < training["shifted_batches"] < 6
+    assert training["policy_shift"] == 0.5
 
 
 def test_lora_targets_only_top_layers(sharp_model_dir: Path):

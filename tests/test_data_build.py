@@ -48,6 +48,10 @@ def test_layout(corpus: Path) -> None:
             assert (corpus / scheme / f"{split}.jsonl").stat().st_size > 0
     assert (corpus / "card.md").exists() and (corpus / "summary.json").exists()
     assert not any(p.name.startswith(".") for p in corpus.parent.iterdir())  # no temp dir left behind
+    summary = json.loads((corpus / "summary.json").read_text())
+    reason = "non-refusal to a harmful prompt"
+    left_out = summary["skipped_rows"]["pyrit/refusal_scored"][reason]
+    assert left_out > 0 and f"| pyrit/refusal_scored | {reason} | {left_out} |" in (corpus / "card.md").read_text()
 
 
 def test_every_three_class_label_in_every_split(corpus: Path) -> None:

@@ -74,6 +74,18 @@ def test_scores_are_probabilities_and_follow_thresholds(tiny_encoder_dir: Path) 
     assert clf.score("anything").verdict == "uncertain"
 
 
+def test_prompts_alone_use_the_prompt_thresholds(tiny_encoder_dir: Path) -> None:
+    clf = make_classifier(tiny_encoder_dir)
+    assert clf.prompt_thresholds == clf.thresholds  # none of their own: the exchange pair serves prompts
+    clf.thresholds, clf.prompt_thresholds = Thresholds(1.0, 1.0), Thresholds(0.0, 0.0)
+    prompt, exchange = clf.score_batch([("anything", None), ("anything", "reply")])
+    assert (prompt.verdict, prompt.thresholds) == ("block", Thresholds(0.0, 0.0))
+    assert (exchange.verdict, exchange.thresholds) == ("allow", Thresholds(1.0, 1.0))
+    clf.prompt_thresholds = None
+    assert clf.score("anything").verdict == "allow"
+    assert (clf.config.prompt_allow, clf.config.prompt_block) == (None, None)
+
+
 def test_batch_matches_single_and_keeps_order(tiny_encoder_dir: Path) -> None:
     clf = make_classifier(tiny_encoder_dir)
     items = [("short", None), ("a much longer prompt " * 5, "with a response"), ("mid length prompt", "ok")] * 2
@@ -101,10 +113,12 @@ def test_three_class_unsafe_score_is_unsafe_compliance(tiny_encoder_dir: Path) -
 def test_save_load_round_trip(tiny_encoder_dir: Path, tmp_path: Path) -> None:
     clf = make_classifier(tiny_encoder_dir)
     clf.thresholds = Thresholds(allow=0.2, block=0.7)
+    clf.prompt_thresholds = Thresholds(allow=0.4, block=0.9)
     clf.save_pretrained(tmp_path / "clf")
     loaded = load_classifier(tmp_path / "clf")
     assert isinstance(loaded, ExchangeClassifier)
     assert loaded.thresholds == Thresholds(allow=0.2, block=0.7)
+    assert loaded.prompt_thresholds == Thresholds(allow=0.4, block=0.9)
     assert loaded.config.max_length == 64
     assert loaded.score("p", "r").score == pytest.approx(clf.score("p", "r").score, abs=1e-6)
     assert (tmp_path / "clf" / "model.safetensors").exists()
@@ -122,6 +136,16 @@ def test_save_config_rewrites_only_the_config(tiny_encoder_dir: Path, tmp_path: 
     assert ExchangeClassifier.from_pretrained(tmp_path).thresholds == Thresholds(0.1, 0.9)
 
 
+def test_config_without_prompt_thresholds_loads(tiny_encoder_dir: Path, tmp_path: Path) -> None:
+    clf = make_classifier(tiny_encoder_dir)
+    clf.thresholds = Thresholds(0.1, 0.9)
+    clf.save_pretrained(tmp_path)
+    data = json.loads((tmp_path / CONFIG_NAME).read_text())
+    del data["prompt_allow"], data["prompt_block"]  # as written before prompts had their own pair
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(data))
+    assert ExchangeClassifier.from_pretrained(tmp_path).prompt_thresholds == Thresholds(0.1, 0.9)
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
@@ -129,6 +153,8 @@ def test_save_config_rewrites_only_the_config(tiny_encoder_dir: Path, tmp_path: 
         ({"labels": ["a", "b"]}, "labels"),
         ({"unsafe_labels": ["nope"]}, "unsafe_labels"),
         ({"allow": 0.9, "block": 0.1}, "allow"),
+        ({"prompt_allow": 0.2}, "prompt_allow / prompt_block: give both"),
+        ({"prompt_allow": 0.9, "prompt_block": 0.1}, "prompt_allow / prompt_block: thresholds need"),
         ({"input_format": "concat"}, "input_format"),
     ],
 )

@@ -147,6 +147,8 @@ def test_train_and_evaluate_on_tiny_model(tiny_lm_dir: Path, data_dir: Path, tmp
     assert not single_spike_escalates(probe.new_smoother(), probe.config.escalation_threshold)
     report = evaluate_probe(probe, splits, "test")
     assert report["final_token"]["auroc"] > 0.9
+    by_source = report["final_token"]["by_source"]
+    assert sum(row["n"] for row in by_source.values()) == report["final_token"]["n"]
     assert report["prefix"]["n_safe"] + report["prefix"]["n_unsafe"] == sum(1 for r in splits["test"].records
                                                                             if r.response)
     with pytest.raises(ValueError, match="held-out"):

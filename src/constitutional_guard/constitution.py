@@ -100,6 +100,18 @@ class Constitution(BaseModel):
     def is_harmful(self, name: str) -> bool:
         return name in self.harmful_names
 
+    def allowing(self, name: str) -> Constitution:
+        """A copy in which harmful category ``name`` is harmless: its disallowed examples become allowed."""
+        if not self.is_harmful(name):
+            raise KeyError(f"no harmful category {name!r} in constitution {self.name!r}")
+        if len(self.harmful) == 1:
+            raise ValueError(f"{name!r} is the only harmful category of {self.name!r}; it cannot be allowed")
+        cat = self.category(name)
+        moved = cat.model_copy(update={"allowed": cat.disallowed + cat.allowed, "disallowed": []})
+        return self.model_copy(
+            update={"harmful": [c for c in self.harmful if c.name != name], "harmless": [*self.harmless, moved]}
+        )
+
     def fingerprint(self) -> str:
         """Stable SHA-256 of the policy content (key order and YAML formatting do not matter)."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)

@@ -125,7 +125,8 @@ def ensure_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log
     )
     metrics = report.test
     log(
-        f"classifier: calibrated block threshold {classifier.thresholds.block:.3f}; test AUROC "
+        f"classifier: calibrated block thresholds {classifier.thresholds.block:.3f} (exchanges), "
+        f"{classifier.prompt_thresholds.block:.3f} (prompts); test AUROC "
         f"{metrics.auroc:.3f}, recall {metrics.tpr:.2f}, false blocks {metrics.fpr:.1%}"
     )
     trained.rename(classifier_dir)

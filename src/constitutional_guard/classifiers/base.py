@@ -43,6 +43,18 @@ class Thresholds:
         return Verdict.UNCERTAIN
 
 
+def optional_thresholds(allow: float | None, block: float | None, names: str) -> Thresholds | None:
+    """Thresholds from an optional config pair (both or neither set); ``names`` prefixes the errors."""
+    if allow is None and block is None:
+        return None
+    if allow is None or block is None:
+        raise ValueError(f"{names}: give both or neither")
+    try:
+        return Thresholds(allow, block)
+    except ValueError as exc:
+        raise ValueError(f"{names}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class ClassifierScore:
     """One scored prompt or exchange."""
@@ -51,6 +63,7 @@ class ClassifierScore:
     """Probability of unsafe."""
     verdict: Verdict
     thresholds: Thresholds
+    """The pair the verdict came from: the prompt thresholds for a prompt alone, else the exchange ones."""
     label: str
     """Most probable label name."""
     probabilities: dict[str, float] = field(default_factory=dict)
@@ -61,6 +74,17 @@ class ClassifierScore:
 class SafetyClassifier(Protocol):
     kind: str
     thresholds: Thresholds
+    """For exchanges (prompt + response or response prefix), and for prompts without their own pair."""
+
+    @property
+    def prompt_thresholds(self) -> Thresholds:
+        """For prompts alone (``response is None``, the input check); ``thresholds`` unless set apart."""
+        ...
+
+    @prompt_thresholds.setter
+    def prompt_thresholds(self, value: Thresholds | None) -> None:
+        """None: prompts use ``thresholds``."""
+        ...
 
     def score(self, prompt: str, response: str | None = None) -> ClassifierScore: ...
 

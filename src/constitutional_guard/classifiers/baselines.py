@@ -6,7 +6,8 @@
 - ``zero-shot``: the embedded chat LM asked whether the conversation is safe, scored by next-token probability.
 
 The three PyPI guards judge text, so an exchange is given to them as ``prompt`` + blank line + ``response``.
-Their thresholds default to 0.5 (their own operating point); calibrate them like any classifier.
+Their thresholds default to 0.5 (their own operating point), for prompts and exchanges alike; calibrate them
+like any classifier.
 """
 
 from __future__ import annotations
@@ -47,11 +48,22 @@ class TextBaseline:
         scorer: Callable[[list[str]], list[float]],
         text: Callable[[str, str | None], str] = exchange_text,
         thresholds: Thresholds | None = None,
+        prompt_thresholds: Thresholds | None = None,
     ):
         self.name = name
         self.scorer = scorer
         self.text = text
         self.thresholds = thresholds or Thresholds()
+        self.prompt_thresholds = prompt_thresholds
+
+    @property
+    def prompt_thresholds(self) -> Thresholds:
+        """For prompts alone; ``thresholds`` unless set apart."""
+        return self._prompt_thresholds or self.thresholds
+
+    @prompt_thresholds.setter
+    def prompt_thresholds(self, value: Thresholds | None) -> None:
+        self._prompt_thresholds = value
 
     def score(self, prompt: str, response: str | None = None) -> ClassifierScore:
         return self.score_batch([(prompt, response)])[0]
@@ -61,14 +73,15 @@ class TextBaseline:
             return []
         scores = self.scorer([self.text(p, r) for p, r in items])
         results = []
-        for value in scores:
+        for (_, response), value in zip(items, scores, strict=True):
             score = min(max(float(value), 0.0), 1.0)
+            thresholds = self.prompt_thresholds if response is None else self.thresholds
             results.append(
                 ClassifierScore(
                     score=score,
-                    verdict=self.thresholds.verdict(score),
-                    thresholds=self.thresholds,
-                    label="unsafe" if score >= self.thresholds.block else "safe",
+                    verdict=thresholds.verdict(score),
+                    thresholds=thresholds,
+                    label="unsafe" if score >= thresholds.block else "safe",
                     probabilities={"safe": 1.0 - score, "unsafe": score},
                     detail={"baseline": self.name},
                 )

@@ -3,6 +3,9 @@
 Works for any ``SafetyClassifier``: block at a target false-block rate on safe items (default 1 %), allow
 below the score that keeps a target share of unsafe items out of ``allow`` (default 99 %); scores in
 between are ``uncertain`` (held or escalated). Thresholds are never chosen on the data they are judged on.
+
+Prompts alone (the input check) and exchanges score on different scales, so by default each gets its own
+pair, chosen on its own calibration items; one shared pair serves both when either lacks a class.
 """
 
 from __future__ import annotations
@@ -53,9 +56,38 @@ def choose_thresholds(
     return Thresholds(allow=min(allow, block), block=block)
 
 
+def choose_split_thresholds(
+    labels: Sequence[int],
+    scores: Sequence[float],
+    prompts: Sequence[bool],
+    block_fpr: float = DEFAULT_BLOCK_FPR,
+    allow_recall: float = DEFAULT_ALLOW_RECALL,
+    separate_prompts: bool = True,
+) -> tuple[Thresholds, Thresholds | None]:
+    """Exchange and prompt thresholds, each chosen on its own items; (shared pair, None) when not separable."""
+    y, s, p = np.asarray(labels, dtype=int), np.asarray(scores, dtype=float), np.asarray(prompts, dtype=bool)
+    if separate_prompts and all(len(np.unique(y[side])) == 2 for side in (p, ~p)):
+        exchange = choose_thresholds(y[~p], s[~p], block_fpr, allow_recall)
+        return exchange, choose_thresholds(y[p], s[p], block_fpr, allow_recall)
+    return choose_thresholds(y, s, block_fpr, allow_recall), None
+
+
+def item_thresholds(
+    records: Sequence[Record], thresholds: Thresholds, prompt_thresholds: Thresholds | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Allow and block threshold of each record: the prompt pair for a prompt alone, else the exchange pair."""
+    prompt = prompt_thresholds or thresholds
+    p = np.array([r.response is None for r in records], dtype=bool)
+    return np.where(p, prompt.allow, thresholds.allow), np.where(p, prompt.block, thresholds.block)
+
+
+def _uncertain_rate(s: np.ndarray, allow: np.ndarray, block: np.ndarray) -> float:
+    return float(((s >= allow) & (s < block)).mean()) if len(s) else 0.0
+
+
 @dataclass(frozen=True)
 class SubsetResult:
-    """Rates at the block threshold on one slice of the test split (a source, prompts, exchanges)."""
+    """Rates at the block threshold(s) on one slice of the test split (a source, prompts, exchanges)."""
 
     name: str
     n: int
@@ -70,24 +102,26 @@ class SubsetResult:
 @dataclass(frozen=True)
 class CalibrationReport:
     thresholds: Thresholds
+    """For exchanges, and for prompts too when ``prompt_thresholds`` is None."""
+    prompt_thresholds: Thresholds | None
+    """Chosen on the calibration prompts alone; None when one shared pair serves both."""
     block_fpr_target: float
     allow_recall_target: float
     calibration: BinaryMetrics
-    """At the block threshold, on the calibration split (in-sample for the threshold)."""
+    """At each item's block threshold, on the calibration split (in-sample for the thresholds)."""
     test: BinaryMetrics
-    """At the block threshold, on the held-out test split."""
+    """At each item's block threshold, on the held-out test split."""
     test_uncertain_rate: float
     test_allowed_unsafe_rate: float | None
-    """Share of unsafe test items scored below ``allow`` (let through without a hold)."""
+    """Share of unsafe test items scored below their ``allow`` (let through without a hold)."""
     subsets: list[SubsetResult] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _subset(name: str, y: np.ndarray, s: np.ndarray, thresholds: Thresholds) -> SubsetResult:
-    m = binary_metrics(y, s, thresholds.block) if len(y) else None
-    uncertain = float(((s >= thresholds.allow) & (s < thresholds.block)).mean()) if len(y) else 0.0
+def _subset(name: str, y: np.ndarray, s: np.ndarray, allow: np.ndarray, block: np.ndarray) -> SubsetResult:
+    m = binary_metrics(y, s, block) if len(y) else None
     return SubsetResult(
         name,
         len(y),
@@ -96,43 +130,59 @@ def _subset(name: str, y: np.ndarray, s: np.ndarray, thresholds: Thresholds) -> 
         m.auroc if m else None,
         m.tpr if m else None,
         m.fpr if m else None,
-        uncertain,
+        _uncertain_rate(s, allow, block),
     )
 
 
-def subsets(records: Sequence[Record], scores: Sequence[float], thresholds: Thresholds) -> list[SubsetResult]:
-    """Prompts vs exchanges, then each source, at the given thresholds."""
-    y = np.array([int(r.is_unsafe) for r in records], dtype=int)
-    s = np.asarray(scores, dtype=float)
+def _labels(records: Sequence[Record]) -> np.ndarray:
+    return np.array([int(r.is_unsafe) for r in records], dtype=int)
+
+
+def subsets(
+    records: Sequence[Record],
+    scores: Sequence[float],
+    thresholds: Thresholds,
+    prompt_thresholds: Thresholds | None = None,
+) -> list[SubsetResult]:
+    """Prompts vs exchanges, then each source, each item at its own thresholds (see ``item_thresholds``)."""
+    y, s = _labels(records), np.asarray(scores, dtype=float)
+    allow, block = item_thresholds(records, thresholds, prompt_thresholds)
     groups: dict[str, list[int]] = {"prompts": [], "exchanges": []}
     for i, r in enumerate(records):
-        groups["exchanges" if r.response else "prompts"].append(i)
+        groups["prompts" if r.response is None else "exchanges"].append(i)
         groups.setdefault(f"source:{r.source}", []).append(i)
-    return [_subset(name, y[idx], s[idx], thresholds) for name, idx in groups.items() if idx]
+    return [_subset(name, y[idx], s[idx], allow[idx], block[idx]) for name, idx in groups.items() if idx]
 
 
 def evaluate_scores(
-    calib_labels: Sequence[int],
+    calib_records: Sequence[Record],
     calib_scores: Sequence[float],
     test_records: Sequence[Record],
     test_scores: Sequence[float],
     block_fpr: float = DEFAULT_BLOCK_FPR,
     allow_recall: float = DEFAULT_ALLOW_RECALL,
+    separate_prompts: bool = True,
 ) -> CalibrationReport:
     """Thresholds from calibration scores, judged on test scores (any scorer, baselines included)."""
-    thresholds = choose_thresholds(calib_labels, calib_scores, block_fpr, allow_recall)
-    y = np.array([int(r.is_unsafe) for r in test_records], dtype=int)
-    s = np.asarray(test_scores, dtype=float)
-    unsafe = s[y == 1]
+    calib_y = _labels(calib_records)
+    prompts = [r.response is None for r in calib_records]
+    thresholds, prompt_thresholds = choose_split_thresholds(
+        calib_y, calib_scores, prompts, block_fpr, allow_recall, separate_prompts
+    )
+    _, calib_block = item_thresholds(calib_records, thresholds, prompt_thresholds)
+    y, s = _labels(test_records), np.asarray(test_scores, dtype=float)
+    allow, block = item_thresholds(test_records, thresholds, prompt_thresholds)
+    unsafe = y == 1
     return CalibrationReport(
         thresholds=thresholds,
+        prompt_thresholds=prompt_thresholds,
         block_fpr_target=block_fpr,
         allow_recall_target=allow_recall,
-        calibration=binary_metrics(calib_labels, calib_scores, thresholds.block),
-        test=binary_metrics(y, s, thresholds.block),
-        test_uncertain_rate=float(((s >= thresholds.allow) & (s < thresholds.block)).mean()) if len(s) else 0.0,
-        test_allowed_unsafe_rate=float((unsafe < thresholds.allow).mean()) if len(unsafe) else None,
-        subsets=subsets(test_records, s, thresholds),
+        calibration=binary_metrics(calib_y, calib_scores, calib_block),
+        test=binary_metrics(y, s, block),
+        test_uncertain_rate=_uncertain_rate(s, allow, block),
+        test_allowed_unsafe_rate=float((s[unsafe] < allow[unsafe]).mean()) if unsafe.any() else None,
+        subsets=subsets(test_records, s, thresholds, prompt_thresholds),
     )
 
 
@@ -142,16 +192,17 @@ def calibrate(
     test: Sequence[Record],
     block_fpr: float = DEFAULT_BLOCK_FPR,
     allow_recall: float = DEFAULT_ALLOW_RECALL,
+    separate_prompts: bool = True,
 ) -> CalibrationReport:
-    """Score both splits, set ``classifier.thresholds`` from the calibration split and report on test.
+    """Score both splits, set the classifier's (prompt) thresholds from the calibration split, report on test.
 
     The caller persists the thresholds with ``classifier.save_config(directory)``.
     """
     calib_scores = score_records(classifier, calibration)
     test_scores = score_records(classifier, test)
-    calib_labels = [int(r.is_unsafe) for r in calibration]
-    report = evaluate_scores(calib_labels, calib_scores, test, test_scores, block_fpr, allow_recall)
+    report = evaluate_scores(calibration, calib_scores, test, test_scores, block_fpr, allow_recall, separate_prompts)
     classifier.thresholds = report.thresholds
+    classifier.prompt_thresholds = report.prompt_thresholds
     return report
 
 
@@ -167,9 +218,10 @@ def calibrate_and_save(
     test: Sequence[Record],
     block_fpr: float = DEFAULT_BLOCK_FPR,
     allow_recall: float = DEFAULT_ALLOW_RECALL,
+    separate_prompts: bool = True,
 ) -> CalibrationReport:
     """Calibrate, record the details in the config where it has room for them, and rewrite the saved config."""
-    report = calibrate(classifier, calibration, test, block_fpr, allow_recall)
+    report = calibrate(classifier, calibration, test, block_fpr, allow_recall, separate_prompts)
     config = getattr(classifier, "config", None)
     if hasattr(config, "calibration"):
         config.calibration = calibration_details(report, calibration, test)

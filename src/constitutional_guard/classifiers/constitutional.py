@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 
 from constitutional_guard.atomic import atomic_dir, write_text_atomic
-from constitutional_guard.classifiers.base import CONFIG_NAME, ClassifierScore, Thresholds
+from constitutional_guard.classifiers.base import CONFIG_NAME, ClassifierScore, Thresholds, optional_thresholds
 from constitutional_guard.classifiers.constitutional_prompt import ConstitutionalPrompt
 from constitutional_guard.classifiers.label_scoring import LabelScorer
 from constitutional_guard.config_io import load_config, save_config
@@ -51,6 +51,9 @@ class ConstitutionalConfig:
     batch_size: int = 8
     allow_threshold: float = 0.5
     block_threshold: float = 0.5
+    prompt_allow_threshold: float | None = None
+    prompt_block_threshold: float | None = None
+    """Thresholds for prompts alone (the input check); None: the two above serve prompts too."""
     training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -63,6 +66,9 @@ class ConstitutionalConfig:
         if self.policy_examples < 0 or self.batch_size < 1:
             raise ValueError("policy_examples must be ≥ 0 and batch_size ≥ 1")
         Thresholds(self.allow_threshold, self.block_threshold)
+        optional_thresholds(
+            self.prompt_allow_threshold, self.prompt_block_threshold, "prompt_allow_threshold / prompt_block_threshold"
+        )
 
 
 class ConstitutionalClassifier:
@@ -141,6 +147,17 @@ class ConstitutionalClassifier:
     def thresholds(self, value: Thresholds) -> None:
         self.config.allow_threshold, self.config.block_threshold = value.allow, value.block
 
+    @property
+    def prompt_thresholds(self) -> Thresholds:
+        c = self.config
+        pair = optional_thresholds(c.prompt_allow_threshold, c.prompt_block_threshold, "prompt thresholds")
+        return pair or self.thresholds
+
+    @prompt_thresholds.setter
+    def prompt_thresholds(self, value: Thresholds | None) -> None:
+        pair = (value.allow, value.block) if value is not None else (None, None)
+        self.config.prompt_allow_threshold, self.config.prompt_block_threshold = pair
+
     def with_constitution(self, constitution: Constitution) -> ConstitutionalClassifier:
         """The same model scoring against another constitution (shares the weights; new prefix cache)."""
         return ConstitutionalClassifier(self.lm, constitution, ConstitutionalConfig(**asdict(self.config)))
@@ -156,9 +173,8 @@ class ConstitutionalClassifier:
         probs = self.scorer.score(self.prompt.prefix_ids, ids, reuse_prefix=reuse_prefix, progress=progress)
         return [float(p) for p in probs[:, 1]]
 
-    def _result(self, p_unsafe: float) -> ClassifierScore:
+    def _result(self, p_unsafe: float, thresholds: Thresholds) -> ClassifierScore:
         safe, unsafe = self.config.labels
-        thresholds = self.thresholds
         return ClassifierScore(
             score=p_unsafe,
             verdict=thresholds.verdict(p_unsafe),
@@ -172,7 +188,9 @@ class ConstitutionalClassifier:
         return self.score_batch([(prompt, response)])[0]
 
     def score_batch(self, items: list[tuple[str, str | None]]) -> list[ClassifierScore]:
-        return [self._result(p) for p in self.probabilities(items)]
+        exchange, prompt = self.thresholds, self.prompt_thresholds
+        probs = self.probabilities(items)
+        return [self._result(p, prompt if r is None else exchange) for (_, r), p in zip(items, probs, strict=True)]
 
     def merge(self) -> ConstitutionalClassifier:
         """Fold the LoRA adapter into the base weights (faster scoring; saved as full weights)."""

@@ -1,23 +1,31 @@
 """Train the constitutional LM classifier: PEFT LoRA through TRL's ``SFTTrainer``, loss on the answer only.
 
-Every example is the shared policy prefix, the item (content + question + assistant opener) and
-the answer word. The prefix is identical for all examples, so each step runs it once (with the
-adapter, with gradients) and expands its KV cache over the batch instead of repeating it per row.
+Every example is the policy prefix, the item (content + question + assistant opener) and the
+answer word. All examples of a batch share one policy, so each step runs its prefix once (with the
+adapter, with gradients) and expands the KV cache over the batch instead of repeating it per row.
 Labels come from the corpus as binary safe / unsafe (three-class collapses: unsafe = unsafe
 compliance). Checkpoints go to ``<out_dir>/checkpoints`` and training resumes from the latest; the
 finished classifier replaces ``out_dir`` (checkpoints dropped).
+
+Policy shifts teach the classifier to read its policy rather than memorise one: a share
+(``policy_shift``) of the batches is trained under a copy of the constitution in which one harmful
+category is allowed. Half of such a batch is content of that category, answered ``safe``; the other
+half is content from elsewhere with its own label, so the same words flip with the policy alone.
 
 Kind-specific ``options.extra`` keys: ``lora_r`` (16), ``lora_alpha`` (32), ``lora_dropout`` (0.05),
 ``target_modules`` ("all-linear"), ``lora_layers`` (0 = all; n = only the top n layers, which also
 stops the backward pass below them), ``policy_examples`` (2), ``labels`` ("safe,unsafe"),
 ``save_steps`` (50), ``logging_steps`` (10), ``gradient_accumulation_steps`` (1), ``merge`` (false),
-``balance`` (false: when true, the capped training sample has equal safe and unsafe counts).
+``balance`` (false: when true, the capped training sample has equal safe and unsafe counts),
+``policy_shift`` (0.0: share of batches under a constitution that allows one harmful category).
 """
 
 from __future__ import annotations
 
+import math
 import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +34,7 @@ import torch
 from constitutional_guard.classifiers.base import TrainOptions
 from constitutional_guard.classifiers.constitutional import ConstitutionalClassifier, ConstitutionalConfig
 from constitutional_guard.classifiers.constitutional_prompt import ConstitutionalPrompt, record_item
-from constitutional_guard.constitution import load_constitution
+from constitutional_guard.constitution import Constitution, load_constitution
 from constitutional_guard.data.io import read_records
 from constitutional_guard.data.schema import Record
 from constitutional_guard.errors import InputError
@@ -45,6 +53,7 @@ EXTRA_DEFAULTS: dict[str, Any] = {
     "gradient_accumulation_steps": 1,
     "merge": False,
     "balance": False,
+    "policy_shift": 0.0,
 }
 
 
@@ -85,24 +94,78 @@ def training_records(options: TrainOptions, balance: bool = False) -> list[Recor
     return records
 
 
-def encode_examples(prompt: ConstitutionalPrompt, records: list[Record]) -> list[dict[str, list[int]]]:
-    """Item ids + answer ids per record; labels are -100 except on the answer token(s)."""
+@dataclass(frozen=True)
+class PlannedBatch:
+    """One training step: the records, their answers and the policy they are judged under."""
+
+    allowed: str | None
+    """Harmful category the policy allows for this batch; None: the constitution as given."""
+    items: list[tuple[Record, str]]
+    """(record, answer label ``safe`` / ``unsafe``)."""
+
+
+def plan_batches(
+    records: list[Record],
+    constitution: Constitution,
+    batch_size: int,
+    epochs: float,
+    policy_shift: float = 0.0,
+    seed: int = 0,
+) -> list[PlannedBatch]:
+    """``ceil(epochs * len(records) / batch_size)`` full batches; ``policy_shift`` of them under a shifted policy."""
+    if not 0.0 <= policy_shift <= 1.0:
+        raise ValueError(f"policy_shift must be in [0, 1], got {policy_shift}")
+    rng = random.Random(seed)
+    by_category = {
+        name: [r for r in records if r.category == name and r.is_unsafe] for name in constitution.harmful_names
+    }
+    half = max(batch_size // 2, 1)
+    shiftable = [name for name, group in by_category.items() if len(group) >= half]
+    if policy_shift > 0 and (len(by_category) < 2 or not shiftable):
+        raise ValueError(
+            f"policy_shift needs two or more harmful categories, one of them with at least {half} unsafe "
+            "training records"
+        )
+    order: list[Record] = []
+    batches = []
+    for _ in range(max(1, math.ceil(epochs * len(records) / batch_size))):
+        if shiftable and rng.random() < policy_shift:
+            name = rng.choice(shiftable)
+            inside = rng.sample(by_category[name], half)
+            outside = rng.sample([r for r in records if r.category != name], batch_size - half)
+            items = [(r, "safe") for r in inside] + [(r, r.binary_label) for r in outside]
+            batches.append(PlannedBatch(name, items))
+            continue
+        while len(order) < batch_size:
+            order += rng.sample(records, len(records))
+        chunk, order = order[:batch_size], order[batch_size:]
+        batches.append(PlannedBatch(None, [(r, r.binary_label) for r in chunk]))
+    return batches
+
+
+def encode_examples(
+    prompt: ConstitutionalPrompt, items: list[tuple[Record, str]], policy: int = 0
+) -> list[dict[str, list[int] | int]]:
+    """Item ids + answer ids per (record, answer); labels are -100 except on the answer token(s).
+
+    ``policy`` indexes the prefix (the policy text) the example is trained under.
+    """
     answers = {name: prompt.answer_ids(word) for name, word in zip(("safe", "unsafe"), prompt.labels, strict=True)}
-    examples = []
-    for record in records:
+    examples: list[dict[str, list[int] | int]] = []
+    for record, label in items:
         item = prompt.item_ids(*record_item(record))
-        answer = answers[record.binary_label]
-        examples.append({"input_ids": item + answer, "labels": [-100] * len(item) + answer})
+        answer = answers[label]
+        examples.append({"input_ids": item + answer, "labels": [-100] * len(item) + answer, "policy": policy})
     return examples
 
 
 class PadCollator:
-    """Right-pads item ids and labels (the shared prefix is prepended inside the trainer)."""
+    """Right-pads item ids and labels (the policy prefix is prepended inside the trainer)."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
 
-    def __call__(self, examples: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         width = max(len(e["input_ids"]) for e in examples)
         ids, labels, mask = [], [], []
         for e in examples:
@@ -110,21 +173,30 @@ class PadCollator:
             ids.append(e["input_ids"] + [self.pad_id] * pad)
             labels.append(e["labels"] + [-100] * pad)
             mask.append([1] * len(e["input_ids"]) + [0] * pad)
-        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
+        return {
+            "input_ids": torch.tensor(ids),
+            "labels": torch.tensor(labels),
+            "attention_mask": torch.tensor(mask),
+            "policy": torch.tensor([e.get("policy", 0) for e in examples]),
+        }
 
 
 def _trainer_class() -> type:
     from trl import SFTTrainer
 
     class SharedPrefixSFTTrainer(SFTTrainer):
-        """SFTTrainer that runs the shared policy prefix once per step and reuses its KV cache for the batch."""
+        """SFTTrainer that runs the batch's policy prefix once per step and reuses its KV cache for the batch."""
 
-        prefix_ids: list[int]
+        prefixes: list[list[int]]
+        """Prefix ids per policy index (0: the constitution as given)."""
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            policy = inputs.pop("policy")
+            if bool((policy != policy[0]).any()):
+                raise ValueError("every example of a batch must share one policy prefix")
             batch = inputs["input_ids"].shape[0]
             device = inputs["input_ids"].device
-            prefix = torch.tensor([self.prefix_ids], device=device)
+            prefix = torch.tensor([self.prefixes[int(policy[0])]], device=device)
             cache = model(input_ids=prefix, use_cache=True).past_key_values
             cache.batch_repeat_interleave(batch)
             ones = torch.ones(batch, prefix.shape[1], dtype=inputs["attention_mask"].dtype, device=device)
@@ -171,6 +243,8 @@ def train(options: TrainOptions) -> Path:
     labels = [w.strip() for w in str(extra["labels"]).split(",")]
     constitution = load_constitution(options.constitution)
     records = training_records(options, balance=_as_bool(extra["balance"]))
+    policy_shift = float(extra["policy_shift"])
+    batches = plan_batches(records, constitution, options.batch_size, options.epochs, policy_shift, options.seed)
     lm = load_causal_lm(options.base_model)
     config = ConstitutionalConfig(
         base_model=options.base_model,
@@ -183,6 +257,9 @@ def train(options: TrainOptions) -> Path:
             "records": len(records),
             "unsafe": sum(r.is_unsafe for r in records),
             "epochs": options.epochs,
+            "batches": len(batches),
+            "shifted_batches": sum(b.allowed is not None for b in batches),
+            "policy_shift": policy_shift,
             "batch_size": options.batch_size,
             "learning_rate": options.learning_rate,
             "seed": options.seed,
@@ -190,14 +267,21 @@ def train(options: TrainOptions) -> Path:
             **{k: extra[k] for k in ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "lora_layers")},
         },
     )
-    prompt = ConstitutionalPrompt(
-        lm.tokenizer, constitution, labels, config.policy_examples, config.max_item_tokens, lm.use_chat_template
-    )
+
+    def policy_prompt(policy: Constitution) -> ConstitutionalPrompt:
+        return ConstitutionalPrompt(
+            lm.tokenizer, policy, labels, config.policy_examples, config.max_item_tokens, lm.use_chat_template
+        )
+
+    prompt = policy_prompt(constitution)
+    policies: list[str | None] = [None, *sorted({b.allowed for b in batches if b.allowed is not None})]
+    prefixes = [prompt.prefix_ids] + [policy_prompt(constitution.allowing(name)).prefix_ids for name in policies[1:]]
+    examples = [e for b in batches for e in encode_examples(prompt, b.items, policies.index(b.allowed))]
     out = Path(options.out_dir)
     checkpoints = out / "checkpoints"
     args = SFTConfig(
         output_dir=str(checkpoints),
-        num_train_epochs=options.epochs,
+        num_train_epochs=1,  # the planned batches already cover ``options.epochs`` passes
         per_device_train_batch_size=options.batch_size,
         gradient_accumulation_steps=int(extra["gradient_accumulation_steps"]),
         learning_rate=options.learning_rate,
@@ -212,7 +296,7 @@ def train(options: TrainOptions) -> Path:
         dataset_kwargs={"skip_prepare_dataset": True},
         max_length=None,
         activation_checkpointing=False,  # the shared prefix needs its KV cache
-        train_sampling_strategy="group_by_length",
+        train_sampling_strategy="sequential",  # keeps each planned batch (and its policy) together
         use_cpu=lm.device.type == "cpu",
         bf16=lm.dtype == torch.bfloat16,
     )
@@ -226,12 +310,12 @@ def train(options: TrainOptions) -> Path:
     trainer = _trainer_class()(
         model=lm.model,
         args=args,
-        train_dataset=Dataset.from_list(encode_examples(prompt, records)),
+        train_dataset=Dataset.from_list(examples),
         data_collator=PadCollator(int(lm.tokenizer.pad_token_id)),
         processing_class=lm.tokenizer,
         peft_config=lora,
     )
-    trainer.prefix_ids = prompt.prefix_ids
+    trainer.prefixes = prefixes
     resume = _latest_checkpoint(checkpoints) if options.resume else None
     trainer.train(resume_from_checkpoint=resume)
     config.training["steps"] = trainer.state.global_step

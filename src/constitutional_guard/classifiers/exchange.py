@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from constitutional_guard.classifiers.base import CONFIG_NAME, ClassifierScore, Thresholds
+from constitutional_guard.classifiers.base import CONFIG_NAME, ClassifierScore, Thresholds, optional_thresholds
 from constitutional_guard.classifiers.input_format import MIN_PROMPT_TOKENS, format_input
 from constitutional_guard.config_io import load_config, save_config
 from constitutional_guard.data.schema import LABELS
@@ -30,6 +30,9 @@ class ExchangeConfig:
     """Labels whose probabilities add up to the unsafe score."""
     allow: float = 0.5
     block: float = 0.5
+    prompt_allow: float | None = None
+    prompt_block: float | None = None
+    """Thresholds for prompts alone (the input check); None: ``allow`` / ``block`` serve prompts too."""
     max_length: int = 512
     input_format: str = "pair"
     """``pair``: ``[CLS] prompt [SEP] response [SEP]``, or ``[CLS] prompt [SEP]`` for a prompt alone."""
@@ -55,6 +58,7 @@ class ExchangeConfig:
         if self.max_length < 16:
             raise ValueError(f"max_length: {self.max_length} is too small (need ≥ 16)")
         Thresholds(self.allow, self.block)
+        optional_thresholds(self.prompt_allow, self.prompt_block, "prompt_allow / prompt_block")
 
     @classmethod
     def for_scheme(cls, label_scheme: str, **kwargs: Any) -> ExchangeConfig:
@@ -90,6 +94,16 @@ class ExchangeClassifier:
     @thresholds.setter
     def thresholds(self, value: Thresholds) -> None:
         self.config.allow, self.config.block = value.allow, value.block
+
+    @property
+    def prompt_thresholds(self) -> Thresholds:
+        c = self.config
+        return optional_thresholds(c.prompt_allow, c.prompt_block, "prompt thresholds") or self.thresholds
+
+    @prompt_thresholds.setter
+    def prompt_thresholds(self, value: Thresholds | None) -> None:
+        pair = (value.allow, value.block) if value is not None else (None, None)
+        self.config.prompt_allow, self.config.prompt_block = pair
 
     @classmethod
     def from_pretrained(
@@ -147,9 +161,10 @@ class ExchangeClassifier:
         if not items:
             return []
         probs = self.probabilities(items)
-        thresholds = self.thresholds
+        exchange, prompt = self.thresholds, self.prompt_thresholds
         results = []
-        for row in probs.tolist():
+        for (_, response), row in zip(items, probs.tolist(), strict=True):
+            thresholds = prompt if response is None else exchange
             unsafe = min(max(sum(row[i] for i in self._unsafe_ids), 0.0), 1.0)
             best = max(range(len(row)), key=row.__getitem__)
             results.append(

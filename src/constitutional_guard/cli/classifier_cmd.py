@@ -116,14 +116,25 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _prompt_block(report: Any) -> str:
+    """The prompt block threshold, or "shared" when the exchange pair serves prompts too."""
+    return "shared" if report.prompt_thresholds is None else f"{report.prompt_thresholds.block:.4f}"
+
+
+def _thresholds_line(name: str, thresholds: Any) -> str:
+    return f"{name} thresholds: allow < {thresholds.allow:.4f} ≤ uncertain < {thresholds.block:.4f} ≤ block"
+
+
 def _report_table(title: str, rows: dict[str, Any]) -> Table:
-    table = Table("system", "AUROC", "block thr", "TPR", "FPR", "F1", "uncertain", title=title, show_edge=False)
+    columns = ("system", "AUROC", "block thr", "prompt block thr", "TPR", "FPR", "F1", "uncertain")
+    table = Table(*columns, title=title, show_edge=False)
     for name, report in rows.items():
         t = report.test
         table.add_row(
             name,
             _fmt(t.auroc),
             f"{report.thresholds.block:.4f}",
+            _prompt_block(report),
             _fmt(t.tpr),
             _fmt(t.fpr),
             _fmt(t.f1),
@@ -142,21 +153,78 @@ def calibrate(
     block_fpr: float = typer.Option(0.01, help="Target false-block rate on safe calibration items."),
     allow_recall: float = typer.Option(0.99, help="Share of unsafe calibration items kept out of 'allow'."),
     report: Path | None = typer.Option(None, help="Write the calibration report here as JSON."),
+    shared_thresholds: bool = typer.Option(
+        False, "--shared-thresholds", help="One threshold pair for prompts and exchanges (default: one each)."
+    ),
 ) -> None:
     """Choose allow / block thresholds on the calibration split, save them, report test metrics."""
     from constitutional_guard.classifiers.calibration import calibrate_and_save, calibration_details
 
     model = load_classifier(classifier)
     calib_records, test_records = _splits(data, calibration, test, label_scheme)
-    result = calibrate_and_save(model, classifier, calib_records, test_records, block_fpr, allow_recall)
+    result = calibrate_and_save(
+        model, classifier, calib_records, test_records, block_fpr, allow_recall, not shared_thresholds
+    )
     console.print(
         _report_table(f"test split at thresholds chosen on calibration ({classifier})", {"classifier": result})
     )
-    console.print(
-        f"thresholds: allow < {result.thresholds.allow:.4f} ≤ uncertain < {result.thresholds.block:.4f} ≤ block"
-    )
+    console.print(_thresholds_line("exchange", result.thresholds))
+    if result.prompt_thresholds is None:
+        console.print("prompt thresholds: shared with exchanges")
+    else:
+        console.print(_thresholds_line("prompt", result.prompt_thresholds))
     if report is not None:
         write_json_atomic(report, calibration_details(result, calib_records, test_records))
+
+
+@app.command("policy-shift")
+def policy_shift(
+    classifier: Path = typer.Option(..., "--classifier", help="Constitutional classifier directory."),
+    data: Path = typer.Option(..., "--data", help="Corpus directory (items come from --split)."),
+    split: str = typer.Option("test", help="Held-out split to draw the items from."),
+    category: list[str] = typer.Option(
+        [], "--category", help="Harmful category to edit (repeatable; default: every one with --n-target items)."
+    ),
+    n_target: int = typer.Option(24, help="Unsafe items of the edited category per category."),
+    n_control: int = typer.Option(24, help="Unsafe items of other harmful categories per category."),
+    label_scheme: str = typer.Option("binary"),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(..., "--out", help="Write per-category results and the summary here as JSON."),
+) -> None:
+    """How far allowing or narrowing a category moves its scores, against items of other categories."""
+    from constitutional_guard.data.corpus import load_split
+    from constitutional_guard.evaluation import policy_shift as ps
+
+    model = load_classifier(classifier)
+    if model.kind != "constitutional":
+        raise typer.BadParameter(f"{classifier} is a {model.kind} classifier; policy shifts need a constitutional one")
+    records = load_split(data, split, label_scheme)
+    names = category or ps.eligible_categories(model.constitution, records, n_target)
+    unknown = [n for n in names if not model.constitution.is_harmful(n)]
+    if unknown or not names:
+        raise typer.BadParameter(f"no harmful categories to edit (unknown: {unknown}); see the constitution")
+    with progress_bar() as bar:
+        task = bar.add_task("scoring", total=len(names) * (n_target + n_control) * (1 + len(ps.EDITS)))
+        shifts = ps.measure_shift(
+            model, records, names, n_target, n_control, seed=seed, progress=lambda n: bar.advance(task, n)
+        )
+    table = Table("category", "edit", "n", "target Δlogit", "control Δlogit", "flagged before → after", show_edge=False)
+    for s in shifts:
+        table.add_row(
+            s.category,
+            s.edit,
+            f"{s.target.n}/{s.control.n}",
+            f"{s.target.mean_logit_change:+.3f}",
+            f"{s.control.mean_logit_change:+.3f}",
+            f"{s.target.flagged_before:.2f} → {s.target.flagged_after:.2f}",
+        )
+    console.print(table)
+    for edit, row in ps.summary(shifts).items():
+        console.print(
+            f"{edit}: target {row['target_mean_logit_change']:+.3f} vs control {row['control_mean_logit_change']:+.3f}"
+            f" log-odds; lowered more than control in {row['categories_lowered_more_than_control']:.0%} of categories"
+        )
+    write_json_atomic(out, {"classifier": str(classifier), "split": split, "seed": seed, **ps.as_dict(shifts)})
 
 
 @app.command("eval")
@@ -200,12 +268,11 @@ def evaluate(
             model = loader()
             calib_scores = score_records(model, calib_records)
             progress.advance(task, len(calib_records))
-            calib_labels = [int(r.is_unsafe) for r in calib_records]
             results[name] = {}
             for set_name, records in sets.items():
                 scores = score_records(model, records)
                 progress.advance(task, len(records))
-                report = evaluate_scores(calib_labels, calib_scores, records, scores, block_fpr, allow_recall)
+                report = evaluate_scores(calib_records, calib_scores, records, scores, block_fpr, allow_recall)
                 reports[set_name][name] = report
                 results[name][set_name] = report.as_dict()
     for set_name, rows in reports.items():
@@ -229,16 +296,20 @@ def markdown_report(reports: dict[str, dict[str, Any]], meta: dict[str, Any]) ->
         "",
         f"Thresholds chosen on {meta['calibration_records']} calibration records: block at "
         f"{meta['block_fpr']:.1%} false blocks on safe items, allow below the score {meta['allow_recall']:.0%} "
-        "of unsafe items reach. Metrics at the block threshold.",
+        "of unsafe items reach; prompts alone and exchanges each get their own pair where the calibration "
+        "split has both classes of each. Metrics at each item's block threshold.",
     ]
     for set_name, rows in reports.items():
         lines += ["", f"## {set_name} ({meta['sets'][set_name]} records)", ""]
-        lines += ["| system | AUROC | block thr | TPR | FPR | F1 | uncertain |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "| system | AUROC | block thr | prompt block thr | TPR | FPR | F1 | uncertain |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for name, r in rows.items():
             t = r.test
             lines.append(
-                f"| {name} | {_fmt(t.auroc)} | {r.thresholds.block:.4f} | {_fmt(t.tpr)} | {_fmt(t.fpr)} | "
-                f"{_fmt(t.f1)} | {_fmt(r.test_uncertain_rate)} |"
+                f"| {name} | {_fmt(t.auroc)} | {r.thresholds.block:.4f} | {_prompt_block(r)} | {_fmt(t.tpr)} | "
+                f"{_fmt(t.fpr)} | {_fmt(t.f1)} | {_fmt(r.test_uncertain_rate)} |"
             )
         lines += ["", "| system | subset | n (unsafe/safe) | AUROC | TPR | FPR |", "|---|---|---|---|---|---|"]
         for name, r in rows.items():

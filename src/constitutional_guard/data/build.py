@@ -82,12 +82,18 @@ def parse_hub_spec(spec: str) -> tuple[str, str | None, str | None, str | None]:
     return name, config or None, split or None, path or None
 
 
-def collect_real(constitution: Constitution, options: BuildOptions, log: Log) -> tuple[list[Record], dict[str, str]]:
-    """Records from every available offline source, the constitution's examples and requested hub sets."""
+def collect_real(
+    constitution: Constitution, options: BuildOptions, log: Log
+) -> tuple[list[Record], dict[str, str], dict[str, dict[str, int]]]:
+    """Records from every available offline source, the constitution's examples and requested hub sets.
+
+    Also returns why each unavailable source was skipped and, per source, the rows its reader left out by reason.
+    """
     from constitutional_guard.data.synth import constitution_examples
 
     records: list[Record] = []
     skipped: dict[str, str] = {}
+    skipped_rows: dict[str, dict[str, int]] = {}
     unknown = sorted(set(options.sources or ()) - set(OFFLINE_SOURCES))
     if unknown:
         raise ValueError(f"unknown offline source(s) {', '.join(unknown)}; known: {', '.join(OFFLINE_SOURCES)}")
@@ -100,15 +106,17 @@ def collect_real(constitution: Constitution, options: BuildOptions, log: Log) ->
             skipped[name] = str(exc)
             log(f"skipped {name}: {exc}")
             continue
-        log(f"{name}: {len(found)} records")
-        records += found
+        records += found.records
+        if found.skipped:
+            skipped_rows[name] = dict(sorted(found.skipped.items()))
+        log(f"{name}: {len(found.records)} records, rows left out: {skipped_rows.get(name, 'none')}")
     records += constitution_examples(constitution, origin=options.constitution or "constitutions/default.yaml")
     for spec in options.hub:
         name, config, split, path = parse_hub_spec(spec)
         found = load_hub_dataset(name, path=path, config=config, split=split)
         log(f"{spec}: {len(found)} records")
         records += found
-    return records, skipped
+    return records, skipped, skipped_rows
 
 
 def _generation_prompts(prompts: Sequence[Record], count: int, seed: int) -> list[Record]:
@@ -291,7 +299,7 @@ def build_corpus(
     say = log or (lambda _msg: None)
     started = time.perf_counter()
     constitution = load_constitution(options.constitution)
-    collected, skipped = collect_real(constitution, options, say)
+    collected, skipped, skipped_rows = collect_real(constitution, options, say)
     if options.with_generated:
         real_prompts, _ = deduplicate([r for r in collected if r.response is None])
         collected += collect_generated(constitution, real_prompts, options, progress, say)
@@ -351,6 +359,7 @@ def build_corpus(
             **{f"hub/{n}": HUB_ADAPTERS[n].label_mapping for n in {parse_hub_spec(h)[0] for h in options.hub}},
         },
         "skipped_sources": skipped,
+        "skipped_rows": skipped_rows,
         "templates": {
             "count": len(templates),
             "families": len(families),

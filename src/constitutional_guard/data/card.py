@@ -84,4 +84,10 @@ def render_card(summary: dict[str, Any]) -> str:
         f"{dedup['conflicting_dropped']} records dropped whose copies disagreed on the label.",
         "",
     ]
+    left_out = summary.get("skipped_rows", {})
+    skipped = [[s, reason, n] for s, reasons in left_out.items() for reason, n in reasons.items()]
+    if skipped:
+        lines += ["Rows the source readers left out:", "", *_table(["source", "reason", "rows"], skipped), ""]
+    else:
+        lines += ["Rows the source readers left out: none.", ""]
     return "\n".join(lines)

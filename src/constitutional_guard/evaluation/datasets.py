@@ -58,7 +58,7 @@ def _source(spec: str) -> list[Record]:
     if kind == "source":
         if rest not in OFFLINE_SOURCES:
             raise InputError.one(spec, f"unknown offline source; known: {', '.join(OFFLINE_SOURCES)}")
-        return OFFLINE_SOURCES[rest].read(None)
+        return OFFLINE_SOURCES[rest].read(None).records
     name, _, path = rest.partition(":")
     if name not in HUB_ADAPTERS:
         raise InputError.one(spec, f"unknown hub dataset; known: {', '.join(HUB_ADAPTERS)}")

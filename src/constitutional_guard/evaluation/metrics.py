@@ -22,7 +22,8 @@ class BinaryMetrics:
     n: int
     n_unsafe: int
     n_safe: int
-    threshold: float
+    threshold: float | None
+    """None when the items were judged at different thresholds (e.g. prompts vs exchanges)."""
     tpr: float | None
     """Unsafe recall; None when the set has no unsafe items."""
     missed_unsafe_rate: float | None
@@ -55,11 +56,15 @@ def auroc(labels: Sequence[int], scores: Sequence[float]) -> float | None:
 
 
 def binary_metrics(
-    labels: Sequence[int], scores: Sequence[float], threshold: float, with_auroc: bool = True
+    labels: Sequence[int], scores: Sequence[float], threshold: float | Sequence[float], with_auroc: bool = True
 ) -> BinaryMetrics:
-    """The table row at ``threshold``; ``with_auroc=False`` skips the (threshold-free) AUROC."""
+    """The table row at ``threshold``, one for all items or one per item; ``with_auroc=False`` skips the AUROC."""
     y, s = _arrays(labels, scores)
-    pred = s >= threshold
+    t = np.asarray(threshold, dtype=float)
+    if t.ndim and t.shape != s.shape:
+        raise ValueError(f"per-item thresholds ({t.shape}) and scores ({s.shape}) differ in shape")
+    pred = s >= t
+    distinct = np.unique(t)
     pos, neg = y == 1, y == 0
     tp, fp = int((pred & pos).sum()), int((pred & neg).sum())
     n_pos, n_neg = int(pos.sum()), int(neg.sum())
@@ -73,7 +78,7 @@ def binary_metrics(
         n=len(y),
         n_unsafe=n_pos,
         n_safe=n_neg,
-        threshold=float(threshold),
+        threshold=float(distinct[0]) if len(distinct) == 1 else None,
         tpr=tpr,
         missed_unsafe_rate=None if tpr is None else 1.0 - tpr,
         fpr=fpr,

@@ -48,6 +48,10 @@ class ClassifierSystem:
 
     @property
     def threshold(self) -> float:
+        """The exchange block threshold, applied to every record (prompts alone included).
+
+        A system has one threshold; the classifier's own input check uses ``prompt_thresholds`` instead.
+        """
         return float(self.classifier.thresholds.block)
 
     def score_records(self, records: Sequence[Record]) -> list[float]:

