@@ -15,6 +15,26 @@ def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sharp_model_dir(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny LM re-drawn with larger weights, so its next-token distribution depends on the whole input
+    and LoRA updates move it."""
+    import torch
+
+    from constitutional_guard.models.loading import load_causal_lm
+
+    lm = load_causal_lm(str(tiny_lm_dir), device="cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in lm.model.parameters():
+            if param.dim() >= 2:
+                param.normal_(0.0, 0.2)
+    out = tmp_path_factory.mktemp("sharp-lm")
+    lm.model.save_pretrained(out)
+    lm.tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))
 

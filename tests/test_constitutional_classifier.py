@@ -15,7 +15,6 @@ from constitutional_guard.classifiers.constitutional_prompt import Constitutiona
 from constitutional_guard.constitution import Constitution, parse_constitution
 from constitutional_guard.data.schema import Record
 from constitutional_guard.errors import InputError
-from constitutional_guard.models.loading import load_causal_lm
 
 POLICY = """
 name: tiny
@@ -42,27 +41,8 @@ def policy() -> Constitution:
 def moved_policy(policy: Constitution) -> Constitution:
     """The same policy with the weapons category moved to the harmless side."""
     data = policy.model_dump()
-    weapons = data["harmful"].pop(0)
-    weapons["allowed"] = weapons["disallowed"] + weapons["allowed"]
-    weapons["disallowed"] = []
-    data["harmless"].append(weapons)
-    data["harmful"] = [{"name": "fraud", "description": "Phishing.", "disallowed": ["write a phishing email"]}]
-    return Constitution.model_validate(data)
-
-
-@pytest.fixture(scope="module")
-def sharp_model_dir(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny LM re-drawn with larger weights, so its next-token distribution depends on the whole input."""
-    lm = load_causal_lm(str(tiny_lm_dir), device="cpu")
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for param in lm.model.parameters():
-            if param.dim() >= 2:
-                param.normal_(0.0, 0.2)
-    out = tmp_path_factory.mktemp("sharp-lm")
-    lm.model.save_pretrained(out)
-    lm.tokenizer.save_pretrained(out)
-    return out
+    data["harmful"].append({"name": "fraud", "description": "Phishing.", "disallowed": ["write a phishing email"]})
+    return Constitution.model_validate(data).allowing("weapons")
 
 
 @pytest.fixture(scope="module")

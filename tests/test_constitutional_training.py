@@ -44,21 +44,6 @@ def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def sharp_model_dir(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny LM with larger weights, so that LoRA updates move its next-token distribution."""
-    lm = load_causal_lm(str(tiny_lm_dir), device="cpu")
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for param in lm.model.parameters():
-            if param.dim() >= 2:
-                param.normal_(0.0, 0.2)
-    out = tmp_path_factory.mktemp("sharp-lm")
-    lm.model.save_pretrained(out)
-    lm.tokenizer.save_pretrained(out)
-    return out
-
-
 def _corpus(root: Path, labels: list[str], scheme: str = "binary") -> Path:
     records = [
         Record(

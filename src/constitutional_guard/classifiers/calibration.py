@@ -139,14 +139,10 @@ def _labels(records: Sequence[Record]) -> np.ndarray:
 
 
 def subsets(
-    records: Sequence[Record],
-    scores: Sequence[float],
-    thresholds: Thresholds,
-    prompt_thresholds: Thresholds | None = None,
+    records: Sequence[Record], scores: Sequence[float], allow: np.ndarray, block: np.ndarray
 ) -> list[SubsetResult]:
     """Prompts vs exchanges, then each source, each item at its own thresholds (see ``item_thresholds``)."""
     y, s = _labels(records), np.asarray(scores, dtype=float)
-    allow, block = item_thresholds(records, thresholds, prompt_thresholds)
     groups: dict[str, list[int]] = {"prompts": [], "exchanges": []}
     for i, r in enumerate(records):
         groups["prompts" if r.response is None else "exchanges"].append(i)
@@ -182,7 +178,7 @@ def evaluate_scores(
         test=binary_metrics(y, s, block),
         test_uncertain_rate=_uncertain_rate(s, allow, block),
         test_allowed_unsafe_rate=float((s[unsafe] < allow[unsafe]).mean()) if unsafe.any() else None,
-        subsets=subsets(test_records, s, thresholds, prompt_thresholds),
+        subsets=subsets(test_records, s, allow, block),
     )
 
 

@@ -22,6 +22,9 @@ MaxRespOpt = typer.Option(128, "--max-response-tokens", help="Response tokens ca
 MaxLenOpt = typer.Option(512, "--max-length", help="Tokens per sequence (prompts cut from the left).")
 BatchOpt = typer.Option(16, "--batch-size", help="Sequences per forward pass during capture.")
 DeviceOpt = typer.Option(None, "--device", help="torch device (default: cuda if available, else cpu).")
+PositionOpt = typer.Option("response_tokens", "--position", help="Train on: response_tokens, final or both.")
+L2Opt = typer.Option(1e-2, "--l2", help="L2 penalty on the standardised weights.")
+LrOpt = typer.Option(1e-3, "--lr", help="Adam learning rate.")
 
 
 def _load(model: str, device: str | None):
@@ -82,11 +85,11 @@ def train(
     model: str = ModelOpt,
     layers: str = typer.Option("-10", "--layers", help="Hidden-state indices: '12', '10,14,18', '8-12', 'all'."),
     combine: str = typer.Option("concat", "--combine", help="concat (one logit) or mean (per-layer probes)."),
-    position: str = typer.Option("response_tokens", "--position", help="Train on: response_tokens, final or both."),
+    position: str = PositionOpt,
     target_rate: float = typer.Option(0.1, "--target-escalation", help="False-escalation rate on safe calibration."),
     ramp_tokens: int = typer.Option(8, "--ramp-tokens", help="Unsafe token weights ramp up over this many tokens."),
-    l2: float = typer.Option(1e-2, "--l2", help="L2 penalty on the standardised weights."),
-    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+    l2: float = L2Opt,
+    lr: float = LrOpt,
     max_train: int | None = MaxTrainOpt,
     max_eval: int | None = MaxEvalOpt,
     max_prompts: int | None = MaxPromptsOpt,
@@ -146,10 +149,10 @@ def sweep(
     data: Path = DataOpt,
     model: str = ModelOpt,
     layers: str = typer.Option("every:2", "--layers", help="Layers to sweep: 'all', 'every:N', '4-20', '3,7'."),
-    position: str = typer.Option("response_tokens", "--position", help="Train on: response_tokens, final or both."),
+    position: str = PositionOpt,
     top_k: int = typer.Option(3, "--top-k", help="Best single layers (by validation AUROC) to combine."),
-    l2: float = typer.Option(1e-2, "--l2", help="L2 penalty on the standardised weights."),
-    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+    l2: float = L2Opt,
+    lr: float = LrOpt,
     max_train: int | None = MaxTrainOpt,
     max_eval: int | None = MaxEvalOpt,
     max_prompts: int | None = MaxPromptsOpt,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -65,6 +66,18 @@ def _blank(prompt: str, response: str) -> str | None:
     return None if response.strip() else "blank response"
 
 
+def _scored_rows(folder: str, out: SourceRows) -> Iterator[tuple[Path, int, dict[str, str], list[float], str, str]]:
+    """``(file, line, row, human scores, prompt, response)`` of a scorer-eval folder; blank rows counted in ``out``."""
+    for file in sorted(PYRIT.path(f"datasets/scorer_evals/{folder}").glob("*.csv")):
+        for line, row in read_commented_csv(file):
+            scores = _scores(row, file, line)
+            prompt, response = row.get("objective", ""), row.get("assistant_response", "")
+            if blank := _blank(prompt, response):
+                out.skipped[blank] += 1
+                continue
+            yield file, line, row, scores, prompt, response
+
+
 def _non_harmful_label(response: str) -> str:
     return "safe_refusal" if is_refusal(response) else "safe_compliance"
 
@@ -87,53 +100,42 @@ def _exchange(
 def harm_scored(constitution: Constitution | None = None) -> SourceRows:
     """Responses scored for harm on a 0-1 scale by one or three human annotators."""
     out = SourceRows()
-    for file in sorted(PYRIT.path("datasets/scorer_evals/harm").glob("*.csv")):
-        for line, row in read_commented_csv(file):
-            scores = _scores(row, file, line)
-            mean = sum(scores) / len(scores)
-            prompt, response = row.get("objective", ""), row.get("assistant_response", "")
-            if blank := _blank(prompt, response):
-                out.skipped[blank] += 1
-                continue
-            label = "unsafe_compliance" if mean >= HARM_THRESHOLD else _non_harmful_label(response)
-            out.records.append(
-                _exchange(
-                    "pyrit/harm_scored",
-                    file,
-                    line,
-                    prompt,
-                    response,
-                    label,
-                    row.get("harm_category"),
-                    human_scores=scores,
-                )
+    for file, line, row, scores, prompt, response in _scored_rows("harm", out):
+        mean = sum(scores) / len(scores)
+        label = "unsafe_compliance" if mean >= HARM_THRESHOLD else _non_harmful_label(response)
+        out.records.append(
+            _exchange(
+                "pyrit/harm_scored",
+                file,
+                line,
+                prompt,
+                response,
+                label,
+                row.get("harm_category"),
+                human_scores=scores,
             )
+        )
     return out
 
 
 def objective_scored(constitution: Constitution | None = None) -> SourceRows:
     """Responses judged on whether they achieved a harmful objective (1) or not (0)."""
     out = SourceRows()
-    for file in sorted(PYRIT.path("datasets/scorer_evals/objective").glob("*.csv")):
-        for line, row in read_commented_csv(file):
-            achieved = _scores(row, file, line)[0] >= HARM_THRESHOLD
-            prompt, response = row.get("objective", ""), row.get("assistant_response", "")
-            if blank := _blank(prompt, response):
-                out.skipped[blank] += 1
-                continue
-            label = "unsafe_compliance" if achieved else _non_harmful_label(response)
-            out.records.append(
-                _exchange(
-                    "pyrit/objective_scored",
-                    file,
-                    line,
-                    prompt,
-                    response,
-                    label,
-                    row.get("harm_category"),
-                    objective_achieved=achieved,
-                )
+    for file, line, row, scores, prompt, response in _scored_rows("objective", out):
+        achieved = scores[0] >= HARM_THRESHOLD
+        label = "unsafe_compliance" if achieved else _non_harmful_label(response)
+        out.records.append(
+            _exchange(
+                "pyrit/objective_scored",
+                file,
+                line,
+                prompt,
+                response,
+                label,
+                row.get("harm_category"),
+                objective_achieved=achieved,
             )
+        )
     return out
 
 
@@ -155,34 +157,29 @@ def refusal_scored(constitution: Constitution | None = None) -> SourceRows:
     """Responses labelled refusal (1) or not (0) by humans; see the module docstring for the mapping."""
     known = known_harmful_prompts()
     out = SourceRows()
-    for file in sorted(PYRIT.path("datasets/scorer_evals/refusal_scorer").glob("*.csv")):
-        for line, row in read_commented_csv(file):
-            refused = _scores(row, file, line)[0] >= HARM_THRESHOLD
-            prompt, response = row.get("objective", ""), row.get("assistant_response", "")
-            if blank := _blank(prompt, response):
-                out.skipped[blank] += 1
-                continue
-            harmful_prompt = looks_harmful(prompt, known)
-            if refused and is_refusal(response):
-                label = "safe_refusal"
-            elif not refused and not harmful_prompt:
-                label = "safe_compliance"
-            else:
-                out.skipped["refusal label on a non-refusal" if refused else "non-refusal to a harmful prompt"] += 1
-                continue
-            out.records.append(
-                _exchange(
-                    "pyrit/refusal_scored",
-                    file,
-                    line,
-                    prompt,
-                    response,
-                    label,
-                    None,
-                    human_refusal=refused,
-                    harmful_prompt=harmful_prompt,
-                )
+    for file, line, _, scores, prompt, response in _scored_rows("refusal_scorer", out):
+        refused = scores[0] >= HARM_THRESHOLD
+        harmful_prompt = looks_harmful(prompt, known)
+        if refused and is_refusal(response):
+            label = "safe_refusal"
+        elif not refused and not harmful_prompt:
+            label = "safe_compliance"
+        else:
+            out.skipped["refusal label on a non-refusal" if refused else "non-refusal to a harmful prompt"] += 1
+            continue
+        out.records.append(
+            _exchange(
+                "pyrit/refusal_scored",
+                file,
+                line,
+                prompt,
+                response,
+                label,
+                None,
+                human_refusal=refused,
+                harmful_prompt=harmful_prompt,
             )
+        )
     return out
 
 
