@@ -217,3 +217,31 @@ def test_templates_without_a_system_turn_get_the_policy_in_the_user_turn(
     assert prompt.prefix_text.startswith("<|im_start|>user\nYou are a content safety classifier")
     assert "Making bombs or guns." in prompt.prefix_text
     assert prompt.tail_text.endswith("<|im_start|>assistant\n")
+
+
+def test_naming_categories_counts_the_harmful_categories_as_unsafe(
+    classifier: ConstitutionalClassifier, sharp_model_dir: Path, policy: Constitution, moved_policy: Constitution
+):
+    naming = ConstitutionalClassifier.zero_shot(
+        str(sharp_model_dir), policy, device="cpu", max_item_tokens=160, name_categories=True
+    )
+    assert naming.answers == ["safe", "unsafe", "weapons", "baking"]
+    assert "name of the unsafe-content category" in naming.prompt.prefix_text
+    assert naming.prompt.prefix_ids != classifier.prompt.prefix_ids
+    probs = naming.answer_probabilities(ITEMS)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(naming.probabilities(ITEMS), probs[:, 1] + probs[:, 2], rtol=1e-6)
+    result = naming.score(*ITEMS[0])
+    assert result.detail["categories"] == {"weapons": pytest.approx(probs[0, 2], rel=1e-4)}
+
+    moved = naming.with_constitution(moved_policy)  # weapons allowed, fraud harmful
+    assert moved.answers == ["safe", "unsafe", "fraud", "baking", "weapons"]
+    moved_probs = moved.answer_probabilities(ITEMS)
+    np.testing.assert_allclose(moved.probabilities(ITEMS), moved_probs[:, 1] + moved_probs[:, 2], rtol=1e-6)
+    assert set(moved.score(*ITEMS[0]).detail["categories"]) == {"fraud"}
+
+
+def test_category_names_must_differ_from_the_label_words(sharp_model_dir: Path, policy: Constitution):
+    clashing = policy.model_copy(update={"harmless": [policy.harmless[0].model_copy(update={"name": "safe"})]})
+    with pytest.raises(ValueError, match="also label words"):
+        ConstitutionalClassifier.zero_shot(str(sharp_model_dir), clashing, device="cpu", name_categories=True)

@@ -231,6 +231,54 @@ def test_plan_batches_shifts_one_category_per_batch_and_keeps_other_labels():
     assert max(seen.count(r.id) for r in records) - min(seen.count(r.id) for r in records) <= 1
 
 
+def test_naming_categories_answers_with_the_harmful_category_of_the_batch_policy(sharp_model_dir: Path):
+    policy = parse_constitution(TWO_HARMS)
+    uncategorised = Record(id="u", prompt="do harm", label="unsafe")
+    records = [*_categorised(12), uncategorised]
+    batches = ct.plan_batches(records, policy, 4, 6.0, policy_shift=0.5, seed=1)
+    named = [b.naming_categories(policy) for b in batches]
+    for before, after in zip(batches, named, strict=True):
+        assert after.allowed == before.allowed
+        for (record, answer), (_, renamed) in zip(before.items, after.items, strict=True):
+            if answer == "unsafe" and record.category is not None:
+                assert renamed == record.category != before.allowed
+            else:
+                assert renamed == answer
+    answers = {a for b in named for _, a in b.items}
+    assert {"weapons", "drugs", "safe"} <= answers
+    unsafe_word = ct.plan_batches([uncategorised], policy, 1, 1.0)[0].naming_categories(policy)
+    assert unsafe_word.items[0][1] == "unsafe"
+
+    lm = load_causal_lm(str(sharp_model_dir), device="cpu")
+    prompt = ConstitutionalPrompt(lm.tokenizer, policy, policy_examples=0, max_item_tokens=160, name_categories=True)
+    example = ct.encode_examples(prompt, [(records[0], "weapons")])[0]
+    assert [t for t in example["labels"] if t != -100] == prompt.answer_ids("weapons")
+
+
+def test_training_to_name_categories_saves_a_naming_classifier(sharp_model_dir: Path, tmp_path: Path):
+    policy = tmp_path / "two.yaml"
+    policy.write_text(TWO_HARMS, encoding="utf-8")
+    data = tmp_path / "data"
+    write_records([r.model_copy(update={"split": "train"}) for r in _categorised(4)], data / "binary" / "train.jsonl")
+    options = _options(data, tmp_path / "clf", sharp_model_dir, policy, epochs=3, extra={"name_categories": "true"})
+    held_out = [("make a bomb 99", None), ("cook meth 99", None)]
+    base = ConstitutionalClassifier.zero_shot(
+        str(sharp_model_dir),
+        parse_constitution(TWO_HARMS),
+        device="cpu",
+        policy_examples=0,
+        max_item_tokens=160,
+        name_categories=True,
+    )
+    before = base.answer_probabilities(held_out)
+    out = ct.train(options)
+    assert json.loads((out / CONFIG_NAME).read_text())["name_categories"] is True
+    tuned = load_classifier(out, device="cpu")
+    assert tuned.answers == ["safe", "unsafe", "weapons", "drugs", "baking"]
+    after = tuned.answer_probabilities(held_out)
+    assert after[0, 2] > before[0, 2] and after[1, 3] > before[1, 3], (before, after)
+
+
 def test_plan_batches_without_shift_covers_every_record_per_epoch():
     records = _categorised(4)
     batches = ct.plan_batches(records, parse_constitution(POLICY), 4, 2.0)

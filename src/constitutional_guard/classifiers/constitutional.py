@@ -5,6 +5,12 @@ The score is P(unsafe) from the next-token distribution over the two label words
 LoRA-tuned classifier (``from_pretrained`` on a directory written by ``constitutional_training``).
 The constitution is read at scoring time, so a reworded or edited policy takes effect without
 retraining (``with_constitution``).
+
+With ``name_categories`` the model answers ``safe``, the name of a category of the constitution, or
+``unsafe`` when no category fits. Every category name is scored as an answer; P(unsafe) is the mass
+of the ``unsafe`` word plus that of the categories the scoring constitution lists as harmful, so a
+category moved to the harmless side stops counting against the content (as Llama Guard's category
+selection does), while the policy text the model reads changes with it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from constitutional_guard.atomic import atomic_dir, write_text_atomic
@@ -54,6 +61,8 @@ class ConstitutionalConfig:
     prompt_allow_threshold: float | None = None
     prompt_block_threshold: float | None = None
     """Thresholds for prompts alone (the input check); None: the two above serve prompts too."""
+    name_categories: bool = False
+    """Answer with the harmful category's name instead of the unsafe word (see the module docstring)."""
     training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -71,6 +80,17 @@ class ConstitutionalConfig:
         )
 
 
+def answer_words(constitution: Constitution, config: ConstitutionalConfig) -> list[str]:
+    """The answers scored: the safe and unsafe words, then (naming categories) every category's name."""
+    if not config.name_categories:
+        return list(config.labels)
+    names = [c.name for c in (*constitution.harmful, *constitution.harmless)]
+    clash = sorted(set(names) & set(config.labels))
+    if clash:
+        raise ValueError(f"category names {clash} are also label words; rename them to name categories")
+    return [*config.labels, *names]
+
+
 class ConstitutionalClassifier:
     """Scores prompts and exchanges against a constitution with a causal LM's label-token probabilities."""
 
@@ -81,7 +101,10 @@ class ConstitutionalClassifier:
         self.config = config
         self.constitution = constitution
         self.prompt = self._build_prompt(constitution)
-        self.scorer = LabelScorer(lm.model, lm.tokenizer, config.labels, batch_size=config.batch_size)
+        self.answers = answer_words(constitution, config)
+        harmful = set(constitution.harmful_names)
+        self._unsafe_columns = [1] + [i for i, word in enumerate(self.answers) if i >= 2 and word in harmful]
+        self.scorer = LabelScorer(lm.model, lm.tokenizer, self.answers, batch_size=config.batch_size)
 
     def _build_prompt(self, constitution: Constitution) -> ConstitutionalPrompt:
         return ConstitutionalPrompt(
@@ -91,6 +114,7 @@ class ConstitutionalClassifier:
             policy_examples=self.config.policy_examples,
             max_item_tokens=self.config.max_item_tokens,
             use_chat_template=self.lm.use_chat_template,
+            name_categories=self.config.name_categories,
         )
 
     @classmethod
@@ -162,6 +186,20 @@ class ConstitutionalClassifier:
         """The same model scoring against another constitution (shares the weights; new prefix cache)."""
         return ConstitutionalClassifier(self.lm, constitution, ConstitutionalConfig(**asdict(self.config)))
 
+    def answer_probabilities(
+        self,
+        items: Sequence[tuple[str, str | None]],
+        reuse_prefix: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Probability of each answer word (columns follow ``answers``), one row per ``(prompt, response)``."""
+        ids = [self.prompt.item_ids(prompt, response) for prompt, response in items]
+        return self.scorer.score(self.prompt.prefix_ids, ids, reuse_prefix=reuse_prefix, progress=progress)
+
+    def unsafe_probabilities(self, answer_probs: np.ndarray) -> np.ndarray:
+        """P(unsafe) per row: the unsafe word plus every category that is harmful under this constitution."""
+        return answer_probs[:, self._unsafe_columns].sum(axis=1)
+
     def probabilities(
         self,
         items: Sequence[tuple[str, str | None]],
@@ -169,19 +207,22 @@ class ConstitutionalClassifier:
         progress: Callable[[int], None] | None = None,
     ) -> list[float]:
         """P(unsafe) for each ``(prompt, response)`` item."""
-        ids = [self.prompt.item_ids(prompt, response) for prompt, response in items]
-        probs = self.scorer.score(self.prompt.prefix_ids, ids, reuse_prefix=reuse_prefix, progress=progress)
-        return [float(p) for p in probs[:, 1]]
+        probs = self.answer_probabilities(items, reuse_prefix=reuse_prefix, progress=progress)
+        return [float(p) for p in self.unsafe_probabilities(probs)]
 
-    def _result(self, p_unsafe: float, thresholds: Thresholds) -> ClassifierScore:
+    def _result(self, answer_probs: np.ndarray, thresholds: Thresholds) -> ClassifierScore:
         safe, unsafe = self.config.labels
+        p_unsafe = float(self.unsafe_probabilities(answer_probs[None])[0])
+        detail: dict[str, Any] = {"constitution": self.constitution.name}
+        if self.config.name_categories:
+            detail["categories"] = {self.answers[i]: float(answer_probs[i]) for i in self._unsafe_columns[1:]}
         return ClassifierScore(
             score=p_unsafe,
             verdict=thresholds.verdict(p_unsafe),
             thresholds=thresholds,
             label=unsafe if p_unsafe >= 0.5 else safe,
             probabilities={"safe": 1.0 - p_unsafe, "unsafe": p_unsafe},
-            detail={"constitution": self.constitution.name},
+            detail=detail,
         )
 
     def score(self, prompt: str, response: str | None = None) -> ClassifierScore:
@@ -189,7 +230,7 @@ class ConstitutionalClassifier:
 
     def score_batch(self, items: list[tuple[str, str | None]]) -> list[ClassifierScore]:
         exchange, prompt = self.thresholds, self.prompt_thresholds
-        probs = self.probabilities(items)
+        probs = self.answer_probabilities(items)
         return [self._result(p, prompt if r is None else exchange) for (_, r), p in zip(items, probs, strict=True)]
 
     def merge(self) -> ConstitutionalClassifier:

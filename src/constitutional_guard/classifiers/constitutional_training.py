@@ -12,12 +12,17 @@ Policy shifts teach the classifier to read its policy rather than memorise one: 
 category is allowed. Half of such a batch is content of that category, answered ``safe``; the other
 half is content from elsewhere with its own label, so the same words flip with the policy alone.
 
+With ``name_categories`` the answer to unsafe content of a category the batch's policy lists as
+harmful is that category's name (the unsafe word for content without one), so the classifier learns
+which category it is judging and a category moved to the harmless side stops counting at scoring.
+
 Kind-specific ``options.extra`` keys: ``lora_r`` (16), ``lora_alpha`` (32), ``lora_dropout`` (0.05),
 ``target_modules`` ("all-linear"), ``lora_layers`` (0 = all; n = only the top n layers, which also
 stops the backward pass below them), ``policy_examples`` (2), ``labels`` ("safe,unsafe"),
 ``save_steps`` (50), ``logging_steps`` (10), ``gradient_accumulation_steps`` (1), ``merge`` (false),
 ``balance`` (false: when true, the capped training sample has equal safe and unsafe counts),
-``policy_shift`` (0.0: share of batches under a constitution that allows one harmful category).
+``policy_shift`` (0.0: share of batches under a constitution that allows one harmful category),
+``name_categories`` (false: when true, unsafe answers name the harmful category).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ EXTRA_DEFAULTS: dict[str, Any] = {
     "merge": False,
     "balance": False,
     "policy_shift": 0.0,
+    "name_categories": False,
 }
 
 
@@ -101,7 +107,16 @@ class PlannedBatch:
     allowed: str | None
     """Harmful category the policy allows for this batch; None: the constitution as given."""
     items: list[tuple[Record, str]]
-    """(record, answer label ``safe`` / ``unsafe``)."""
+    """(record, answer): ``safe``, ``unsafe`` or (naming categories) a harmful category's name."""
+
+    def policy(self, constitution: Constitution) -> Constitution:
+        return constitution if self.allowed is None else constitution.allowing(self.allowed)
+
+    def naming_categories(self, constitution: Constitution) -> PlannedBatch:
+        """The batch with each unsafe answer replaced by the record's category where the policy lists it."""
+        harmful = set(self.policy(constitution).harmful_names)
+        named = [(r, r.category if a == "unsafe" and r.category in harmful else a) for r, a in self.items]
+        return PlannedBatch(self.allowed, named)
 
 
 def plan_batches(
@@ -148,13 +163,14 @@ def encode_examples(
 ) -> list[dict[str, list[int] | int]]:
     """Item ids + answer ids per (record, answer); labels are -100 except on the answer token(s).
 
+    An answer is ``safe`` / ``unsafe`` (written as the prompt's label words) or a category name.
     ``policy`` indexes the prefix (the policy text) the example is trained under.
     """
-    answers = {name: prompt.answer_ids(word) for name, word in zip(("safe", "unsafe"), prompt.labels, strict=True)}
+    words = dict(zip(("safe", "unsafe"), prompt.labels, strict=True))
     examples: list[dict[str, list[int] | int]] = []
     for record, label in items:
         item = prompt.item_ids(*record_item(record))
-        answer = answers[label]
+        answer = prompt.answer_ids(words.get(label, label))
         examples.append({"input_ids": item + answer, "labels": [-100] * len(item) + answer, "policy": policy})
     return examples
 
@@ -245,6 +261,9 @@ def train(options: TrainOptions) -> Path:
     records = training_records(options, balance=_as_bool(extra["balance"]))
     policy_shift = float(extra["policy_shift"])
     batches = plan_batches(records, constitution, options.batch_size, options.epochs, policy_shift, options.seed)
+    name_categories = _as_bool(extra["name_categories"])
+    if name_categories:
+        batches = [b.naming_categories(constitution) for b in batches]
     lm = load_causal_lm(options.base_model)
     config = ConstitutionalConfig(
         base_model=options.base_model,
@@ -253,6 +272,7 @@ def train(options: TrainOptions) -> Path:
         labels=labels,
         policy_examples=int(extra["policy_examples"]),
         max_item_tokens=options.max_length,
+        name_categories=name_categories,
         training={
             "records": len(records),
             "unsafe": sum(r.is_unsafe for r in records),
@@ -270,7 +290,13 @@ def train(options: TrainOptions) -> Path:
 
     def policy_prompt(policy: Constitution) -> ConstitutionalPrompt:
         return ConstitutionalPrompt(
-            lm.tokenizer, policy, labels, config.policy_examples, config.max_item_tokens, lm.use_chat_template
+            lm.tokenizer,
+            policy,
+            labels,
+            config.policy_examples,
+            config.max_item_tokens,
+            lm.use_chat_template,
+            config.name_categories,
         )
 
     prompt = policy_prompt(constitution)

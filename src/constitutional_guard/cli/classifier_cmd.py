@@ -208,7 +208,16 @@ def policy_shift(
         shifts = ps.measure_shift(
             model, records, names, n_target, n_control, seed=seed, progress=lambda n: bar.advance(task, n)
         )
-    table = Table("category", "edit", "n", "target Δlogit", "control Δlogit", "flagged before → after", show_edge=False)
+    table = Table(
+        "category",
+        "edit",
+        "n",
+        "target Δlogit",
+        "control Δlogit",
+        "read: target / control",
+        "flagged before → after",
+        show_edge=False,
+    )
     for s in shifts:
         table.add_row(
             s.category,
@@ -216,13 +225,16 @@ def policy_shift(
             f"{s.target.n}/{s.control.n}",
             f"{s.target.mean_logit_change:+.3f}",
             f"{s.control.mean_logit_change:+.3f}",
+            f"{s.read_target_logit_change:+.3f} / {s.read_control_logit_change:+.3f}",
             f"{s.target.flagged_before:.2f} → {s.target.flagged_after:.2f}",
         )
     console.print(table)
     for edit, row in ps.summary(shifts).items():
         console.print(
             f"{edit}: target {row['target_mean_logit_change']:+.3f} vs control {row['control_mean_logit_change']:+.3f}"
-            f" log-odds; lowered more than control in {row['categories_lowered_more_than_control']:.0%} of categories"
+            f" log-odds; lowered more than control in {row['categories_lowered_more_than_control']:.0%} of categories;"
+            f" specificity {row['specificity']:+.3f}, from reading the policy alone {row['read_specificity']:+.3f}"
+            + ("" if row["named"] is None else f"; the edited category named for {row['named']:.0%} of its items")
         )
     write_json_atomic(out, {"classifier": str(classifier), "split": split, "seed": seed, **ps.as_dict(shifts)})
 

@@ -1,4 +1,4 @@
-"""``cguard data``: validate record files, list sources, build the corpus."""
+"""``cguard data``: validate record files, list sources, build the corpus, measure annotator agreement."""
 
 from __future__ import annotations
 
@@ -24,6 +24,31 @@ def validate(files: list[Path] = typer.Argument(..., help="JSONL, CSV or Parquet
             for key, count in counts.items():
                 table.add_row(key, str(count))
             console.print(table)
+
+
+@app.command("agreement")
+def agreement(
+    files: list[Path] = typer.Argument(..., help="Record files (e.g. every split of a built corpus)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the table as JSON."),
+) -> None:
+    """Human label ceiling: one annotator's score against the other annotators' label, per source."""
+    import dataclasses
+    import json
+
+    from constitutional_guard.atomic import write_text_atomic
+    from constitutional_guard.data.agreement import annotator_agreement
+
+    records = [r for file in files for r in read_records(file)]
+    results = annotator_agreement(records)
+    if not results:
+        raise typer.BadParameter("no records with two or more human scores (meta.human_scores)", param_hint="FILES")
+    table = Table("source", "exchanges", "pairs", "AUROC", "unanimous", title="leave-one-annotator-out agreement")
+    for r in results:
+        auroc = "n/a" if r.auroc is None else f"{r.auroc:.3f}"
+        table.add_row(r.source, str(r.exchanges), str(r.pairs), auroc, f"{r.unanimous:.1%}")
+    console.print(table)
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps([dataclasses.asdict(r) for r in results], indent=2) + "\n")
 
 
 @app.command("sources")
