@@ -68,6 +68,17 @@ def test_scores_match_full_forward_with_multi_token_labels(sharp_lm):
     assert cached[:, 1].max() > 1.5 * cached[:, 1].min(), "scores must depend on the item"
 
 
+def test_many_multi_token_labels_share_one_continuation_pass(sharp_lm):
+    tok = sharp_lm.tokenizer
+    labels = ["safe", "unsafe", "violent_crime", "fraud_and_scams", "sex_education", "sexual_content", "hate"]
+    scorer = LabelScorer(sharp_lm.model, tok, labels, batch_size=2)
+    prefix = _encode(tok, "Policy: name the category.\n")
+    items = [_encode(tok, t + "\nassistant:") for t in ("steal a car", "a", "tell me about sex education at school")]
+    expected = np.stack([_brute_force(sharp_lm, scorer, prefix, item) for item in items])
+    np.testing.assert_allclose(scorer.score(prefix, items), expected, rtol=1e-4)
+    np.testing.assert_allclose(scorer.score(prefix, items, reuse_prefix=False), expected, rtol=1e-4)
+
+
 def test_prefix_cache_batching_and_order_do_not_change_scores(sharp_lm):
     tok = sharp_lm.tokenizer
     scorer = LabelScorer(sharp_lm.model, tok, ["safe", "unsafe"], batch_size=3)

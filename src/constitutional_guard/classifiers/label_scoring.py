@@ -1,7 +1,8 @@
 """Score label words by next-token probability, never by parsing generated text.
 
 Each label counts every way it can be written as the answer (as is and with a leading space); a
-variant that spans several tokens is scored by the chain rule. The label probabilities are then
+variant that spans several tokens is scored by the chain rule, all such variants in one extra forward
+pass over the batch. The label probabilities are then
 renormalised over the labels. Items share one prefix (the policy): its KV cache is computed once
 and copied into every batch, and items are left-padded after it so the last position is the
 answer position of every row.
@@ -111,32 +112,42 @@ class LabelScorer:
             input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
         )
         first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
-        cache = out.past_key_values
-        last_position = positions[:, -1:]
+        rest = self._continuations(out.past_key_values, mask, positions[:, -1:])
         scores = torch.empty(batch, len(self.labels), device=device)
         for j, variants in enumerate(self.variants):
-            per_variant = []
-            for variant in variants:
-                logp = first[:, variant[0]]
-                if len(variant) > 1:
-                    logp = logp + self._continuation(cache, mask, last_position, variant)
-                    cache.crop(-(len(variant) - 1))
-                per_variant.append(logp)
+            per_variant = [first[:, v[0]] + rest[v] if len(v) > 1 else first[:, v[0]] for v in variants]
             scores[:, j] = torch.logsumexp(torch.stack(per_variant, dim=-1), dim=-1)
         return scores
 
-    def _continuation(
-        self, cache: Any, mask: torch.Tensor, last_position: torch.Tensor, variant: tuple[int, ...]
-    ) -> torch.Tensor:
-        """log P(variant[1:] | context, variant[0]) for every row, extending ``cache`` (crop it afterwards)."""
-        steps = len(variant) - 1
-        batch, device = mask.shape[0], mask.device
-        ids = torch.tensor([list(variant[:-1])] * batch, device=device)
-        ext_mask = torch.cat([mask, torch.ones(batch, steps, dtype=mask.dtype, device=device)], dim=-1)
-        positions = last_position + torch.arange(1, steps + 1, device=device)
+    def _continuations(
+        self, cache: Any, mask: torch.Tensor, last_position: torch.Tensor
+    ) -> dict[tuple[int, ...], torch.Tensor]:
+        """log P(variant[1:] | context, variant[0]) per row for every multi-token variant, in one forward pass.
+
+        The variants' tokens are laid side by side after the context; a tree-shaped attention mask lets
+        each token see the context and the earlier tokens of its own variant only, at the positions it
+        would have as the only continuation.
+        """
+        variants = sorted({v for group in self.variants for v in group if len(v) > 1})
+        if not variants:
+            return {}
+        steps = [(s, d) for s, v in enumerate(variants) for d in range(len(v) - 1)]
+        device, batch = mask.device, mask.shape[0]
+        segment = torch.tensor([s for s, _ in steps], device=device)
+        depth = torch.tensor([d for _, d in steps], device=device)
+        own = (segment[:, None] == segment[None, :]) & (depth[None, :] <= depth[:, None])
+        visible = torch.cat([mask.bool()[:, None, :].expand(-1, len(steps), -1), own.expand(batch, -1, -1)], dim=-1)
+        dtype = getattr(self.model, "dtype", torch.float32)
+        bias = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill(~visible, torch.finfo(dtype).min)
+        ids = torch.tensor([[variants[s][d] for s, d in steps]] * batch, device=device)
         out = self.model(
-            input_ids=ids, attention_mask=ext_mask, position_ids=positions, past_key_values=cache, use_cache=True
+            input_ids=ids,
+            attention_mask=bias[:, None],
+            position_ids=last_position + 1 + depth[None, :],
+            past_key_values=cache,
+            use_cache=True,
         )
-        log_probs = torch.log_softmax(out.logits.float(), dim=-1)
-        targets = torch.tensor(variant[1:], device=device).expand(batch, steps)
-        return log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).sum(-1)
+        targets = torch.tensor([variants[s][d + 1] for s, d in steps], device=device).expand(batch, -1)
+        log_probs = torch.log_softmax(out.logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        sums = torch.zeros(batch, len(variants), device=device).index_add_(1, segment, log_probs)
+        return {v: sums[:, s] for s, v in enumerate(variants)}
