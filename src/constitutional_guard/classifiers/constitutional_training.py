@@ -110,6 +110,7 @@ class PlannedBatch:
     """(record, answer): ``safe``, ``unsafe`` or (naming categories) a harmful category's name."""
 
     def policy(self, constitution: Constitution) -> Constitution:
+        """The constitution this batch is judged under."""
         return constitution if self.allowed is None else constitution.allowing(self.allowed)
 
     def naming_categories(self, constitution: Constitution) -> PlannedBatch:
