@@ -12,6 +12,7 @@ from constitutional_guard.cli.app import app
 from constitutional_guard.data.agreement import annotator_agreement
 from constitutional_guard.data.io import write_records
 from constitutional_guard.data.schema import Record
+from constitutional_guard.errors import InputError
 
 
 def _record(i: int, scores: list[float], source: str = "pyrit/harm_scored", **meta) -> Record:
@@ -39,6 +40,13 @@ def test_agreement_scores_each_annotator_against_the_others():
     assert harm.auroc == pytest.approx(13.5 / 20)
     other = by_source["other"]
     assert other.auroc == pytest.approx(0.0) and other.unanimous == 0.0
+
+
+def test_scores_that_are_not_numbers_name_the_record():
+    bad = _record(0, [1.0, 0.0]).model_copy(update={"id": "bad", "meta": {"human_scores": [1, "x"]}})
+    with pytest.raises(InputError) as error:
+        annotator_agreement([bad])
+    assert "record bad" in str(error.value) and "meta.human_scores" in str(error.value)
 
 
 def test_agreement_cli_writes_json_and_rejects_files_without_scores(tmp_path: Path):

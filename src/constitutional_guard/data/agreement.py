@@ -18,6 +18,7 @@ from sklearn.metrics import roc_auc_score
 
 from constitutional_guard.data.schema import Record
 from constitutional_guard.data.sources.pyrit_data import HARM_THRESHOLD
+from constitutional_guard.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ def human_scores(records: Sequence[Record]) -> dict[str, dict[str, list[float]]]
     for record in records:
         scores = record.meta.get("human_scores")
         if isinstance(scores, list) and len(scores) >= 2:
+            if not all(isinstance(s, int | float) and not isinstance(s, bool) for s in scores):
+                raise InputError.one(
+                    f"record {record.id}", f"human scores must be numbers, got {scores!r}", field="meta.human_scores"
+                )
             key = str(record.meta.get("prefix_of", record.id))
             out[record.source or "unknown"].setdefault(key, [float(s) for s in scores])
     return out
