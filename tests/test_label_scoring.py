@@ -13,15 +13,9 @@ from constitutional_guard.models.loading import load_causal_lm
 
 
 @pytest.fixture(scope="module")
-def sharp_lm(tiny_lm_dir: Path):
-    """The tiny LM re-drawn with larger weights, so its next-token distribution depends on the whole input."""
-    lm = load_causal_lm(str(tiny_lm_dir), device="cpu")
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for param in lm.model.parameters():
-            if param.dim() >= 2:
-                param.normal_(0.0, 0.2)
-    return lm
+def sharp_lm(sharp_model_dir: Path):
+    """The tiny LM with larger weights, so its next-token distribution depends on the whole input."""
+    return load_causal_lm(str(sharp_model_dir), device="cpu")
 
 
 def _encode(tokenizer, text: str) -> list[int]:
