@@ -120,13 +120,15 @@ def test_fewer_layers_reuse_a_cached_superset(lm, monkeypatch: pytest.MonkeyPatc
         capture(lm, records, CaptureSettings(layers=(1,), max_response_tokens=3))  # other limits: a new capture
 
 
-def test_bench_capture_reports_both_variants(lm):
+def test_bench_capture_reports_every_variant(lm):
     from constitutional_guard.evaluation.bench_capture import bench_capture
 
-    report = bench_capture(lm, make_records(6), CaptureSettings(layers=(1,), batch_size=4), chunk=4)
-    assert [r["variant"] for r in report["results"]] == ["one_at_a_time", "batched"]
+    report = bench_capture(lm, make_records(6), CaptureSettings(layers=(1, 2), batch_size=4), chunk=4)
+    reference, one, batched = report["results"]
+    assert [r["variant"] for r in report["results"]] == ["reference_loop", "one_at_a_time", "batched"]
     assert all(r["records"] == 6 and r["tokens"] == report["tokens"] > 0 for r in report["results"])
-    assert report["speedup"] == report["results"][0]["seconds"] / report["results"][1]["seconds"]
+    assert report["speedup"] == one["seconds"] / batched["seconds"]
+    assert report["speedup_vs_reference_loop"] == reference["seconds"] / batched["seconds"]
 
 
 @pytest.mark.real

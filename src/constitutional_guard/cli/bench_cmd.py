@@ -21,7 +21,7 @@ def capture(
     max_response_tokens: int = typer.Option(128, "--max-response-tokens"),
     out: Path = typer.Option(Path("bench_capture.json"), "--out", help="JSON report."),
 ) -> None:
-    """Activation-capture throughput: batched, length-bucketed path vs one example at a time."""
+    """Activation-capture throughput: batched, length-bucketed path vs unbatched loops (per layer, per example)."""
     from constitutional_guard.activations import CaptureSettings, resolve_layers
     from constitutional_guard.atomic import write_json_atomic
     from constitutional_guard.cli.common import console
@@ -41,7 +41,10 @@ def capture(
     write_json_atomic(out, report)
     for row in report["results"]:
         console.print(f"{row['variant']:>14}: {row['records_per_s']:.2f} records/s, {row['tokens_per_s']:.0f} tokens/s")
-    console.print(f"speed-up: {report['speedup']:.2f}× ({report['records']} records, {report['tokens']} tokens)")
+    console.print(
+        f"speed-up: {report['speedup']:.2f}× vs one at a time, {report['speedup_vs_reference_loop']:.2f}× vs the "
+        f"per-layer reference loop ({report['records']} records, {report['tokens']} tokens)"
+    )
 
 
 @app.command("classifier")
