@@ -151,6 +151,9 @@ def test_train_and_evaluate_on_tiny_model(tiny_lm_dir: Path, data_dir: Path, tmp
     assert sum(row["n"] for row in by_source.values()) == report["final_token"]["n"]
     assert report["prefix"]["n_safe"] + report["prefix"]["n_unsafe"] == sum(1 for r in splits["test"].records
                                                                             if r.response)
+    prefix_sources = report["prefix"]["by_source"]
+    assert sum(row["n_unsafe"] for row in prefix_sources.values()) == report["prefix"]["n_unsafe"]
+    assert all(row["threshold"] == report["prefix"]["threshold"] for row in prefix_sources.values())
     with pytest.raises(ValueError, match="held-out"):
         evaluate_probe(probe, splits, "train")
     # streaming: scoring a whole forward pass gives the captured per-token scores
@@ -177,6 +180,7 @@ def test_cli_train_eval_sweep(tiny_lm_dir: Path, data_dir: Path, tmp_path: Path)
                                  "--json", str(tmp_path / "eval.json")])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "eval.json").read_text())["split"] == "test"
+    assert "per source" in result.output
     plot = tmp_path / "sweep.png"
     result = runner.invoke(app, ["probe", "sweep", "--data", str(data_dir), "--model", str(tiny_lm_dir),
                                  "--layers", "all", "--plot", str(plot), "--json", str(tmp_path / "sweep.json")])

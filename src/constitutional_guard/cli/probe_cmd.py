@@ -76,6 +76,14 @@ def _print_eval(report: dict) -> None:
     table.add_row("median share of response seen at escalation", _fmt(prefix["median_escalation_fraction"]))
     table.add_row("prefix AUROC (max smoothed risk)", _fmt(prefix["auroc"]))
     console.print(table)
+    sources = Table("source", "exchanges (unsafe)", "final-token AUROC", "safe escalated", "unsafe escalated",
+                    title="per source")
+    sources.columns[0].no_wrap = True
+    for name, row in prefix["by_source"].items():
+        final_row = final["by_source"].get(name, {})
+        sources.add_row(name, f"{row['n_safe'] + row['n_unsafe']} ({row['n_unsafe']})", _fmt(final_row.get("auroc")),
+                        _fmt(row["escalation_rate_safe"]), _fmt(row["recall_unsafe"]))
+    console.print(sources)
 
 
 @app.command("train")

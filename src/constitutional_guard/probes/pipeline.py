@@ -204,13 +204,26 @@ def evaluate_probe(probe: LinearProbe, splits: dict[str, Split], split: str = "t
     if split == "train":
         raise ValueError("metrics are only computed on held-out splits")
     labels, sequences = exchange_scores(probe, splits[split])
-    prefix = escalation_metrics(
-        labels, sequences, probe.config.smoother, probe.config.smoother_params, probe.config.escalation_threshold
-    )
+    config = probe.config
+
+    def escalation(mask: np.ndarray) -> dict[str, Any]:
+        chosen = [seq for seq, keep in zip(sequences, mask, strict=True) if keep]
+        metrics = escalation_metrics(
+            labels[mask], chosen, config.smoother, config.smoother_params, config.escalation_threshold
+        )
+        return metrics.as_dict()
+
+    sources = np.array([splits[split].records[i].source for i in splits[split].exchanges()])
+    by_source = {name: escalation(sources == name) for name in sorted(set(sources))}
     return {
         "split": split,
         "layers": probe.layers,
-        "combine": probe.config.combine,
+        "combine": config.combine,
         "final_token": final_token_metrics(probe, splits["calibration"], splits[split]),
-        "prefix": {"smoother": probe.config.smoother, "params": probe.config.smoother_params, **prefix.as_dict()},
+        "prefix": {
+            "smoother": config.smoother,
+            "params": config.smoother_params,
+            **escalation(np.ones(len(labels), dtype=bool)),
+            "by_source": by_source,
+        },
     }
