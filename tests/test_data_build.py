@@ -184,3 +184,12 @@ def test_full_offline_build(tmp_path: Path) -> None:
         assert set(summary["counts"]["binary"][split]) == {"safe", "unsafe"}
     check_no_prompt_crosses_splits(load_all(tmp_path / "full", "binary"))
     assert summary["benign"]["prompts"]["real"] > 250 and summary["base_records"]["generated"] == 0
+
+
+def test_augmentation_rates_are_checked() -> None:
+    with pytest.raises(ValueError, match="template_rate must be between 0 and 1"):
+        BuildOptions(template_rate=1.5)
+    with pytest.raises(ValueError, match="at most 1"):
+        BuildOptions(template_rate=0.95, encoding_rate=0.1)
+    result = CliRunner().invoke(app, ["data", "build", "--out", "unused", "--template-rate", "0.95"])
+    assert result.exit_code == 2 and "at most 1" in result.output

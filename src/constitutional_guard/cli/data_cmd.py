@@ -114,22 +114,31 @@ def build(
     ),
     max_new_tokens: int = typer.Option(96, help="Tokens generated per response."),
     batch_size: int = typer.Option(8, help="Generation batch size."),
+    template_rate: float = typer.Option(
+        0.3, help="Share of the smaller class's prompts wrapped in jailbreak templates (as many of each label)."
+    ),
+    encoding_rate: float = typer.Option(0.1, help="Share of the smaller class's prompts encoded (base64, rot13, …)."),
 ) -> None:
     """Build the corpus: binary and three-class train / validation / calibration / test files, card and summary."""
     from constitutional_guard.cli.common import err_console, progress_bar
     from constitutional_guard.data.build import BuildOptions, build_corpus
 
-    options = BuildOptions(
-        seed=seed,
-        constitution=constitution,
-        with_generated=with_generated,
-        hub=tuple(hub),
-        sources=tuple(source) or None,
-        generate_prompts=generate_prompts,
-        synth_per_category=synth_per_category,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-    )
+    try:
+        options = BuildOptions(
+            seed=seed,
+            constitution=constitution,
+            with_generated=with_generated,
+            hub=tuple(hub),
+            sources=tuple(source) or None,
+            generate_prompts=generate_prompts,
+            synth_per_category=synth_per_category,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            template_rate=template_rate,
+            encoding_rate=encoding_rate,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     with progress_bar() as bar:
         tasks: dict[str, int] = {}
 

@@ -60,9 +60,22 @@ class BuildOptions:
     """Offline sources to read (names from ``cguard data sources``); None reads every one."""
     hub: tuple[str, ...] = ()
     template_rate: float = 0.3
+    """Share of the smaller class's prompts wrapped in a jailbreak template (the same number of each label)."""
     encoding_rate: float = 0.1
+    """Share of the smaller class's prompts encoded (base64, rot13, …), taken after the wrapped ones."""
     cuts: tuple[float, ...] = DEFAULT_CUTS
     fractions: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
+
+    def __post_init__(self) -> None:
+        for name in ("template_rate", "encoding_rate"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"BuildOptions.{name} must be between 0 and 1, got {value}")
+        if self.template_rate + self.encoding_rate > 1:
+            raise ValueError(
+                f"BuildOptions.template_rate + encoding_rate must be at most 1 (each prompt is augmented once), "
+                f"got {self.template_rate} + {self.encoding_rate}"
+            )
 
 
 def is_generated(record: Record) -> bool:
