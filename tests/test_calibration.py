@@ -122,6 +122,22 @@ def test_calibrate_sets_thresholds_and_reports_test_metrics() -> None:
     assert clf.saved == []  # persisting is the caller's choice
 
 
+def test_subsets_by_augmentation_only_when_records_are_augmented() -> None:
+    calib = [Record(id=f"c{i}", prompt="p", label=i % 2) for i in range(4)]
+    originals = [Record(id=f"t{i}", prompt="p", label=i % 2) for i in range(4)]
+    wrapped = [r.model_copy(update={"id": f"{r.id}~t", "meta": {"augmentation": "template"}}) for r in originals]
+    prefix = Record(id="x~cut10", prompt="p", response="r", label=1, meta={"prefix_of": "x", "cut": 0.1})
+    scores = [0.1, 0.9, 0.2, 0.8]
+    plain = evaluate_scores(calib, scores, originals, scores, 0.0, 1.0)
+    assert not [s for s in plain.subsets if s.name.startswith("augmentation:")]
+    test_scores = [*scores, 0.9, 0.1, 0.8, 0.2, 0.5]
+    report = evaluate_scores(calib, scores, [*originals, *wrapped, prefix], test_scores, 0.0, 1.0)
+    by_name = {s.name: s for s in report.subsets}
+    assert by_name["augmentation:original"].auroc == 1.0
+    assert by_name["augmentation:template"].auroc == 0.0  # wrapped items ranked upside down
+    assert (by_name["augmentation:template"].n, by_name["augmentation:prefix"].n) == (4, 1)
+
+
 def test_evaluate_scores_uncertain_band() -> None:
     calib = [Record(id=f"c{i}", prompt="p", label=label) for i, label in enumerate([0, 0, 1, 1])]
     test = [Record(id=f"t{i}", prompt="p", label=i % 2) for i in range(4)]

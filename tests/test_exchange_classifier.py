@@ -18,7 +18,7 @@ from constitutional_guard.classifiers.base import (
     load_classifier,
 )
 from constitutional_guard.classifiers.exchange import ExchangeClassifier, ExchangeConfig
-from constitutional_guard.classifiers.exchange_training import class_weights, train, with_prefixes
+from constitutional_guard.classifiers.exchange_training import class_weights, select_inputs, train, with_prefixes
 from constitutional_guard.data.schema import Record
 from constitutional_guard.errors import InputError
 from constitutional_guard.evaluation.metrics import auroc
@@ -180,6 +180,16 @@ def test_prefixes_added_only_where_the_corpus_has_none() -> None:
     assert with_prefixes([full], ()) == [full]
 
 
+def test_select_inputs_splits_prompts_from_exchanges() -> None:
+    prompt = Record(id="p", prompt="p", label="safe")
+    exchange = Record(id="x", prompt="q", response="r", label="unsafe")
+    prefix = exchange.model_copy(update={"id": "x~cut50", "meta": {"prefix_of": "x"}})
+    records = [prompt, exchange, prefix]
+    assert select_inputs(records, "all") == records
+    assert select_inputs(records, "prompts") == [prompt]
+    assert select_inputs(records, "exchanges") == [exchange, prefix]
+
+
 def test_class_weights_balance_classes() -> None:
     weights = class_weights([0, 0, 0, 1], 2)
     assert weights.tolist() == pytest.approx([4 / 6, 2.0])
@@ -209,6 +219,18 @@ def test_train_learns_and_resumes(tiny_encoder_dir: Path, tmp_path: Path, monkey
     assert auroc([int(t["label"] == "unsafe") for t in test], scores) >= 0.9
 
 
+def test_train_on_prompts_alone(tiny_encoder_dir: Path, tmp_path: Path) -> None:
+    data = write_corpus(tmp_path / "data")
+    options = TrainOptions(
+        data_dir=str(data), out_dir=str(tmp_path / "clf"), base_model=str(tiny_encoder_dir), epochs=1, batch_size=8,
+        max_length=48, extra={"inputs": "prompts"},
+    )  # fmt: skip
+    training = load_classifier(train(options)).config.training
+    train_split = [json.loads(line) for line in (data / "binary" / "train.jsonl").read_text().splitlines()]
+    assert training["inputs"] == "prompts"
+    assert training["train_examples"] == sum(r.get("response") is None for r in train_split)
+
+
 def test_train_rejects_unknown_settings(tiny_encoder_dir: Path, tmp_path: Path) -> None:
     options = TrainOptions(
         data_dir=str(write_corpus(tmp_path)), out_dir=str(tmp_path / "o"), base_model=str(tiny_encoder_dir),
@@ -216,6 +238,8 @@ def test_train_rejects_unknown_settings(tiny_encoder_dir: Path, tmp_path: Path) 
     )  # fmt: skip
     with pytest.raises(ValueError, match="lora_rank"):
         train(options)
+    with pytest.raises(ValueError, match="inputs: 'replies'"):
+        train(TrainOptions(**{**options.__dict__, "extra": {"inputs": "replies"}}))
 
 
 def test_train_names_a_missing_split(tiny_encoder_dir: Path, tmp_path: Path) -> None:

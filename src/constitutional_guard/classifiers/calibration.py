@@ -19,6 +19,7 @@ import numpy as np
 
 from constitutional_guard.classifiers.base import SafetyClassifier, Thresholds
 from constitutional_guard.classifiers.input_format import record_prompt
+from constitutional_guard.data.augment import augmentation_name
 from constitutional_guard.data.schema import Record
 from constitutional_guard.evaluation.metrics import BinaryMetrics, binary_metrics, threshold_at_fpr
 
@@ -141,12 +142,18 @@ def _labels(records: Sequence[Record]) -> np.ndarray:
 def subsets(
     records: Sequence[Record], scores: Sequence[float], allow: np.ndarray, block: np.ndarray
 ) -> list[SubsetResult]:
-    """Prompts vs exchanges, then each source, each item at its own thresholds (see ``item_thresholds``)."""
+    """Prompts vs exchanges, each source, then each augmentation when there are several (jailbreak templates,
+    encodings, tense rewrites, response prefixes beside the originals); each item at its own thresholds
+    (see ``item_thresholds``)."""
     y, s = _labels(records), np.asarray(scores, dtype=float)
     groups: dict[str, list[int]] = {"prompts": [], "exchanges": []}
+    augmented: dict[str, list[int]] = {}
     for i, r in enumerate(records):
         groups["prompts" if r.response is None else "exchanges"].append(i)
         groups.setdefault(f"source:{r.source}", []).append(i)
+        augmented.setdefault(f"augmentation:{augmentation_name(r)}", []).append(i)
+    if len(augmented) > 1:
+        groups.update(sorted(augmented.items()))
     return [_subset(name, y[idx], s[idx], allow[idx], block[idx]) for name, idx in groups.items() if idx]
 
 

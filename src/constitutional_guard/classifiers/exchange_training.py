@@ -4,7 +4,8 @@ Kind-specific settings (``TrainOptions.extra``): ``prefix_cuts`` (comma-separate
 prefixes are added to exchanges that have none in the corpus yet; ``""`` for none; default 0.1,0.25,0.5,0.75),
 ``max_validation`` (cap on validation records, default all), ``patience`` (evaluations without improvement before
 stopping, default 3), ``eval_steps`` (default: half an epoch), ``min_prompt_tokens`` (prompt tokens kept beside
-a long response, default 64), ``exclude_sources`` (comma-separated sources held out from training).
+a long response, default 64), ``exclude_sources`` (comma-separated sources held out from training), ``inputs``
+(``all``, ``prompts`` for a separate input classifier trained and validated on prompts alone, or ``exchanges``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,23 @@ from constitutional_guard.evaluation.metrics import auroc
 from constitutional_guard.models.loading import resolve_model
 
 CHECKPOINTS = "checkpoints"
-EXTRA_KEYS = {"prefix_cuts", "max_validation", "patience", "eval_steps", "min_prompt_tokens", "exclude_sources"}
+EXTRA_KEYS = {
+    "prefix_cuts",
+    "max_validation",
+    "patience",
+    "eval_steps",
+    "min_prompt_tokens",
+    "exclude_sources",
+    "inputs",
+}
+INPUTS = ("all", "prompts", "exchanges")
+
+
+def select_inputs(records: list[Record], inputs: str) -> list[Record]:
+    """All records, the prompt-only ones, or the exchanges (prefixes included)."""
+    if inputs == "all":
+        return records
+    return [r for r in records if (r.response is None) == (inputs == "prompts")]
 
 
 def with_prefixes(records: list[Record], cuts: tuple[float, ...]) -> list[Record]:
@@ -74,6 +91,9 @@ def _settings(extra: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown exchange training settings {sorted(unknown)}; known: {sorted(EXTRA_KEYS)}")
     excluded = extra.get("exclude_sources", "")
+    inputs = str(extra.get("inputs", "all"))
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs: {inputs!r} is not one of {', '.join(INPUTS)}")
     cuts = extra.get("prefix_cuts", DEFAULT_CUTS)
     return {
         "prefix_cuts": tuple(
@@ -84,6 +104,7 @@ def _settings(extra: dict[str, Any]) -> dict[str, Any]:
         "eval_steps": int(extra["eval_steps"]) if extra.get("eval_steps") else None,
         "min_prompt_tokens": int(extra.get("min_prompt_tokens", MIN_PROMPT_TOKENS)),
         "exclude_sources": [s for s in (excluded.split(",") if isinstance(excluded, str) else excluded) if s],
+        "inputs": inputs,
     }
 
 
@@ -106,12 +127,14 @@ def train(options: TrainOptions) -> Path:
     train_records = load_split(options.data_dir, "train", options.label_scheme)
     if settings["exclude_sources"]:
         train_records = [r for r in train_records if r.source not in settings["exclude_sources"]]
-    train_records = with_prefixes(train_records, settings["prefix_cuts"])
+    train_records = select_inputs(with_prefixes(train_records, settings["prefix_cuts"]), settings["inputs"])
     train_records = cap_records(train_records, options.max_train, options.seed)
-    val_records = load_split(options.data_dir, "validation", options.label_scheme)
+    val_records = select_inputs(load_split(options.data_dir, "validation", options.label_scheme), settings["inputs"])
     val_records = cap_records(val_records, settings["max_validation"], options.seed)
     if not train_records or not val_records:
-        raise InputError.one(options.data_dir, "training needs non-empty train and validation splits")
+        raise InputError.one(
+            options.data_dir, f"training needs non-empty train and validation splits (inputs={settings['inputs']})"
+        )
 
     base = resolve_model(options.base_model)
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -191,6 +214,7 @@ def train(options: TrainOptions) -> Path:
             "train_labels": dict(Counter(labels[r["labels"]] for r in train_rows)),
             "validation_examples": len(val_rows),
             "excluded_sources": settings["exclude_sources"],
+            "inputs": settings["inputs"],
             "epochs": options.epochs,
             "learning_rate": options.learning_rate,
             "best_validation_loss": trainer.state.best_metric,

@@ -41,6 +41,14 @@ def _derived(record: Record, suffix: str, **update) -> Record:
     return record.model_copy(update={"id": f"{record.id}~{suffix}", "meta": meta, **update}, deep=True)
 
 
+def augmentation_name(record: Record) -> str:
+    """``prefix`` for a response prefix, the augmentation named in ``meta`` (``template``, ``encoding:rot13``…),
+    else ``original``."""
+    if "prefix_of" in record.meta:
+        return "prefix"
+    return str(record.meta.get("augmentation", "original"))
+
+
 def cut_text(text: str, fraction: float) -> str:
     """The first ``fraction`` of ``text``, ending on a word boundary (at least one word)."""
     if not 0 < fraction < 1:

@@ -24,6 +24,7 @@ from constitutional_guard.constitution import Constitution, load_constitution
 from constitutional_guard.data.augment import (
     DEFAULT_CUTS,
     ENCODINGS,
+    augmentation_name,
     encode_prompt,
     response_prefixes,
     tense_rewrite,
@@ -273,13 +274,7 @@ def summarize_corpus(
         "per_source": {scheme: _table(recs, lambda r: r.source) for scheme, recs in everything.items()},
         "per_category": {scheme: _table(recs, lambda r: r.category or "(none)") for scheme, recs in everything.items()},
         "augmentation": {
-            scheme: dict(
-                sorted(
-                    Counter(
-                        "prefix" if "prefix_of" in r.meta else str(r.meta.get("augmentation", "original")) for r in recs
-                    ).items()
-                )
-            )
+            scheme: dict(sorted(Counter(augmentation_name(r) for r in recs).items()))
             for scheme, recs in everything.items()
         },
         "benign": {
