@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -75,6 +76,25 @@ def test_every_system_kind_loads_and_scores(artifacts: dict[str, Path]) -> None:
         assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
     assert bundle_clf.score_records(records) == clf.score_records(records)  # the bundle holds a copy
     assert bundle_probe.score_records(records) == probe.score_records(records)
+
+
+def test_classifier_system_sees_the_whole_chat() -> None:
+    """Multi-turn records are scored as the classifier was trained: every turn, not the last user message."""
+    seen: list[tuple[str, str | None]] = []
+
+    class Recorder:
+        def score_batch(self, items: list[tuple[str, str | None]]) -> list:
+            seen.extend(items)
+            return [SimpleNamespace(score=0.5) for _ in items]
+
+    chat = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "q"},
+    ]
+    record = Record(id="c", messages=chat, response="a", label="safe")
+    assert ClassifierSystem("rec", Recorder()).score_records([record]) == [0.5]
+    assert seen == [("user: hi\nassistant: hello\nuser: q", "a")]
 
 
 def test_eval_cli_on_real_artifacts(artifacts: dict[str, Path], tmp_path: Path) -> None:

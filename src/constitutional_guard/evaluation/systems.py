@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from constitutional_guard.classifiers.input_format import record_prompt
 from constitutional_guard.data.schema import Record
 from constitutional_guard.errors import InputError
 
@@ -58,7 +59,7 @@ class ClassifierSystem:
         scores: list[float] = []
         for start in range(0, len(records), self.batch_size):
             batch = records[start : start + self.batch_size]
-            results = self.classifier.score_batch([(r.prompt_text, r.response) for r in batch])
+            results = self.classifier.score_batch([(record_prompt(r), r.response) for r in batch])
             scores.extend(float(result.score) for result in results)
         return scores
 
