@@ -149,6 +149,21 @@ def test_run_evaluation_scores_each_system_once_per_set(tmp_path: Path) -> None:
     assert again.results["results"] == run.results["results"]
 
 
+def test_score_cache_is_not_reused_for_a_changed_artifact(tmp_path: Path) -> None:
+    artifact = tmp_path / "clf"
+    artifact.mkdir()
+    (artifact / "model.safetensors").write_bytes(b"v1")
+    classifier = KeywordClassifier()
+    systems = [ClassifierSystem("kw", classifier, {"path": str(artifact)})]
+    test = EvalDataset("test", "mem", _records(6))
+    run_evaluation(systems, [test], None, tmp_path / "out", EvalOptions(n_boot=0))
+    run_evaluation(systems, [test], None, tmp_path / "out", EvalOptions(n_boot=0))
+    assert sum(classifier.calls) == 6  # the second run read the cache
+    (artifact / "model.safetensors").write_bytes(b"retrained")
+    run_evaluation(systems, [test], None, tmp_path / "out", EvalOptions(n_boot=0))
+    assert sum(classifier.calls) == 12  # the retrained artifact was scored again
+
+
 def _corpus(root: Path) -> Path:
     for split, n in (("test", 12), ("calibration", 9)):
         write_records(

@@ -6,6 +6,7 @@ an oracle row (threshold chosen on the test set itself) is reported only as such
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,8 +47,21 @@ class ScoredSet:
     scores: list[float] = field(default_factory=list)
 
 
+def system_fingerprint(system: System) -> str:
+    """Changes with the system's description and with any file of its artifact directory (name, size, mtime)."""
+    digest = hashlib.sha256(json.dumps(system.info, sort_keys=True, default=str).encode())
+    path = system.info.get("path")
+    if path and Path(path).is_dir():
+        for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+            stat = file.stat()
+            digest.update(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:12]
+
+
 def score_cache_path(out_dir: Path, system: System, dataset: EvalDataset) -> Path:
-    return out_dir / "scores" / system.name / f"{dataset.name.replace('/', '_')}-{dataset.sha256[:12]}.jsonl"
+    """Cached scores of one system on one dataset: a retrained or edited artifact never reuses old scores."""
+    folder = f"{system.name}-{system_fingerprint(system)}"
+    return out_dir / "scores" / folder / f"{dataset.name.replace('/', '_')}-{dataset.sha256[:12]}.jsonl"
 
 
 def score_dataset(
