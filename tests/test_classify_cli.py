@@ -10,6 +10,7 @@ from test_exchange_classifier import make_classifier, write_corpus
 from typer.testing import CliRunner
 
 from constitutional_guard.classifiers.base import CONFIG_NAME, Thresholds, TrainOptions, load_classifier
+from constitutional_guard.classifiers.exchange import ExchangeClassifier
 from constitutional_guard.cli import classifier_cmd
 from constitutional_guard.cli.app import app
 
@@ -111,7 +112,9 @@ def test_train_dispatches_by_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert bad.exit_code != 0 and "unknown kind" in bad.output
 
 
-def test_train_calibrate_eval_end_to_end(tiny_encoder_dir: Path, tmp_path: Path) -> None:
+def test_train_calibrate_eval_end_to_end(
+    tiny_encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = write_corpus(tmp_path / "data", per_split=12)
     out = tmp_path / "clf"
     train = [
@@ -144,6 +147,17 @@ def test_train_calibrate_eval_end_to_end(tiny_encoder_dir: Path, tmp_path: Path)
     assert set(results["systems"]["baseline:profanity"]) == {"test", "held_out"}
     assert results["meta"]["sets"] == {"test": 12, "held_out": 1}
     assert "## held_out (1 records)" in (tmp_path / "eval" / "report.md").read_text()
+    # Another block target on the same output scores nothing again: every score comes from OUTPUT/scores.
+    monkeypatch.setattr(ExchangeClassifier, "score_batch", lambda *a: pytest.fail("scored again"))
+    again = runner.invoke(
+        app,
+        ["classifier", "eval", "--classifier", str(out), "--data", str(data), "--extra-test", str(extra),
+         "--block-fpr", "0.05", "--output", str(tmp_path / "eval")],
+    )  # fmt: skip
+    assert again.exit_code == 0, again.output
+    rerun = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert rerun["meta"]["block_fpr"] == 0.05
+    assert rerun["systems"][str(out)]["test"]["test"]["auroc"] == results["systems"][str(out)]["test"]["test"]["auroc"]
 
 
 def test_calibrate_needs_data(classifier_dir: Path) -> None:

@@ -258,18 +258,32 @@ def evaluate(
     seed: int = typer.Option(0),
     output: Path = typer.Option(..., "--output", help="Write results.json and report.md into this directory."),
 ) -> None:
-    """Compare classifiers and baselines with thresholds chosen on calibration, judged on test."""
+    """Compare classifiers and baselines with thresholds chosen on calibration, judged on test.
+
+    Scores are cached under ``OUTPUT/scores`` (keyed by system, artifact files and data), so a killed run
+    resumes and a rerun at another ``--block-fpr`` scores nothing again.
+    """
     from constitutional_guard.classifiers.baselines import load_baseline
-    from constitutional_guard.classifiers.calibration import evaluate_scores, score_records
+    from constitutional_guard.classifiers.calibration import evaluate_scores
     from constitutional_guard.data.io import read_records
+    from constitutional_guard.evaluation.datasets import EvalDataset
+    from constitutional_guard.evaluation.harness import score_cache_path, score_dataset
+    from constitutional_guard.evaluation.systems import ClassifierSystem
 
     calib_records, test_records = _splits(data, calibration, test, label_scheme)
     calib_records = _sample(calib_records, max_records, seed)
     sets = {"test": _sample(test_records, max_records, seed)}
     for file in extra_test:
         sets[file.stem] = _sample(read_records(file), max_records, seed)
-    systems: dict[str, Any] = {str(path): lambda p=path: load_classifier(p) for path in classifier}
-    systems.update({f"baseline:{name}": lambda n=name: load_baseline(n) for name in baseline})
+    systems: dict[str, Any] = {
+        str(path): lambda p=path: ClassifierSystem(p.name, load_classifier(p), {"path": str(p)}) for path in classifier
+    }
+    systems.update(
+        {
+            f"baseline:{name}": lambda n=name: ClassifierSystem(f"baseline:{n}", load_baseline(n), {"baseline": n})
+            for name in baseline
+        }
+    )
     if not systems:
         raise typer.BadParameter("give at least one --classifier or --baseline")
     results: dict[str, dict[str, Any]] = {}
@@ -277,13 +291,17 @@ def evaluate(
     with progress_bar() as progress:
         for name, loader in systems.items():
             task = progress.add_task(name, total=len(calib_records) + sum(len(r) for r in sets.values()))
-            model = loader()
-            calib_scores = score_records(model, calib_records)
-            progress.advance(task, len(calib_records))
+            system = loader()
+
+            def scored(set_name: str, records: list[Record], system: Any = system, task: Any = task) -> list[float]:
+                dataset = EvalDataset(set_name, set_name, records)
+                cache = score_cache_path(output, system, dataset)
+                return score_dataset(system, dataset, cache, advance=lambda n: progress.advance(task, n))
+
+            calib_scores = scored("calibration", calib_records)
             results[name] = {}
             for set_name, records in sets.items():
-                scores = score_records(model, records)
-                progress.advance(task, len(records))
+                scores = scored(set_name, records)
                 report = evaluate_scores(calib_records, calib_scores, records, scores, block_fpr, allow_recall)
                 reports[set_name][name] = report
                 results[name][set_name] = report.as_dict()
