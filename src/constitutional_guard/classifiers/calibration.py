@@ -32,7 +32,7 @@ def score_records(classifier: SafetyClassifier, records: Sequence[Record], batch
     scores: list[float] = []
     for start in range(0, len(records), batch_size):
         batch = records[start : start + batch_size]
-        scores.extend(r.score for r in classifier.score_batch([(record_prompt(x), x.response) for x in batch]))
+        scores.extend(float(r.score) for r in classifier.score_batch([(record_prompt(x), x.response) for x in batch]))
     return scores
 
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from constitutional_guard.classifiers.input_format import record_prompt
+from constitutional_guard.classifiers.calibration import score_records
 from constitutional_guard.data.schema import Record
 from constitutional_guard.errors import InputError
 
@@ -56,12 +56,7 @@ class ClassifierSystem:
         return float(self.classifier.thresholds.block)
 
     def score_records(self, records: Sequence[Record]) -> list[float]:
-        scores: list[float] = []
-        for start in range(0, len(records), self.batch_size):
-            batch = records[start : start + self.batch_size]
-            results = self.classifier.score_batch([(record_prompt(r), r.response) for r in batch])
-            scores.extend(float(result.score) for result in results)
-        return scores
+        return score_records(self.classifier, records, self.batch_size)
 
 
 @dataclass
