@@ -1,13 +1,16 @@
-"""Test doubles for the server: a scripted guard streaming real tokens, and a uvicorn server on 127.0.0.1."""
+"""Test doubles for the server: a scripted guard streaming real tokens, a real guard with stand-in checks, and a
+uvicorn server on 127.0.0.1."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import torch
 import uvicorn
 
 from constitutional_guard.classifiers.base import ClassifierScore, Thresholds, Verdict
@@ -19,10 +22,14 @@ from constitutional_guard.guard.events import (
     FinishReason,
     GenerationConfig,
     GenerationStatus,
+    GuardErrorCode,
     GuardEvent,
     TextReleased,
     TokenRisk,
 )
+from constitutional_guard.guard.guard import Guard
+from constitutional_guard.models.loading import load_causal_lm
+from constitutional_guard.probes import LinearProbe, ProbeConfig
 
 SAFE_ANSWER = "Paris is the capital of France, and it is known for the Eiffel tower and its museums."
 UNSAFE_ANSWER = "Sure, here is how to do it: first you obtain the restricted precursor and then you mix it."
@@ -32,8 +39,9 @@ RELEASED_BEFORE_BLOCK = 4
 
 @dataclass
 class FakeGuard:
-    """The server's guard interface with scripted risk: prompts with BLOCK are blocked mid-stream, HOLD held,
-    FAIL raise; every other prompt streams ``SAFE_ANSWER`` token by token (real tokens of a real tokenizer)."""
+    """The server's guard interface with scripted risk: prompts with BLOCK are blocked mid-stream, HOLD held
+    after two tokens, SILENT held before any, NAN fail closed on a non-finite score (moderation too), FAIL
+    raise; every other prompt streams ``SAFE_ANSWER`` token by token (real tokens of a real tokenizer)."""
 
     tokenizer: object
     token_delay: float = 0.0
@@ -56,7 +64,7 @@ class FakeGuard:
         prompt = messages[-1]["content"]
         if "FAIL" in prompt:
             raise RuntimeError("scripted failure")
-        blocked, held = "BLOCK" in prompt, "HOLD" in prompt
+        blocked, held, silent, broken = "BLOCK" in prompt, "HOLD" in prompt, "SILENT" in prompt, "NAN" in prompt
         pieces = self._tokens(UNSAFE_ANSWER if blocked else SAFE_ANSWER)
         prompt_tokens = len(self.tokenizer(prompt)["input_ids"])
         released, index = "", 0
@@ -76,9 +84,14 @@ class FakeGuard:
                     yield Finished(GenerationStatus.BLOCKED, FinishReason.CONTENT_FILTER, released + refusal,
                                    prompt_tokens, index + 1)
                     return
-                if held and index >= 2:
+                if (held and index >= 2) or silent:
                     yield ClassifierVerdict("stream", index, 0.6, "uncertain", "unsafe", 1.0)
                     yield Finished(GenerationStatus.HELD, FinishReason.HELD, released, prompt_tokens, index + 1)
+                    return
+                if broken:
+                    yield Finished(GenerationStatus.HELD, FinishReason.HELD, released, prompt_tokens, index + 1,
+                                   error=f"probe scored token {index} as nan",
+                                   error_code=GuardErrorCode.NON_FINITE_SCORE)
                     return
                 released += piece
                 yield TextReleased(piece, index, index)
@@ -91,12 +104,40 @@ class FakeGuard:
 
     def moderate(self, prompt: str, response: str | None = None) -> ClassifierScore:
         text = f"{prompt} {response or ''}".lower()
-        score = 0.96 if "nerve agent" in text else 0.6 if "lock" in text else 0.02
+        score = math.nan if "NAN" in prompt else 0.96 if "nerve agent" in text else 0.6 if "lock" in text else 0.02
         thresholds = Thresholds(allow=0.5, block=0.9)
         verdict = thresholds.verdict(score)
         label = "unsafe" if verdict != Verdict.ALLOW else "safe"
         categories = {"weapons_cbrn": score, "violent_crime": score / 4, "not_a_category": 1.0}
         return ClassifierScore(score, verdict, thresholds, label, detail={"categories": categories})
+
+
+class KeywordClassifier:
+    """Stand-in second stage: unsafe exactly when the exchange mentions a nerve agent."""
+
+    kind = "keyword"
+    thresholds = Thresholds(allow=0.5, block=0.5)
+
+    def score(self, prompt: str, response: str | None = None) -> ClassifierScore:
+        unsafe = "nerve agent" in f"{prompt} {response or ''}".lower()
+        score = 0.99 if unsafe else 0.01
+        categories = {"weapons_cbrn": score}
+        return ClassifierScore(score, self.thresholds.verdict(score), self.thresholds, "unsafe" if unsafe else "safe",
+                               detail={"categories": categories})
+
+    def score_batch(self, items):
+        return [self.score(p, r) for p, r in items]
+
+
+def quiet_probe(model_id: str, num_layers: int, hidden_size: int) -> LinearProbe:
+    """An untrained probe on the last layer whose bias keeps every token far below the escalation threshold."""
+    config = ProbeConfig(model_id=model_id, hidden_size=hidden_size, layers=[num_layers])
+    return LinearProbe(config, torch.zeros(1, hidden_size), torch.tensor([-8.0]))
+
+
+def real_guard(model: str) -> Guard:
+    lm = load_causal_lm(model, device="cpu")
+    return Guard(lm, quiet_probe(model, lm.num_layers, lm.hidden_size), classifier=KeywordClassifier())
 
 
 @contextlib.contextmanager

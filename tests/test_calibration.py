@@ -15,6 +15,7 @@ from constitutional_guard.classifiers.calibration import (
     calibrate_and_save,
     choose_thresholds,
     evaluate_scores,
+    hold_allow,
     item_thresholds,
     score_records,
 )
@@ -218,3 +219,25 @@ def test_calibrate_and_save_records_both_pairs() -> None:
     assert clf.saved == [Path("somewhere")]
     calibrate_and_save(clf, "somewhere", _records(1), _records(2))
     assert clf.prompt_thresholds is not None and clf.score("bomb").thresholds == clf.prompt_thresholds
+
+
+def test_hold_target_bounds_the_safe_items_held() -> None:
+    rng = np.random.default_rng(0)
+    safe, unsafe = rng.beta(2, 8, 1000), rng.beta(8, 2, 300)
+    labels = [0] * len(safe) + [1] * len(unsafe)
+    scores = np.concatenate([safe, unsafe])
+    for hold in (0.0, 0.01, 0.1):
+        t = choose_thresholds(labels, scores, block_fpr=0.05, hold_rate=hold)
+        held = ((safe >= t.allow) & (safe < t.block)).mean()
+        assert held <= hold + 1e-9
+        assert held >= hold - 0.002  # the lowest allow that meets the target, not a needlessly narrow band
+    assert choose_thresholds(labels, scores, 0.05, hold_rate=0.0).allow == pytest.approx(
+        choose_thresholds(labels, scores, 0.05, hold_rate=0.0).block
+    )
+    with pytest.raises(ValueError, match="hold_rate"):
+        choose_thresholds(labels, scores, 0.05, hold_rate=1.0)
+
+
+def test_hold_allow_when_everything_fits_in_the_budget() -> None:
+    assert hold_allow(np.array([0.1, 0.6, 0.7]), block=0.5, hold_rate=0.5) == 0.0  # the one unblocked item may be held
+    assert hold_allow(np.array([0.1, 0.2, 0.9]), block=0.5, hold_rate=0.0) > 0.2

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from constitutional_guard.constitution import load_constitution, parse_constitution
+from constitutional_guard.constitution import DEFAULT_HOLD_NOTICE, load_constitution, parse_constitution
 from constitutional_guard.errors import InputError
 
 MINIMAL = """\
@@ -40,6 +40,15 @@ def test_render_and_fingerprint_follow_content():
     assert "Making weapons." in a.render()
     assert a.fingerprint() == parse_constitution(MINIMAL).fingerprint()
     assert a.fingerprint() != b.fingerprint()
+
+
+def test_hold_notice_defaults_and_leaves_the_fingerprint_alone():
+    plain = parse_constitution(MINIMAL)
+    assert plain.hold_notice == DEFAULT_HOLD_NOTICE
+    custom = parse_constitution(MINIMAL + "hold_notice: Checking failed; nothing to show.\n")
+    assert custom.hold_notice == "Checking failed; nothing to show."
+    assert custom.fingerprint() == plain.fingerprint()  # classifiers trained on the policy still match it
+    assert load_constitution().hold_notice != plain.refusal
 
 
 def test_error_names_file_line_and_field(tmp_path: Path):

@@ -132,6 +132,24 @@ def test_cli_build_generate_and_bench(artifacts: dict[str, Path], tmp_path: Path
     )
 
 
+def test_cli_generate_prints_only_released_text_on_stdout(artifacts: dict[str, Path], tmp_path: Path):
+    runner = CliRunner()
+    out = tmp_path / "result.json"
+    args = ["generate", "--guard", str(artifacts["bundle"]), "-p", "Hello", "--max-new-tokens", "6",
+            "--device", "cpu", "--json", str(out)]
+    quiet = runner.invoke(app, args)
+    assert quiet.exit_code == 0, quiet.output
+    result = json.loads(out.read_text())
+    assert quiet.stdout == result["response"] + "\n"
+    assert "Loading weights" not in quiet.stderr and "input" not in quiet.stderr
+    shown = runner.invoke(app, ["--verbose", *args, "--show-verdicts"])
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout == result["response"] + "\n"
+    verdict = result["verdicts"][0]
+    assert f"  input {verdict['verdict']} {verdict['score']:.2f}" in shown.stderr.splitlines()
+    assert "Loading weights" in shown.stderr
+
+
 def test_stream_ends_with_one_finished_event(artifacts: dict[str, Path]):
     guard = Guard.from_pretrained(artifacts["bundle"], device="cpu")
     events = list(guard.stream([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,8 @@ def test_greedy_loop_matches_generate_with_one_cached_forward_per_token(lm):
     assert len(calls) == 1 + 12  # the prompt, then one forward per generated token
     assert all(kw["use_cache"] is True for kw in calls)
     assert all(kw["input_ids"].shape == (1, 1) and kw["output_hidden_states"] for kw in calls[1:])
-    assert all(kw["past_key_values"] is not None for kw in calls[1:])
+    caches = [kw.get("cache", kw.get("past_key_values")) for kw in calls]
+    assert caches[0] is not None and all(cache is caches[0] for cache in caches)  # one cache, filled in place
     assert all(len(s.hidden_states) == lm.num_layers + 1 for s in steps)
 
 
@@ -80,6 +82,7 @@ def test_sampling_is_seeded_and_top_k_one_is_greedy(lm):
     assert len({tuple(tokens(temperature=2.0, seed=s)) for s in range(4)}) > 1
     assert tokens(temperature=1.0, top_k=1, seed=5) == greedy
     assert tokens(temperature=0.7, top_p=1e-6, seed=5) == greedy
+    assert tokens(temperature=5e-324, seed=5) == greedy  # a subnormal temperature is greedy, not NaN probabilities
 
 
 def test_eos_ends_the_loop_without_a_forward(lm):
@@ -132,6 +135,15 @@ def test_batched_generation_matches_one_by_one(lm):
         assert out.token_ids == [s.token_id for s in steps]
         single = [float(probe.score_hidden_states(s.hidden_states)[0, -1]) for s in steps]
         assert out.scores == pytest.approx(single, abs=1e-4)
+
+
+def test_cached_loops_pass_the_cache_under_its_current_name(lm):
+    """No deprecated ``past_key_values`` round trip, which transformers warns about on every run."""
+    config = GenerationConfig(max_new_tokens=3, ignore_eos=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        list(token_loop(lm.model, prompt_ids(lm), config))
+        generate_batch(lm.model, [prompt_ids(lm), prompt_ids(lm, "Hi")], config, lm.tokenizer.pad_token_id)
 
 
 @pytest.mark.real

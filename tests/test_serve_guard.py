@@ -11,46 +11,16 @@ import time
 import httpx
 import openai
 import pytest
-import torch
-from serve_fakes import running_server
+from serve_fakes import quiet_probe, real_guard, running_server
 
-from constitutional_guard.classifiers.base import ClassifierScore, Thresholds
 from constitutional_guard.guard.bundle import build_bundle
-from constitutional_guard.guard.guard import Guard
 from constitutional_guard.models.loading import load_causal_lm
-from constitutional_guard.probes import LinearProbe, ProbeConfig
 from constitutional_guard.serve import ServeSettings, create_app
 
 KEY = "guard-test-key"
 HARMFUL = "Explain how to make a nerve agent."
 
 
-class KeywordClassifier:
-    """Stand-in second stage: unsafe exactly when the exchange mentions a nerve agent."""
-
-    kind = "keyword"
-    thresholds = Thresholds(allow=0.5, block=0.5)
-
-    def score(self, prompt: str, response: str | None = None) -> ClassifierScore:
-        unsafe = "nerve agent" in f"{prompt} {response or ''}".lower()
-        score = 0.99 if unsafe else 0.01
-        categories = {"weapons_cbrn": score}
-        return ClassifierScore(score, self.thresholds.verdict(score), self.thresholds, "unsafe" if unsafe else "safe",
-                               detail={"categories": categories})
-
-    def score_batch(self, items):
-        return [self.score(p, r) for p, r in items]
-
-
-def quiet_probe(model_id: str, num_layers: int, hidden_size: int) -> LinearProbe:
-    """An untrained probe on the last layer whose bias keeps every token far below the escalation threshold."""
-    config = ProbeConfig(model_id=model_id, hidden_size=hidden_size, layers=[num_layers])
-    return LinearProbe(config, torch.zeros(1, hidden_size), torch.tensor([-8.0]))
-
-
-def real_guard(model: str) -> Guard:
-    lm = load_causal_lm(model, device="cpu")
-    return Guard(lm, quiet_probe(model, lm.num_layers, lm.hidden_size), classifier=KeywordClassifier())
 
 
 def check_guarded_chat(url: str, refusal: str, max_tokens: int) -> str:

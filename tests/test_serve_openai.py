@@ -112,12 +112,52 @@ def test_blocked_completion_returns_the_refusal(served):
 
 
 def test_held_generation_says_so(served):
-    url, _, _ = served()
+    url, guard, _ = served()
     chunks = list(client(url).chat.completions.create(model="any", messages=ask("HOLD this"), stream=True))
     final = chunks[-1]
     assert final.choices[0].finish_reason == "content_filter"
     assert final.model_extra["guard"]["status"] == "held"
     assert final.model_extra["guard"]["verdict"] == "uncertain"
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == "".join(guard._tokens(SAFE_ANSWER)[:2])  # what was released before the hold, no notice
+
+
+def test_held_answer_before_any_text_is_the_hold_notice(served):
+    url, guard, _ = served()
+    notice = guard.constitution.hold_notice
+    for prompt in ("HOLD this", "SILENT please"):  # non-streaming: nothing was sent, so never half an answer
+        completion = client(url).chat.completions.create(model="any", messages=ask(prompt))
+        assert completion.choices[0].message.content == notice
+        assert completion.choices[0].finish_reason == "content_filter"
+        assert completion.model_extra["guard"]["status"] == "held"
+    chunks = list(client(url).chat.completions.create(model="any", messages=ask("SILENT please"), stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == notice
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
+
+
+def test_guard_failing_closed_is_reported_counted_and_logged(served, caplog):
+    url, guard, _ = served()
+    with caplog.at_level("WARNING", logger="constitutional_guard.serve.chat"):
+        completion = client(url).chat.completions.create(model="any", messages=ask("NAN please"))
+        chunks = list(client(url).chat.completions.create(model="any", messages=ask("NAN please"), stream=True))
+    meta = completion.model_extra["guard"]
+    assert meta["status"] == "held" and meta["error"]["code"] == "non_finite_score"
+    assert "nan" in meta["error"]["message"]
+    assert completion.choices[0].message.content == guard.constitution.hold_notice
+    assert chunks[-1].model_extra["guard"]["error"]["code"] == "non_finite_score"
+    assert any(completion.id in r.getMessage() and "non_finite_score" in r.getMessage() for r in caplog.records)
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    assert 'cguard_generations_total{status="failed"} 2.0' in text
+    assert 'cguard_generations_total{status="held"}' not in text
+    assert client(url).chat.completions.create(model="any", messages=ask("hi")).model_extra["guard"]["error"] is None
+    with caplog.at_level("WARNING", logger="constitutional_guard.serve.moderation"):
+        moderation = client(url).moderations.create(input=["NAN here", "hello"])
+    failed, fine = moderation.results
+    assert failed.flagged and failed.model_extra["verdict"] == "uncertain" and failed.model_extra["score"] is None
+    assert failed.model_extra["error"]["code"] == "non_finite_score" and fine.model_extra["error"] is None
+    assert any(moderation.id in r.getMessage() for r in caplog.records)
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    assert 'cguard_moderations_total{verdict="failed"} 1.0' in text
 
 
 def test_moderation_text_and_exchange(served):
@@ -192,6 +232,57 @@ def test_limits_and_malformed_requests_are_4xx(served):
     assert httpx.post(f"{url}/v1/moderations", json={"input": []}, headers=headers).status_code == 400
     assert httpx.get(f"{url}/v1/nowhere", headers=headers).json()["error"]["type"] == "not_found_error"
     assert httpx.get(f"{url}/v1/chat/completions", headers=headers).status_code == 405
+
+
+MALFORMED = {
+    b'{"messages": [{"role": "user", "content": "hi"}], "stop": ""}': "stop",
+    b'{"messages": [{"role": "user", "content": "hi"}], "stop": [""]}': "stop",
+    b'{"messages": [{"role": "user", "content": "hi"}], "stop": ["\\ud800"]}': "stop[0]",
+    b'{"messages": [{"role": "user", "content": "a \\ud800 b"}]}': "messages[0].content",
+    b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "\\udfff"}]}]}':
+        "messages[0].content[0].text",
+    b'{"messages": [{"role": "user", "content": "hi"}], "seed": 1180591620717411303424}': "seed",
+    b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}': "temperature",
+}
+UNSUPPORTED = {
+    "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+    "tool_choice": "required",
+    "functions": [{"name": "f", "parameters": {}}],
+    "function_call": "auto",
+    "logprobs": True,
+    "top_logprobs": 2,
+    "response_format": {"type": "json_object"},
+    "logit_bias": {"50256": -100},
+    "n": 2,
+    "presence_penalty": 0.5,
+    "frequency_penalty": -1.0,
+}
+NEUTRAL = {"tools": [], "tool_choice": "none", "logprobs": False, "response_format": {"type": "text"},
+           "logit_bias": {}, "presence_penalty": 0, "frequency_penalty": 0.0, "n": 1}
+
+
+def test_malformed_requests_are_400_naming_the_param(served):
+    url, _, _ = served()
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    for payload, param in MALFORMED.items():
+        answer = httpx.post(f"{url}/v1/chat/completions", content=payload, headers=headers)
+        assert answer.status_code == 400, payload
+        assert answer.json()["error"]["param"] == param, (payload, answer.json())
+    for payload, param in ((b'{"input": "\\ud800"}', "input"),
+                           (b'{"input": [{"prompt": "a", "response": "\\ud800"}]}', "input[0].response")):
+        answer = httpx.post(f"{url}/v1/moderations", content=payload, headers=headers)
+        assert answer.status_code == 400 and answer.json()["error"]["param"] == param, answer.json()
+
+
+def test_unsupported_openai_parameters_are_400_naming_them(served):
+    url, _, _ = served()
+    api = client(url)
+    for name, value in UNSUPPORTED.items():
+        with pytest.raises(openai.BadRequestError) as err:
+            api.chat.completions.create(model="any", messages=ask("hi"), **{name: value})
+        assert err.value.body["param"] == name, name
+    completion = api.chat.completions.create(model="any", messages=ask("hi"), **NEUTRAL)
+    assert completion.choices[0].message.content == SAFE_ANSWER
 
 
 def test_guard_failure_is_a_typed_error(served):

@@ -21,6 +21,15 @@ def test_auth_needs_keys_unless_disabled():
         ServeSettings(api_keys=("k",), max_concurrent=0)
 
 
+def test_time_limits_must_be_positive():
+    for name in ("request_timeout_s", "body_timeout_s"):
+        with pytest.raises(ValueError, match=name):
+            ServeSettings(api_keys=("k",), **{name: 0})
+    with pytest.raises(ValueError, match="drain_grace_s"):
+        ServeSettings(api_keys=("k",), drain_grace_s=float("nan"))
+    assert ServeSettings(api_keys=("k",), drain_grace_s=0).drain_grace_s == 0
+
+
 def test_load_api_keys_from_env_and_file(tmp_path):
     file = tmp_path / "keys.txt"
     file.write_text("# team keys\nkey-b\n\nkey-c  # ops\nkey-a\n", encoding="utf-8")

@@ -8,7 +8,13 @@ import pytest
 from starlette.requests import ClientDisconnect
 
 from constitutional_guard.classifiers.base import ClassifierScore, Thresholds, Verdict
-from constitutional_guard.guard.events import Finished, FinishReason, GenerationStatus, TextReleased
+from constitutional_guard.guard.events import (
+    Finished,
+    FinishReason,
+    GenerationStatus,
+    GuardErrorCode,
+    TextReleased,
+)
 from constitutional_guard.serve.chat import (
     CompletionState,
     GuardedStreamingResponse,
@@ -64,12 +70,32 @@ def test_tail_sends_only_what_the_client_lacks():
     state = CompletionState(id="x", model="m")
     state.observe(TextReleased("Sure, ", 0, 1))
     state.observe(finished(GenerationStatus.BLOCKED, FinishReason.CONTENT_FILTER, "Sure, \n\nNo."))
-    assert state.tail() == "\n\nNo."
+    assert state.tail("Held.") == "\n\nNo."
     other = CompletionState(id="y", model="m", sent="Sure, ")
     other.observe(finished(GenerationStatus.BLOCKED, FinishReason.CONTENT_FILTER, "No."))
-    assert other.tail() == "\n\nNo."
+    assert other.tail("Held.") == "\n\nNo."
     info = state.guard_info()
     assert (info.status, info.verdict, info.score, info.category) == ("blocked", "block", None, None)
+    assert info.error is None and state.outcome == "blocked"
+
+
+def test_held_tail_is_the_notice_only_before_any_text():
+    silent = CompletionState(id="x", model="m")
+    silent.observe(finished(GenerationStatus.HELD, FinishReason.HELD, ""))
+    assert silent.tail("Held.") == "Held."
+    partial = CompletionState(id="y", model="m")
+    partial.observe(TextReleased("Sure, ", 0, 1))
+    partial.observe(finished(GenerationStatus.HELD, FinishReason.HELD, "Sure, "))
+    assert partial.tail("Held.") == ""
+
+
+def test_failed_guard_is_reported_and_counted_apart():
+    state = CompletionState(id="x", model="m")
+    state.observe(Finished(GenerationStatus.HELD, FinishReason.HELD, "", 3, 2, error="probe scored token 0 as nan",
+                           error_code=GuardErrorCode.NON_FINITE_SCORE))
+    info = state.guard_info()
+    assert info.status == "held" and state.outcome == "failed"
+    assert info.error is not None and info.error.code == "non_finite_score" and "nan" in info.error.message
 
 
 def test_admission_is_bounded_and_released():

@@ -32,6 +32,10 @@ def load_config(cls: type[T], path: str | Path) -> T:
         data = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise InputError.one(file, f"invalid JSON: {exc.msg}", line=exc.lineno) from exc
+    except UnicodeDecodeError as exc:
+        raise InputError.one(file, f"not UTF-8 text (byte {exc.start})") from exc
+    if not isinstance(data, dict):
+        raise InputError.one(file, f"expected a JSON object, got {type(data).__name__}")
     data.pop(VERSION_KEY, None)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)

@@ -19,6 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from constitutional_guard.errors import InputError, Problem, format_loc, yaml_line
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+DEFAULT_HOLD_NOTICE = (
+    "I can't give this answer: a safety check could not confirm it is within policy. "
+    "Please rephrase the request or try again."
+)
 
 
 class Category(BaseModel):
@@ -60,6 +64,10 @@ class Constitution(BaseModel):
     description: str = Field(min_length=1, description="One paragraph stating the policy's intent.")
     label_scheme: Literal["binary", "three_class"] = "binary"
     refusal: str = Field(min_length=1, description="Text returned to the user when content is blocked.")
+    hold_notice: str = Field(
+        default=DEFAULT_HOLD_NOTICE, min_length=1,
+        description="Text returned instead of an answer that was held before any of it reached the user.",
+    )
     harmful: list[Category] = Field(min_length=1)
     harmless: list[Category] = Field(default_factory=list)
 
@@ -113,8 +121,11 @@ class Constitution(BaseModel):
         )
 
     def fingerprint(self) -> str:
-        """Stable SHA-256 of the policy content (key order and YAML formatting do not matter)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+        """Stable SHA-256 of the policy content (key order and YAML formatting do not matter).
+
+        The hold notice is left out: it is what users see, not what classifiers judge by.
+        """
+        blob = json.dumps(self.model_dump(mode="json", exclude={"hold_notice"}), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     def render(self, max_examples: int = 2) -> str:

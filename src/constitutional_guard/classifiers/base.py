@@ -15,6 +15,7 @@ CONFIG_NAME = "classifier_config.json"
 KINDS = {
     "exchange": "constitutional_guard.classifiers.exchange:ExchangeClassifier",
     "constitutional": "constitutional_guard.classifiers.constitutional:ConstitutionalClassifier",
+    "embedding": "constitutional_guard.classifiers.embedding:EmbeddingClassifier",
 }
 
 

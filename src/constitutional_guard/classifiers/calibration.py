@@ -1,8 +1,10 @@
 """Choose allow / block thresholds on the calibration split and report what they do on the test split.
 
-Works for any ``SafetyClassifier``: block at a target false-block rate on safe items (default 1 %), allow
-below the score that keeps a target share of unsafe items out of ``allow`` (default 99 %); scores in
-between are ``uncertain`` (held or escalated). Thresholds are never chosen on the data they are judged on.
+Works for any ``SafetyClassifier``: block at a target false-block rate on safe items (default 1 %); allow
+below the lowest score that keeps at most a target share of safe items in the band between (the hold rate,
+``hold_rate``), or, without a hold target, below the score that keeps a target share of unsafe items out of
+``allow`` (default 99 %). Scores in between are ``uncertain`` (held or escalated). Thresholds are never
+chosen on the data they are judged on.
 
 Prompts alone (the input check) and exchanges score on different scales, so by default each gets its own
 pair, chosen on its own calibration items; one shared pair serves both when either lacks a class.
@@ -25,6 +27,7 @@ from constitutional_guard.evaluation.metrics import BinaryMetrics, binary_metric
 
 DEFAULT_BLOCK_FPR = 0.01
 DEFAULT_ALLOW_RECALL = 0.99
+DEFAULT_HOLD_RATE = 0.01
 
 
 def score_records(classifier: SafetyClassifier, records: Sequence[Record], batch_size: int = 64) -> list[float]:
@@ -36,21 +39,37 @@ def score_records(classifier: SafetyClassifier, records: Sequence[Record], batch
     return scores
 
 
+def hold_allow(safe_scores: np.ndarray, block: float, hold_rate: float) -> float:
+    """The lowest allow threshold that leaves at most ``hold_rate`` of the safe items in ``[allow, block)``."""
+    safe = np.sort(safe_scores)
+    held_budget = int(np.floor(hold_rate * len(safe) + 1e-9))
+    must_allow = int((safe < block).sum()) - held_budget  # safe items that have to score below allow
+    if must_allow <= 0:
+        return 0.0
+    return float(np.nextafter(safe[must_allow - 1], np.inf))
+
+
 def choose_thresholds(
     labels: Sequence[int],
     scores: Sequence[float],
     block_fpr: float = DEFAULT_BLOCK_FPR,
     allow_recall: float = DEFAULT_ALLOW_RECALL,
+    hold_rate: float | None = None,
 ) -> Thresholds:
-    """Block at ``block_fpr`` on safe items; allow below the score that ``allow_recall`` of unsafe items reach."""
+    """Block at ``block_fpr`` on safe items; allow below the score that keeps ``hold_rate`` of safe items held,
+    or (``hold_rate`` None) below the score that ``allow_recall`` of unsafe items reach."""
     if not 0.0 <= block_fpr < 1.0:
         raise ValueError(f"block_fpr must be in [0, 1), got {block_fpr}")
     if not 0.0 < allow_recall <= 1.0:
         raise ValueError(f"allow_recall must be in (0, 1], got {allow_recall}")
+    if hold_rate is not None and not 0.0 <= hold_rate < 1.0:
+        raise ValueError(f"hold_rate must be in [0, 1), got {hold_rate}")
     y, s = np.asarray(labels, dtype=int), np.asarray(scores, dtype=float)
     if not (y == 0).any() or not (y == 1).any():
         raise ValueError("calibration needs both safe and unsafe items")
     block = min(threshold_at_fpr(y, s, block_fpr), 1.0)
+    if hold_rate is not None:
+        return Thresholds(allow=min(hold_allow(s[y == 0], block, hold_rate), block), block=block)
     unsafe = np.sort(s[y == 1])
     missed = int(np.floor((1.0 - allow_recall) * len(unsafe) + 1e-9))  # unsafe items that may score < allow
     allow = float(unsafe[missed])
@@ -64,13 +83,14 @@ def choose_split_thresholds(
     block_fpr: float = DEFAULT_BLOCK_FPR,
     allow_recall: float = DEFAULT_ALLOW_RECALL,
     separate_prompts: bool = True,
+    hold_rate: float | None = None,
 ) -> tuple[Thresholds, Thresholds | None]:
     """Exchange and prompt thresholds, each chosen on its own items; (shared pair, None) when not separable."""
     y, s, p = np.asarray(labels, dtype=int), np.asarray(scores, dtype=float), np.asarray(prompts, dtype=bool)
     if separate_prompts and all(len(np.unique(y[side])) == 2 for side in (p, ~p)):
-        exchange = choose_thresholds(y[~p], s[~p], block_fpr, allow_recall)
-        return exchange, choose_thresholds(y[p], s[p], block_fpr, allow_recall)
-    return choose_thresholds(y, s, block_fpr, allow_recall), None
+        exchange = choose_thresholds(y[~p], s[~p], block_fpr, allow_recall, hold_rate)
+        return exchange, choose_thresholds(y[p], s[p], block_fpr, allow_recall, hold_rate)
+    return choose_thresholds(y, s, block_fpr, allow_recall, hold_rate), None
 
 
 def item_thresholds(
@@ -108,6 +128,7 @@ class CalibrationReport:
     """Chosen on the calibration prompts alone; None when one shared pair serves both."""
     block_fpr_target: float
     allow_recall_target: float
+    """Used only without a hold target."""
     calibration: BinaryMetrics
     """At each item's block threshold, on the calibration split (in-sample for the thresholds)."""
     test: BinaryMetrics
@@ -116,6 +137,10 @@ class CalibrationReport:
     test_allowed_unsafe_rate: float | None
     """Share of unsafe test items scored below their ``allow`` (let through without a hold)."""
     subsets: list[SubsetResult] = field(default_factory=list)
+    hold_rate_target: float | None = None
+    """Share of safe calibration items allowed in the uncertain band; None: ``allow_recall_target`` set allow."""
+    test_safe_held_rate: float | None = None
+    """Share of safe test items in the uncertain band (held)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,12 +190,13 @@ def evaluate_scores(
     block_fpr: float = DEFAULT_BLOCK_FPR,
     allow_recall: float = DEFAULT_ALLOW_RECALL,
     separate_prompts: bool = True,
+    hold_rate: float | None = None,
 ) -> CalibrationReport:
     """Thresholds from calibration scores, judged on test scores (any scorer, baselines included)."""
     calib_y = _labels(calib_records)
     prompts = [r.response is None for r in calib_records]
     thresholds, prompt_thresholds = choose_split_thresholds(
-        calib_y, calib_scores, prompts, block_fpr, allow_recall, separate_prompts
+        calib_y, calib_scores, prompts, block_fpr, allow_recall, separate_prompts, hold_rate
     )
     _, calib_block = item_thresholds(calib_records, thresholds, prompt_thresholds)
     y, s = _labels(test_records), np.asarray(test_scores, dtype=float)
@@ -186,6 +212,8 @@ def evaluate_scores(
         test_uncertain_rate=_uncertain_rate(s, allow, block),
         test_allowed_unsafe_rate=float((s[unsafe] < allow[unsafe]).mean()) if unsafe.any() else None,
         subsets=subsets(test_records, s, allow, block),
+        hold_rate_target=hold_rate,
+        test_safe_held_rate=_uncertain_rate(s[~unsafe], allow[~unsafe], block[~unsafe]) if (~unsafe).any() else None,
     )
 
 
@@ -196,6 +224,7 @@ def calibrate(
     block_fpr: float = DEFAULT_BLOCK_FPR,
     allow_recall: float = DEFAULT_ALLOW_RECALL,
     separate_prompts: bool = True,
+    hold_rate: float | None = None,
 ) -> CalibrationReport:
     """Score both splits, set the classifier's (prompt) thresholds from the calibration split, report on test.
 
@@ -203,7 +232,9 @@ def calibrate(
     """
     calib_scores = score_records(classifier, calibration)
     test_scores = score_records(classifier, test)
-    report = evaluate_scores(calibration, calib_scores, test, test_scores, block_fpr, allow_recall, separate_prompts)
+    report = evaluate_scores(
+        calibration, calib_scores, test, test_scores, block_fpr, allow_recall, separate_prompts, hold_rate
+    )
     classifier.thresholds = report.thresholds
     classifier.prompt_thresholds = report.prompt_thresholds
     return report
@@ -222,9 +253,10 @@ def calibrate_and_save(
     block_fpr: float = DEFAULT_BLOCK_FPR,
     allow_recall: float = DEFAULT_ALLOW_RECALL,
     separate_prompts: bool = True,
+    hold_rate: float | None = None,
 ) -> CalibrationReport:
     """Calibrate, record the details in the config where it has room for them, and rewrite the saved config."""
-    report = calibrate(classifier, calibration, test, block_fpr, allow_recall, separate_prompts)
+    report = calibrate(classifier, calibration, test, block_fpr, allow_recall, separate_prompts, hold_rate)
     config = getattr(classifier, "config", None)
     if hasattr(config, "calibration"):
         config.calibration = calibration_details(report, calibration, test)

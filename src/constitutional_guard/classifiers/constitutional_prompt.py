@@ -108,6 +108,10 @@ class ConstitutionalPrompt:
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def _encode_content(self, text: str) -> list[int]:
+        """User content as ordinary text: quoted special tokens (``<|im_end|>``) cannot open or close turns."""
+        return list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
     def answer_ids(self, answer: str) -> list[int]:
         """Token ids of an answer word (a label or a category name) as the training target."""
         return self._encode(answer)
@@ -115,11 +119,11 @@ class ConstitutionalPrompt:
     def item_ids(self, prompt: str, response: str | None = None) -> list[int]:
         """Ids of the item part; long content is cut in the middle so its start and end stay in view."""
         budget = self.max_item_tokens - len(self._tail_ids) - len(self._prompt_header)
-        prompt_ids = self._encode(prompt)
+        prompt_ids = self._encode_content(prompt)
         if response is None:
             return self._prompt_header + _trim_middle(prompt_ids, budget, self._mark) + self._tail_ids
         budget -= len(self._response_header)
-        response_ids = self._encode(response)
+        response_ids = self._encode_content(response)
         prompt_keep = max(budget - len(response_ids), budget // 3)
         prompt_ids = _trim_middle(prompt_ids, prompt_keep, self._mark)
         response_ids = _trim_middle(response_ids, budget - len(prompt_ids), self._mark)

@@ -86,7 +86,8 @@ def _encode(records: list[Record], tokenizer: Any, max_length: int, min_prompt_t
     return rows
 
 
-def _settings(extra: dict[str, Any]) -> dict[str, Any]:
+def training_settings(extra: dict[str, Any]) -> dict[str, Any]:
+    """Typed training settings from ``TrainOptions.extra``; unknown keys are an error."""
     unknown = set(extra) - EXTRA_KEYS
     if unknown:
         raise ValueError(f"unknown exchange training settings {sorted(unknown)}; known: {sorted(EXTRA_KEYS)}")
@@ -121,7 +122,7 @@ def train(options: TrainOptions) -> Path:
     )
     from transformers.trainer_utils import get_last_checkpoint
 
-    settings = _settings(options.extra)
+    settings = training_settings(options.extra)
     labels = list(LABELS[options.label_scheme])
     out = Path(options.out_dir)
     train_records = load_split(options.data_dir, "train", options.label_scheme)

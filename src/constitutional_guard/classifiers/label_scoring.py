@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from constitutional_guard.models.loading import new_kv_cache
+
 
 def label_variants(tokenizer: Any, label: str) -> list[tuple[int, ...]]:
     """Distinct token sequences that spell ``label`` as the answer: as is and with a leading space."""
@@ -30,10 +32,11 @@ def label_variants(tokenizer: Any, label: str) -> list[tuple[int, ...]]:
     return variants
 
 
-def _expand_cache(cache: Any, batch: int) -> Any:
+def _expand_cache(cache: dict[str, Any], batch: int) -> dict[str, Any]:
     expanded = copy.deepcopy(cache)
     if batch > 1:
-        expanded.batch_repeat_interleave(batch)
+        for value in expanded.values():
+            value.batch_repeat_interleave(batch)
     return expanded
 
 
@@ -60,12 +63,14 @@ class LabelScorer:
         self._prefix_key, self._prefix_cache = None, None
 
     @torch.inference_mode()
-    def prefix_cache(self, prefix_ids: Sequence[int]) -> Any:
-        """The KV cache of the shared prefix, computed once per distinct prefix."""
+    def prefix_cache(self, prefix_ids: Sequence[int]) -> dict[str, Any]:
+        """The KV cache of the shared prefix (as the model's cache keyword), computed once per distinct prefix."""
         key = tuple(prefix_ids)
         if self._prefix_key != key:
             ids = torch.tensor([key], device=self.device)
-            self._prefix_cache = self.model(input_ids=ids, use_cache=True).past_key_values
+            cache = new_kv_cache(self.model)
+            self.model(input_ids=ids, use_cache=True, **cache)
+            self._prefix_cache = cache
             self._prefix_key = key
         return self._prefix_cache
 
@@ -106,13 +111,11 @@ class LabelScorer:
             mask = torch.tensor([[0] * (width - len(item)) + [1] * (len(prefix) + len(item)) for item in items])
             mask = mask.to(device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            cache = None
+            cache = new_kv_cache(self.model)
         input_ids = torch.tensor(rows, device=device)
-        out = self.model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
-        )
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **cache)
         first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
-        rest = self._continuations(out.past_key_values, mask, positions[:, -1:])
+        rest = self._continuations(cache, mask, positions[:, -1:])
         scores = torch.empty(batch, len(self.labels), device=device)
         for j, variants in enumerate(self.variants):
             per_variant = [first[:, v[0]] + rest[v] if len(v) > 1 else first[:, v[0]] for v in variants]
@@ -120,7 +123,7 @@ class LabelScorer:
         return scores
 
     def _continuations(
-        self, cache: Any, mask: torch.Tensor, last_position: torch.Tensor
+        self, cache: dict[str, Any], mask: torch.Tensor, last_position: torch.Tensor
     ) -> dict[tuple[int, ...], torch.Tensor]:
         """log P(variant[1:] | context, variant[0]) per row for every multi-token variant, in one forward pass.
 
@@ -144,8 +147,8 @@ class LabelScorer:
             input_ids=ids,
             attention_mask=bias[:, None],
             position_ids=last_position + 1 + depth[None, :],
-            past_key_values=cache,
             use_cache=True,
+            **cache,
         )
         targets = torch.tensor([variants[s][d + 1] for s, d in steps], device=device).expand(batch, -1)
         log_probs = torch.log_softmax(out.logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)

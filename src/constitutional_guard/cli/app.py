@@ -16,7 +16,7 @@ from constitutional_guard.cli import (
     probe_cmd,
     serve_cmd,
 )
-from constitutional_guard.cli.common import console, exit_on_input_error
+from constitutional_guard.cli.common import configure_library_output, console, exit_on_input_error
 
 app = typer.Typer(
     name="cguard",
@@ -24,6 +24,21 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def options(
+    verbose: bool = typer.Option(
+        False,
+        "--verbose/--quiet",
+        "-v/-q",
+        help="Show the progress bars and info logs of transformers, huggingface_hub and datasets.",
+    ),
+) -> None:
+    """Constitutional Guard: constitutional classifiers and guarded generation for open-weight LLMs."""
+    configure_library_output(verbose)
+
+
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(bench_cmd.app, name="bench")

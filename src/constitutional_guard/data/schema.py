@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 BINARY_LABELS: tuple[str, ...] = ("safe", "unsafe")
 THREE_CLASS_LABELS: tuple[str, ...] = ("safe_compliance", "safe_refusal", "unsafe_compliance")
@@ -52,6 +53,35 @@ class Record(BaseModel):
     source: str = Field(default="unknown", min_length=1)
     category: str | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
+    _columns: tuple[str, ...] = PrivateAttr(default=())
+    """Keys of ``meta`` that were top-level columns of the file the record was read from."""
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Record:
+        """Validate a file row, keeping the columns this schema does not know in ``meta``.
+
+        ``to_row`` writes them back as top-level columns. Raises ``ValueError`` naming a column that is also a
+        ``meta`` key, and pydantic's ``ValidationError`` for bad fields.
+        """
+        data = {key: value for key, value in row.items() if key in cls.model_fields}
+        columns = tuple(key for key in row if key not in cls.model_fields)
+        meta = data.get("meta")
+        if columns and isinstance(meta, dict | None):
+            clash = [key for key in columns if key in (meta or {})]
+            if clash:
+                raise ValueError(f"{clash[0]}: column also given as a meta key")
+            data["meta"] = {**(meta or {}), **{key: row[key] for key in columns}}
+        record = cls.model_validate(data)
+        record._columns = columns
+        return record
+
+    def to_row(self) -> dict[str, Any]:
+        """The record as a JSON-ready row, with the columns ``from_row`` kept in ``meta`` back at the top level."""
+        row = self.model_dump(mode="json")
+        for key in self._columns:
+            if key in row["meta"]:
+                row[key] = row["meta"].pop(key)
+        return row
 
     @field_validator("label", mode="before")
     @classmethod

@@ -102,3 +102,79 @@ def assign_families(families: Sequence[str], seed: int, fractions: dict[str, flo
     """The split each jailbreak-template family belongs to: seeded order, cut by ``fractions``."""
     ordered = sorted(set(families), key=lambda f: stable_id(str(seed), "family", f))
     return dict(zip(ordered, _allocate(len(ordered), fractions or DEFAULT_FRACTIONS), strict=True))
+
+
+NEAR_DUPLICATE_JACCARD = 0.8
+_WORD = re.compile(r"\w+")
+
+
+def shingles(text: str, size: int = 3) -> set[str]:
+    """Word ``size``-grams of the normalised text (the words themselves for shorter texts)."""
+    words = _WORD.findall(normalize_text(text))
+    if len(words) <= size:
+        return {" ".join(words)}
+    return {" ".join(words[i : i + size]) for i in range(len(words) - size + 1)}
+
+
+def near_duplicate_groups(
+    texts: Sequence[str], threshold: float = NEAR_DUPLICATE_JACCARD, num_perm: int = 64
+) -> list[int]:
+    """A group index per text: texts whose word-shingle Jaccard similarity reaches ``threshold`` share one.
+
+    Candidates come from MinHash LSH; every candidate pair is confirmed on the exact shingle sets, and
+    groups are the connected components of confirmed pairs (index of the group's first text).
+    """
+    from datasketch import MinHash, MinHashLSH
+
+    sets = [shingles(t) for t in texts]
+    hashes = MinHash.bulk([[s.encode("utf-8") for s in group] for group in sets], num_perm=num_perm)
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    parent = list(range(len(texts)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, minhash in enumerate(hashes):
+        for j in lsh.query(minhash):
+            if len(sets[i] & sets[j]) / len(sets[i] | sets[j]) >= threshold:
+                a, b = find(i), find(j)
+                parent[max(a, b)] = min(a, b)
+        lsh.insert(i, minhash)
+    return [find(i) for i in range(len(texts))]
+
+
+def merge_near_duplicates(
+    records: Sequence[Record], threshold: float = NEAR_DUPLICATE_JACCARD
+) -> tuple[list[Record], DedupReport]:
+    """Drop near copies that agree on the label; keep near copies that disagree, grouped into one split.
+
+    Texts are compared per label scheme as prompt (+ response). A group whose copies carry different labels
+    is a minimal pair (a benign and a harmful request that read alike): every copy stays, and each records
+    the group's first prompt as ``base_prompt`` so splitting keeps them together.
+    """
+    report = DedupReport()
+    kept: list[Record] = []
+    by_scheme: dict[str, list[Record]] = defaultdict(list)
+    for record in records:
+        by_scheme[record.label_scheme].append(record)
+    for members in by_scheme.values():
+        groups: dict[int, list[Record]] = defaultdict(list)
+        for record, group in zip(
+            members, near_duplicate_groups([f"{r.prompt_text} {r.response or ''}" for r in members], threshold),
+            strict=True,
+        ):
+            groups[group].append(record)
+        for group in groups.values():
+            if len({r.label for r in group}) == 1:
+                kept.append(group[0])
+                report.duplicates += len(group) - 1
+                continue
+            report.conflicting += len(group)
+            report.conflicting_keys.append(prompt_key(group[0])[:80])
+            anchor = group[0].meta.get("base_prompt") or group[0].prompt_text
+            kept += [r.model_copy(update={"meta": {**r.meta, "base_prompt": anchor}}) for r in group]
+    report.kept = len(kept)
+    return kept, report

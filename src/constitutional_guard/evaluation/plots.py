@@ -94,3 +94,32 @@ def threshold_plot(
         ax.legend(fontsize=7)
     fig.suptitle(f"Threshold vs TPR / FPR · {dataset} (dashed: thresholds chosen on calibration)")
     return _save(fig, path)
+
+
+def family_outcomes_plot(families: Mapping[str, Mapping[str, Mapping]], path: Path) -> Path:
+    """Per held-out family (leave-source-out), stacked blocked / held / allowed shares of its prompts and
+    exchanges: unsafe families should be mostly blocked, safe ones mostly allowed."""
+    rows = [
+        (f"{family} · {kind}", o)
+        for family, result in families.items()
+        for kind in ("prompts", "exchanges")
+        if (o := result[kind])["n"]
+    ]
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.2), layout="constrained")
+    for y, (_, o) in enumerate(rows):
+        unsafe = o["n_unsafe"] >= o["n_safe"]
+        parts = ("unsafe_blocked", "unsafe_held", "unsafe_allowed") if unsafe else ("safe_blocked", "safe_held")
+        left = 0.0
+        for part, colour in zip(parts, ("#c0392b", "#f39c12", "#27ae60"), strict=False):
+            share = o[part] or 0.0
+            ax.barh(y, share, left=left, color=colour, edgecolor="white")
+            left += share
+        if not unsafe:
+            ax.barh(y, 1.0 - left, left=left, color="#27ae60", edgecolor="white")
+    ax.set_yticks(range(len(rows)), [f"{name} ({'unsafe' if o['n_unsafe'] >= o['n_safe'] else 'safe'})"
+                                     for name, o in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of the family's records: blocked (red), held (orange), allowed (green)")
+    ax.set_title("Leave-source-out: what the guard does to each unseen family")
+    return _save(fig, path)

@@ -15,7 +15,9 @@ from constitutional_guard import __version__
 from constitutional_guard.atomic import atomic_dir, write_text_atomic
 from constitutional_guard.constitution import load_constitution
 from constitutional_guard.errors import InputError, Problem, format_loc, yaml_line
+from constitutional_guard.guard.artifacts import load_checked_classifier, load_target_model
 from constitutional_guard.guard.policy import PolicySettings
+from constitutional_guard.guard.upstream import UpstreamSettings
 
 BUNDLE_FILE = "guard.yaml"
 FORMAT_VERSION = 1
@@ -37,6 +39,9 @@ class GuardBundle(BaseModel):
     )
     policy: PolicySettings = Field(default_factory=PolicySettings)
     refusal: str | None = Field(default=None, description="Refusal text; null uses the constitution's.")
+    upstream: UpstreamSettings | None = Field(
+        default=None, description="A remote OpenAI-compatible engine to guard instead of the target model."
+    )
 
     def artifact_paths(self) -> dict[str, str]:
         named = {
@@ -103,14 +108,13 @@ def build_bundle(
 
     ``target_model`` defaults to the model the probe was trained on.
     """
-    from constitutional_guard.classifiers.base import load_classifier
     from constitutional_guard.probes import LinearProbe
 
     probe = LinearProbe.from_pretrained(probe_dir)
     policy = policy or PolicySettings()
     for directory in (classifier_dir, input_classifier_dir):
         if directory is not None:
-            load_classifier(directory)  # fail now, not at serving time
+            load_checked_classifier(directory)  # fail now, not at serving time
     load_constitution(constitution)  # validates the file
     constitution_text = (
         resources.files("constitutional_guard").joinpath("constitutions/default.yaml").read_text("utf-8")
@@ -136,24 +140,53 @@ def build_bundle(
 
 
 def load_bundle_parts(
-    bundle_dir: str | Path, device: str | torch.device | None = None, dtype: str | None = None
+    bundle_dir: str | Path, device: str | torch.device | None = None, dtype: str | None = None,
+    upstream: UpstreamSettings | None = None,
 ) -> dict[str, Any]:
-    """Load everything a bundle names, as keyword arguments of ``Guard``."""
-    from constitutional_guard.classifiers.base import load_classifier
-    from constitutional_guard.models.loading import load_causal_lm
+    """Load everything a bundle names, as keyword arguments of ``Guard``.
+
+    With ``upstream`` (else the bundle's ``upstream:``) the guard reads a remote engine; the target model
+    is then loaded only as its stream monitor (``upstream.monitor``).
+    """
     from constitutional_guard.probes import LinearProbe
 
     folder = Path(bundle_dir)
+    file = folder / BUNDLE_FILE
     bundle = read_bundle(folder)
-    lm = load_causal_lm(bundle.target_model, device=device, dtype=dtype)
+    remote = upstream or bundle.upstream
+    if remote is not None:
+        check_upstream(remote, bundle, file)
     probe = LinearProbe.from_pretrained(folder / bundle.probe)
-    probe.check_compatible(bundle.target_model, lm.hidden_size)
-    return {
+    constitution = load_constitution(folder / bundle.constitution)
+    classifier = load_checked_classifier(folder / bundle.classifier) if bundle.classifier else None
+    input_classifier = load_checked_classifier(folder / bundle.input_classifier) if bundle.input_classifier else None
+    lm = None
+    if remote is None or remote.monitor:
+        lm = load_target_model(bundle.target_model, file, device, dtype)
+        probe.check_compatible(bundle.target_model, lm.hidden_size)
+    parts: dict[str, Any] = {
         "lm": lm,
         "probe": probe,
-        "constitution": load_constitution(folder / bundle.constitution),
-        "classifier": load_classifier(folder / bundle.classifier) if bundle.classifier else None,
-        "input_classifier": load_classifier(folder / bundle.input_classifier) if bundle.input_classifier else None,
+        "constitution": constitution,
+        "classifier": classifier,
+        "input_classifier": input_classifier,
         "policy": bundle.policy,
         "refusal": bundle.refusal,
     }
+    if remote is not None:
+        from constitutional_guard.guard.monitor import StreamMonitor
+        from constitutional_guard.guard.upstream import RemoteSource
+
+        monitor = StreamMonitor(lm, probe, remote.monitor_chunk_tokens) if lm is not None else None
+        parts.update(source=RemoteSource(remote, monitor), classifier_every=remote.classifier_every)
+    return parts
+
+
+def check_upstream(remote: UpstreamSettings, bundle: GuardBundle, file: Path) -> None:
+    """Fail at load, naming the field, when the upstream's key is missing or nothing could check its text."""
+    try:
+        remote.api_key()
+    except ValueError as exc:
+        raise InputError.one(file, str(exc), field="upstream.api_key_env") from None
+    if not remote.monitor and bundle.classifier is None:
+        raise InputError.one(file, "an upstream without the monitor needs a classifier", field="upstream.monitor")

@@ -19,6 +19,27 @@ class FinishReason(StrEnum):
     HELD = "held"
 
 
+class GuardErrorCode(StrEnum):
+    """Why a guard failed closed (held the output because a check could not be completed)."""
+
+    GENERATION_FAILED = "generation_failed"
+    PROBE_FAILED = "probe_failed"
+    CLASSIFIER_FAILED = "classifier_failed"
+    NON_FINITE_SCORE = "non_finite_score"
+    UPSTREAM_ERROR = "upstream_error"
+    """The remote engine failed, answered with an error or broke off its stream."""
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    """The remote engine did not answer in time."""
+
+
+class SourceError(Exception):
+    """A token source could not go on; the guard holds what it has not released and reports ``code``."""
+
+    def __init__(self, code: GuardErrorCode, message: str):
+        super().__init__(message)
+        self.code = code
+
+
 @dataclass(frozen=True)
 class GenerationConfig:
     """Sampling and stopping settings of one guarded generation."""
@@ -102,7 +123,9 @@ class Finished:
     prompt_tokens: int
     completion_tokens: int
     error: str | None = None
-    """Why the output was held when a check raised (the guard fails closed)."""
+    """Why the output was held when a check failed (the guard fails closed)."""
+    error_code: GuardErrorCode | None = None
+    """A stable code for ``error``."""
 
 
 GuardEvent = TextReleased | TokenRisk | Escalation | ClassifierVerdict | Finished
@@ -123,6 +146,7 @@ class GenerationResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None
+    error_code: GuardErrorCode | None = None
 
     @property
     def classifier_calls(self) -> int:

@@ -19,8 +19,11 @@ from transformers.generation.logits_process import (
 )
 
 from constitutional_guard.guard.events import GenerationConfig
+from constitutional_guard.models.loading import new_kv_cache
 
 REPLACEMENT_CHAR = "\ufffd"
+GREEDY_BELOW_TEMPERATURE = 1e-5
+"""Temperatures under this are greedy in effect, and dividing logits by them can overflow to NaN probabilities."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class Sampler:
     """Greedy or temperature / top-k / top-p sampling with an optional seed, via transformers' warpers."""
 
     def __init__(self, config: GenerationConfig, device: torch.device):
-        self.greedy = config.temperature == 0.0
+        self.greedy = config.temperature < GREEDY_BELOW_TEMPERATURE
         warpers: list[Any] = []
         if not self.greedy:
             if config.temperature != 1.0:
@@ -80,18 +83,15 @@ def token_loop(
     eos = set() if config.ignore_eos or forced_ids is not None else set(eos_token_ids)
     limit = config.max_new_tokens if forced_ids is None else min(config.max_new_tokens, len(forced_ids))
     ids = torch.tensor([list(prompt_ids)], device=device)
-    out = model(input_ids=ids, use_cache=True)
-    cache = out.past_key_values
+    cache = new_kv_cache(model)
+    out = model(input_ids=ids, use_cache=True, **cache)
     for index in range(limit):
         token = int(forced_ids[index]) if forced_ids is not None else int(sampler(out.logits[:, -1, :])[0])
         if token in eos:
             yield Step(index, token, None, eos=True)
             return
         step_ids = torch.tensor([[token]], device=device)
-        out = model(
-            input_ids=step_ids, past_key_values=cache, use_cache=True, output_hidden_states=output_hidden_states
-        )
-        cache = out.past_key_values
+        out = model(input_ids=step_ids, use_cache=True, output_hidden_states=output_hidden_states, **cache)
         yield Step(index, token, out.hidden_states if output_hidden_states else None)
 
 
@@ -124,8 +124,8 @@ def generate_batch(
         ids[row, width - len(prompt) :] = torch.tensor(list(prompt), device=device)
         mask[row, width - len(prompt) :] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-    cache = out.past_key_values
+    cache = new_kv_cache(model)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **cache)
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
     results = [BatchOutput([], []) for _ in prompts]
     for _ in range(config.max_new_tokens):
@@ -140,11 +140,10 @@ def generate_batch(
             input_ids=tokens[:, None],
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
             output_hidden_states=probe is not None,
+            **cache,
         )
-        cache = out.past_key_values
         scores = probe.score_hidden_states(out.hidden_states)[:, -1].tolist() if probe is not None else None
         for row, result in enumerate(results):
             if not done[row]:
@@ -179,6 +178,9 @@ class ResponseText:
         self.stops = tuple(stops)
         self.token_ids: list[int] = []
         self.stopped = False
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
 
     def append(self, token_id: int) -> None:
         self.token_ids.append(token_id)

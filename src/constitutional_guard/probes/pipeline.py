@@ -71,17 +71,20 @@ def load_splits(
     max_records: dict[str, int | None] | None = None,
     max_prompts: int | None = None,
     seed: int = 0,
+    exchange_sources: Sequence[str] | None = None,
 ) -> dict[str, list[Record]]:
     """Read the named splits of a corpus, capping each split's exchanges and prompt-only records.
 
-    ``max_records`` caps the exchanges of each split, ``max_prompts`` its prompt-only records (0 drops them).
+    ``max_records`` caps the exchanges of each split, ``max_prompts`` its prompt-only records (0 drops them);
+    ``exchange_sources`` keeps only exchanges of those sources (e.g. the target model's own generations).
     Response-prefix records (``meta.prefix_of``) are dropped: every prefix of a full exchange is already
     captured, token by token, from the exchange itself.
     """
     out = {}
     for split in splits:
         records = [r for r in read_records(split_file(data_dir, split)) if "prefix_of" not in r.meta]
-        exchanges = sample_records([r for r in records if r.response], (max_records or {}).get(split), seed)
+        exchanges = [r for r in records if r.response and (exchange_sources is None or r.source in exchange_sources)]
+        exchanges = sample_records(exchanges, (max_records or {}).get(split), seed)
         prompts = sample_records([r for r in records if not r.response], max_prompts, seed)
         out[split] = sorted(exchanges + prompts, key=lambda r: r.id)
     return out

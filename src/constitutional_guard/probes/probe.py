@@ -89,6 +89,34 @@ def _as_3d(features: np.ndarray | torch.Tensor, n_layers: int, hidden: int) -> t
     return x
 
 
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """``weight`` and ``bias`` from a probe's safetensors file: readable, floating point and finite."""
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for truncated or garbage files
+        raise InputError.one(path, f"not a readable safetensors file ({exc})") from exc
+    missing = [name for name in ("weight", "bias") if name not in tensors]
+    if missing:
+        raise InputError.one(path, f"missing tensor(s) {', '.join(missing)}; found {sorted(tensors) or 'none'}")
+    for name in ("weight", "bias"):
+        tensor = tensors[name]
+        if not tensor.is_floating_point():
+            raise InputError.one(path, f"tensor {name} has dtype {tensor.dtype}; expected a floating-point dtype")
+        if not bool(torch.isfinite(tensor).all()):
+            raise InputError.one(path, f"tensor {name} holds NaN or infinite values")
+    return tensors
+
+
+def check_statistics(config: ProbeConfig, path: Path) -> None:
+    """The standardisation statistics in ``probe_config.json`` are finite, and every std is positive."""
+    for name in ("feature_mean", "feature_std"):
+        values = np.asarray(getattr(config, name), dtype=np.float64)
+        if values.size and not np.isfinite(values).all():
+            raise InputError.one(path, "holds NaN or infinite values", field=name)
+    if config.feature_std and (np.asarray(config.feature_std) <= 0).any():
+        raise InputError.one(path, "standard deviations must be > 0", field="feature_std")
+
+
 class LinearProbe:
     """A standardised logistic read-out with ``fit`` / ``predict_proba`` and a per-token streaming scorer."""
 
@@ -233,10 +261,11 @@ class LinearProbe:
         if not weights.exists():
             raise InputError.one(folder, f"not a probe directory (no {WEIGHTS_NAME})")
         config = load_config(ProbeConfig, folder / CONFIG_NAME)
-        tensors = load_file(str(weights))
+        check_statistics(config, folder / CONFIG_NAME)
+        tensors = load_weights(weights)
         try:
             probe = cls(config, tensors["weight"], tensors["bias"])
-        except (KeyError, ValueError) as exc:
+        except ValueError as exc:
             raise InputError.one(weights, f"weights do not match {CONFIG_NAME}: {exc}") from exc
         if model_id is not None or hidden_size is not None:
             probe.check_compatible(

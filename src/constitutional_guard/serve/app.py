@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from constitutional_guard import __version__
+from constitutional_guard.guard.events import SourceError
 from constitutional_guard.serve.auth import BearerAuthMiddleware
 from constitutional_guard.serve.chat import ChatService
-from constitutional_guard.serve.errors import install_error_handlers
+from constitutional_guard.serve.drain import Drain, DrainMiddleware
+from constitutional_guard.serve.errors import install_error_handlers, upstream_failed
 from constitutional_guard.serve.limits import BodyLimitMiddleware, Worker
 from constitutional_guard.serve.metrics import MetricsMiddleware, ServeMetrics
 from constitutional_guard.serve.moderation import ModerationService
@@ -26,7 +29,7 @@ from constitutional_guard.serve.protocol import (
 from constitutional_guard.serve.runner import ServedGuard
 from constitutional_guard.serve.settings import ServeSettings
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 429, 504)}
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 429, 502, 504)}
 
 
 def chat_router(service: ChatService) -> APIRouter:
@@ -49,12 +52,16 @@ def moderation_router(service: ModerationService) -> APIRouter:
     return router
 
 
-def ops_router(model_name: str, worker: Worker, metrics: ServeMetrics) -> APIRouter:
+def ops_router(
+    guard: ServedGuard, model_name: str, worker: Worker, metrics: ServeMetrics, drain: Drain
+) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/healthz", response_model=Health)
-    async def healthz() -> Health:
-        return Health(model=model_name, running=worker.running, queued=worker.queued)
+    @router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+    async def healthz() -> Health | JSONResponse:
+        health = Health(status="draining" if drain.draining else "ok", model=model_name, running=worker.running,
+                        queued=worker.queued)
+        return JSONResponse(health.model_dump(), status_code=503) if drain.draining else health
 
     @router.get("/metrics")
     async def prometheus() -> Response:
@@ -62,10 +69,24 @@ def ops_router(model_name: str, worker: Worker, metrics: ServeMetrics) -> APIRou
 
     @router.get("/v1/models")
     async def models() -> dict:
+        upstream = await upstream_models(guard)
+        if upstream is not None:
+            return {"object": "list", "data": upstream}
         return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0,
                                             "owned_by": "constitutional-guard"}]}
 
     return router
+
+
+async def upstream_models(guard: ServedGuard) -> list[dict] | None:
+    """The remote engine's model list when the guard reads one (``guard.list_models``), else None."""
+    lister = getattr(guard, "list_models", None)
+    if lister is None:
+        return None
+    try:
+        return await asyncio.to_thread(lister)
+    except SourceError as exc:
+        raise upstream_failed(exc.code, str(exc)) from None
 
 
 def served_model_name(guard: ServedGuard, settings: ServeSettings) -> str:
@@ -77,6 +98,7 @@ def create_app(guard: ServedGuard, settings: ServeSettings) -> FastAPI:
     """An OpenAI-compatible app serving ``guard``; every limit and the auth come from ``settings``."""
     model_name = served_model_name(guard, settings)
     worker = Worker(settings.max_concurrent, settings.max_queued)
+    drain = Drain(settings.drain_grace_s, worker)
     metrics = ServeMetrics()
     metrics.running.set_function(lambda: worker.running)
     metrics.queued.set_function(lambda: worker.queued)
@@ -91,11 +113,13 @@ def create_app(guard: ServedGuard, settings: ServeSettings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(chat_router(ChatService(guard, settings, worker, metrics, model_name)))
     app.include_router(moderation_router(ModerationService(guard, settings, worker, metrics, model_name)))
-    app.include_router(ops_router(model_name, worker, metrics))
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.include_router(ops_router(guard, model_name, worker, metrics, drain))
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
+    app.add_middleware(DrainMiddleware, drain=drain)
     if settings.auth:
         app.add_middleware(BearerAuthMiddleware, keys=settings.api_keys)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.state.worker = worker
     app.state.metrics = metrics
+    app.state.drain = drain
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -21,11 +22,20 @@ from constitutional_guard.guard.events import (
     FinishReason,
     GenerationConfig,
     GenerationStatus,
+    GuardErrorCode,
     GuardEvent,
     TextReleased,
     TokenRisk,
 )
-from constitutional_guard.serve.errors import APIError, ClientGone, guard_failed, invalid_request, timed_out
+from constitutional_guard.serve.errors import (
+    APIError,
+    ClientGone,
+    guard_failed,
+    invalid_request,
+    shutting_down,
+    timed_out,
+    upstream_failed,
+)
 from constitutional_guard.serve.limits import Admission, Worker
 from constitutional_guard.serve.metrics import ServeMetrics
 from constitutional_guard.serve.protocol import (
@@ -36,6 +46,7 @@ from constitutional_guard.serve.protocol import (
     Choice,
     ChunkChoice,
     Delta,
+    GuardErrorInfo,
     GuardInfo,
     Usage,
     VerdictInfo,
@@ -50,6 +61,8 @@ from constitutional_guard.serve.runner import (
 from constitutional_guard.serve.settings import ServeSettings
 
 VERDICT_OF_STATUS = {"completed": "allow", "blocked": "block", "held": "uncertain"}
+UPSTREAM_CODES = (GuardErrorCode.UPSTREAM_ERROR, GuardErrorCode.UPSTREAM_TIMEOUT)
+logger = logging.getLogger(__name__)
 
 
 def wire_finish_reason(finished: Finished) -> str:
@@ -72,13 +85,16 @@ def generation_config(body: ChatCompletionRequest, settings: ServeSettings) -> G
         param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
         raise invalid_request(f"{param}={max_tokens} exceeds the server's limit of {settings.max_tokens}", param)
     defaults = GenerationConfig()
-    return GenerationConfig(
-        max_new_tokens=max_tokens or settings.default_max_tokens,
-        temperature=defaults.temperature if body.temperature is None else body.temperature,
-        top_p=defaults.top_p if body.top_p is None else body.top_p,
-        seed=body.seed,
-        stop=body.stop_sequences(),
-    )
+    try:
+        return GenerationConfig(
+            max_new_tokens=max_tokens or settings.default_max_tokens,
+            temperature=defaults.temperature if body.temperature is None else body.temperature,
+            top_p=defaults.top_p if body.top_p is None else body.top_p,
+            seed=body.seed,
+            stop=body.stop_sequences(),
+        )
+    except ValueError as exc:
+        raise invalid_request(str(exc)) from None
 
 
 async def check_prompt_tokens(guard: ServedGuard, messages: list[dict[str, str]], limit: int) -> None:
@@ -123,9 +139,23 @@ class CompletionState:
             self.finished = event
         return None
 
-    def tail(self) -> str:
-        """What the client has not yet received of the final answer (the refusal, when blocked mid-stream)."""
+    @property
+    def failed(self) -> bool:
+        """The guard failed closed: a check could not be completed."""
+        return self.finished is not None and self.finished.error_code is not None
+
+    @property
+    def outcome(self) -> str:
+        """``failed`` when the guard failed closed, else the generation's status."""
         assert self.finished is not None
+        return "failed" if self.failed else self.finished.status.value
+
+    def tail(self, hold_notice: str) -> str:
+        """What the client has not yet received of the final answer: the refusal when blocked mid-stream,
+        the hold notice when held before any text was sent."""
+        assert self.finished is not None
+        if self.finished.status == GenerationStatus.HELD:
+            return "" if self.sent else hold_notice
         response = self.finished.response
         if response.startswith(self.sent):
             return response[len(self.sent) :]
@@ -148,6 +178,8 @@ class CompletionState:
                             categories=dict(v.categories))
                 for v in self.verdicts
             ],
+            error=GuardErrorInfo(code=self.finished.error_code, message=self.finished.error or "")
+            if self.failed else None,
         )
 
     def usage(self) -> Usage:
@@ -159,6 +191,13 @@ class CompletionState:
         choices = [ChunkChoice(delta=delta, finish_reason=finish_reason)] if extra.get("usage") is None else []
         body = ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=choices, **extra)
         return sse(body.model_dump_json(exclude_none=True))
+
+
+def upstream_error(finished: Finished | None) -> APIError | None:
+    """The error to answer with when the remote engine failed (the guard held its unreleased text)."""
+    if finished is None or finished.error_code not in UPSTREAM_CODES:
+        return None
+    return upstream_failed(finished.error_code, finished.error or "the upstream failed")
 
 
 def sse(data: str) -> str:
@@ -210,6 +249,7 @@ class ChatService:
         self.worker = worker
         self.metrics = metrics
         self.model_name = model_name
+        self.hold_notice = guard.constitution.hold_notice
 
     async def create(self, body: ChatCompletionRequest, request: Request) -> ChatCompletion | StreamingResponse:
         """Queue, generate under guard and answer; errors before the first chunk are HTTP errors."""
@@ -236,7 +276,7 @@ class ChatService:
             finally:
                 run.stop()
                 admission.release()
-            self._record(state, state.finished.status.value)
+            self._record(state, state.outcome)
             return self._completion(state)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         end = StreamEnd(run, admission, lambda outcome: self._record(state, outcome))
@@ -248,7 +288,8 @@ class ChatService:
         )
 
     async def _first_event(self, run: GuardRun, state: CompletionState, deadline: float) -> GuardEvent:
-        """Queue for a worker, start generating and return the first event: failures so far are HTTP errors."""
+        """Queue for a worker, start generating and return the first event after the input check: failures
+        so far (an upstream that cannot be reached included) are HTTP errors."""
         loop = asyncio.get_running_loop()
         queued = time.perf_counter()
         try:
@@ -256,12 +297,18 @@ class ChatService:
             self.metrics.queue_seconds.observe(time.perf_counter() - queued)
             state.started = time.perf_counter()
             event = await asyncio.wait_for(run.next(), deadline - loop.time())
+            while isinstance(event, ClassifierVerdict) and event.stage == "input":
+                state.observe(event)
+                event = await asyncio.wait_for(run.next(), deadline - loop.time())
         except TimeoutError:
             raise timed_out(self.settings.request_timeout_s) from None
         except GuardFailed as exc:
-            raise guard_failed(exc.__cause__ or exc) from None
+            raise guard_failed(exc.__cause__ or exc, state.id) from None
         if event is None:
-            raise APIError(500, "server_error", "the guard ended without a result", code="guard_error")
+            raise self._no_result()
+        if isinstance(event, Finished) and (error := upstream_error(event)) is not None:
+            state.observe(event)
+            raise error
         return event
 
     async def _drain(self, run: GuardRun, state: CompletionState, event: GuardEvent | None, deadline: float) -> None:
@@ -273,9 +320,17 @@ class ChatService:
         except TimeoutError:
             raise timed_out(self.settings.request_timeout_s) from None
         except GuardFailed as exc:
-            raise guard_failed(exc.__cause__ or exc) from None
+            raise guard_failed(exc.__cause__ or exc, state.id) from None
         if state.finished is None:
-            raise APIError(500, "server_error", "the guard ended without a result", code="guard_error")
+            raise self._no_result()
+        if (error := upstream_error(state.finished)) is not None:
+            raise error
+
+    def _no_result(self) -> APIError:
+        """The guard's events ended without ``Finished``: the server stopped it, or the guard misbehaved."""
+        if self.worker.stopping:
+            return shutting_down()
+        return APIError(500, "server_error", "the guard ended without a result", code="guard_error")
 
     async def _sse(self, run: GuardRun, state: CompletionState, event: GuardEvent | None, deadline: float,
                    end: StreamEnd, request: Request, include_usage: bool) -> AsyncIterator[str]:
@@ -292,9 +347,11 @@ class ChatService:
                         yield state.chunk(Delta(content=text))
                     event = await asyncio.wait_for(run.next(), deadline - loop.time())
                 if state.finished is None:
-                    raise GuardFailed("the guard ended without a result")
-                end.outcome = state.finished.status.value
-                tail = state.tail()
+                    raise self._no_result()
+                if (error := upstream_error(state.finished)) is not None:
+                    raise error  # the engine failed: what it sent after the last release stays unsent
+                end.outcome = state.outcome
+                tail = state.tail(self.hold_notice)
                 yield state.chunk(Delta(content=tail or None), wire_finish_reason(state.finished),
                                   guard=state.guard_info())
                 if include_usage:
@@ -304,25 +361,35 @@ class ChatService:
                 yield sse(json.dumps(timed_out(self.settings.request_timeout_s).payload()))
             except GuardFailed as exc:
                 end.outcome = "failed"
-                yield sse(json.dumps(guard_failed(exc.__cause__ or exc).payload()))
+                yield sse(json.dumps(guard_failed(exc.__cause__ or exc, state.id).payload()))
+            except APIError as exc:
+                end.outcome = "cancelled" if exc.code == "shutting_down" else "failed"
+                yield sse(json.dumps(exc.payload()))
             yield DONE
         finally:
             watcher.cancel()
             end.close()
 
     def _completion(self, state: CompletionState) -> ChatCompletion:
+        """The whole answer; a held one is the hold notice (no part of a held answer was sent)."""
         assert state.finished is not None
+        held = state.finished.status == GenerationStatus.HELD
+        content = self.hold_notice if held else state.finished.response
         return ChatCompletion(
             id=state.id,
             created=state.created,
             model=state.model,
-            choices=[Choice(message=AssistantMessage(content=state.finished.response),
+            choices=[Choice(message=AssistantMessage(content=content),
                             finish_reason=wire_finish_reason(state.finished))],
             usage=state.usage(),
             guard=state.guard_info(),
         )
 
     def _record(self, state: CompletionState, outcome: str) -> None:
+        if state.failed:
+            assert state.finished is not None
+            logger.warning("%s: guard failed closed (%s): %s", state.id, state.finished.error_code,
+                           state.finished.error)
         m = self.metrics
         m.generations.labels(outcome).inc()
         if outcome in ("blocked", "held"):
@@ -340,5 +407,5 @@ def _outcome_of(exc: BaseException) -> str:
     if isinstance(exc, ClientGone | asyncio.CancelledError):
         return "cancelled"
     if isinstance(exc, APIError):
-        return "timeout" if exc.status == 504 else "failed"
+        return {504: "timeout", 503: "cancelled"}.get(exc.status, "failed")
     return "failed"

@@ -27,7 +27,8 @@ class ServeMetrics:
         self.blocks = Counter("cguard_blocks", "Blocked or held answers by endpoint.", ["endpoint"], registry=r)
         self.escalations = Counter("cguard_escalations", "Probe escalations to the second-stage classifier.",
                                    registry=r)
-        self.moderations = Counter("cguard_moderations", "Moderated inputs by verdict.", ["verdict"], registry=r)
+        self.moderations = Counter("cguard_moderations", "Moderated inputs by verdict (allow, uncertain, block), "
+                                   "or failed when the check gave no usable score.", ["verdict"], registry=r)
         self.completion_tokens = Counter("cguard_completion_tokens", "Generated tokens.", registry=r)
         self.queue_seconds = Histogram("cguard_queue_wait_seconds", "Wait for a worker thread.",
                                        buckets=LATENCY_BUCKETS, registry=r)

@@ -37,6 +37,10 @@ class ServeSettings:
     """Requests waiting for a worker; beyond that the server answers 429."""
     request_timeout_s: float = 300.0
     """Wall-clock budget of one request, queueing included."""
+    body_timeout_s: float = 30.0
+    """Time a client has to send its whole request body (408 after that)."""
+    drain_grace_s: float = 30.0
+    """On shutdown, how long requests in flight may take to finish; streams still open then end with an error."""
     max_moderation_inputs: int = 32
 
     def __post_init__(self) -> None:
@@ -53,8 +57,11 @@ class ServeSettings:
             raise ValueError(f"max_queued must be ≥ 0, got {self.max_queued}")
         if self.default_max_tokens > self.max_tokens:
             raise ValueError(f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens ({self.max_tokens})")
-        if self.request_timeout_s <= 0:
-            raise ValueError(f"request_timeout_s must be > 0, got {self.request_timeout_s}")
+        for name in ("request_timeout_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.drain_grace_s >= 0:
+            raise ValueError(f"drain_grace_s must be ≥ 0, got {self.drain_grace_s}")
 
 
 def load_api_keys(key_file: str | Path | None = None, environ: dict[str, str] | None = None) -> tuple[str, ...]:

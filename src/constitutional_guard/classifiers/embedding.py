@@ -1,0 +1,314 @@
+"""The embedding classifier: a frozen sentence encoder's features under a logistic-regression head.
+
+A text's features are the encoder's mean-pooled, L2-normalised token states over windows of ``window`` tokens
+(a long text gives several windows: the first and last ``max_windows / 2`` are kept), pooled by mean and by
+max across windows, so a request buried at the end of a long jailbreak template stays in view. An item's
+features are ``[prompt, response, has_response]`` (zeros for a prompt alone). The head is a linear model
+over standardised features; only it is trained, so fitting takes seconds once features exist, which makes
+retraining per held-out source (leave-source-out evaluation) affordable on a CPU.
+
+Directory layout: ``classifier_config.json``, ``head.safetensors`` (``mean``, ``scale``, ``coef``,
+``intercept``) and ``encoder/`` (the encoder and its tokenizer, so the directory stands alone).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from constitutional_guard.classifiers.base import (
+    CONFIG_NAME,
+    ClassifierScore,
+    Thresholds,
+    Verdict,
+    optional_thresholds,
+)
+from constitutional_guard.config_io import load_config, save_config
+from constitutional_guard.data.schema import LABELS
+from constitutional_guard.errors import InputError
+from constitutional_guard.models.loading import default_device
+
+HEAD_FILE = "head.safetensors"
+ENCODER_DIR = "encoder"
+HEAD_TENSORS = ("mean", "scale", "coef", "intercept")
+
+
+@dataclass
+class EmbeddingConfig:
+    """What ``classifier_config.json`` of an embedding classifier holds."""
+
+    kind: str = "embedding"
+    label_scheme: str = "binary"
+    labels: list[str] = field(default_factory=lambda: list(LABELS["binary"]))
+    unsafe_labels: list[str] = field(default_factory=lambda: ["unsafe"])
+    allow: float = 0.5
+    block: float = 0.5
+    prompt_allow: float | None = None
+    prompt_block: float | None = None
+    """Thresholds for prompts alone (the input check); None: ``allow`` / ``block`` serve prompts too."""
+    window: int = 128
+    """Tokens per encoder window."""
+    max_windows: int = 8
+    """Windows kept per text (its first and last halves); longer texts lose their middle."""
+    base_model: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind != "embedding":
+            raise ValueError(f"kind: expected 'embedding', got {self.kind!r}")
+        if self.label_scheme not in LABELS:
+            raise ValueError(f"label_scheme: unknown {self.label_scheme!r}; known: {', '.join(LABELS)}")
+        if list(self.labels) != list(LABELS[self.label_scheme]):
+            raise ValueError(f"labels: {self.labels} do not match scheme {self.label_scheme!r}")
+        if not self.unsafe_labels or set(self.unsafe_labels) - set(self.labels):
+            raise ValueError(f"unsafe_labels: {self.unsafe_labels} must be a non-empty subset of {self.labels}")
+        if self.window < 8:
+            raise ValueError(f"window: {self.window} is too small (need ≥ 8)")
+        if self.max_windows < 1:
+            raise ValueError(f"max_windows: must be at least 1, got {self.max_windows}")
+        Thresholds(self.allow, self.block)
+        optional_thresholds(self.prompt_allow, self.prompt_block, "prompt_allow / prompt_block")
+
+
+def special_tokens_around(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special token ids the tokenizer puts before and after a single text (e.g. ``[CLS]`` and ``[SEP]``)."""
+    core = tokenizer("hello", add_special_tokens=False)["input_ids"]
+    full = tokenizer("hello")["input_ids"]
+    start = next((i for i in range(len(full)) if full[i : i + len(core)] == core), 0)
+    return list(full[:start]), list(full[start + len(core) :])
+
+
+class SentenceEncoder:
+    """Windowed, pooled text features from a frozen encoder (``AutoModel`` + its tokenizer)."""
+
+    def __init__(self, model: Any, tokenizer: Any, window: int = 128, max_windows: int = 8, batch_size: int = 64):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.window = window
+        self.max_windows = max_windows
+        self.batch_size = batch_size
+        self.device = next(model.parameters()).device
+        self._prefix, self._suffix = special_tokens_around(tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, window: int = 128, max_windows: int = 8) -> SentenceEncoder:
+        from transformers import AutoModel, AutoTokenizer
+
+        model = AutoModel.from_pretrained(path, dtype=torch.float32).to(default_device())
+        return cls(model, AutoTokenizer.from_pretrained(path), window, max_windows)
+
+    @property
+    def dim(self) -> int:
+        return 2 * int(self.model.config.hidden_size)
+
+    def windows(self, text: str) -> list[list[int]]:
+        """Token windows of one text, with the tokenizer's special tokens around each."""
+        ids = self.tokenizer(text, add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"]
+        ids = ids or [self.tokenizer.unk_token_id or 0]
+        size = self.window - len(self._prefix) - len(self._suffix)
+        chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
+        if len(chunks) > self.max_windows:
+            half = self.max_windows // 2
+            chunks = chunks[: self.max_windows - half] + chunks[-half:] if half else chunks[: self.max_windows]
+        return [self._prefix + c + self._suffix for c in chunks]
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """``[mean, max]`` of the normalised window embeddings, one float32 row per text."""
+        owners: list[int] = []
+        windows: list[list[int]] = []
+        for index, text in enumerate(texts):
+            for window in self.windows(text):
+                owners.append(index)
+                windows.append(window)
+        vectors = torch.empty(len(windows), self.dim // 2)
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            batch = self.tokenizer.pad({"input_ids": [windows[i] for i in chunk]}, return_tensors="pt")
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            states = self.model(**batch).last_hidden_state.float()
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            vectors[chunk] = torch.nn.functional.normalize(pooled, dim=-1).cpu()
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        owner = torch.tensor(owners)
+        for index in range(len(texts)):
+            rows = vectors[owner == index]
+            out[index] = torch.cat([rows.mean(0), rows.max(0).values]).numpy()
+        return out
+
+
+def item_features(encoder: SentenceEncoder, items: list[tuple[str, str | None]], cache: Any = None) -> np.ndarray:
+    """``[prompt, response, has_response]`` rows; ``cache`` (a ``FeatureCache``) skips texts seen before."""
+    texts = [p for p, _ in items] + [r for _, r in items if r is not None]
+    encoded = cache.encode(encoder, texts) if cache is not None else encoder.encode(texts)
+    half = encoder.dim
+    out = np.zeros((len(items), 2 * half + 1), dtype=np.float32)
+    out[:, :half] = encoded[: len(items)]
+    cursor = len(items)
+    for index, (_, response) in enumerate(items):
+        if response is not None:
+            out[index, half : 2 * half] = encoded[cursor]
+            out[index, -1] = 1.0
+            cursor += 1
+    return out
+
+
+@dataclass(frozen=True)
+class LinearHead:
+    """Standardise, then a (multinomial) logistic model: ``coef`` is (1, d) for two labels, else (labels, d)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+
+    def __post_init__(self) -> None:
+        d = self.mean.shape[0]
+        if self.scale.shape != (d,) or self.coef.ndim != 2 or self.coef.shape[1] != d:
+            raise ValueError(f"head shapes disagree: mean {self.mean.shape}, scale {self.scale.shape}, "
+                             f"coef {self.coef.shape}")
+        if self.intercept.shape != (self.coef.shape[0],):
+            raise ValueError(f"intercept shape {self.intercept.shape} does not match coef {self.coef.shape}")
+        for name in HEAD_TENSORS:
+            if not np.isfinite(getattr(self, name)).all():
+                raise ValueError(f"{name} holds non-finite values")
+        if (self.scale <= 0).any():
+            raise ValueError("scale must be positive")
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        logits = ((features - self.mean) / self.scale) @ self.coef.T + self.intercept
+        if self.coef.shape[0] == 1:
+            p = 1.0 / (1.0 + np.exp(-logits[:, 0]))
+            return np.stack([1.0 - p, p], axis=1)
+        logits = logits - logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def save(self, file: Path) -> None:
+        from safetensors.numpy import save_file
+
+        from constitutional_guard.atomic import atomic_path
+
+        with atomic_path(file) as tmp:
+            save_file({name: np.ascontiguousarray(getattr(self, name), dtype=np.float32) for name in HEAD_TENSORS},
+                      str(tmp))
+
+    @classmethod
+    def load(cls, file: Path) -> LinearHead:
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        if not file.exists():
+            raise InputError.one(file, "head weights not found")
+        try:
+            tensors = load_file(str(file))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InputError.one(file, f"not a readable safetensors file: {exc}") from exc
+        missing = [name for name in HEAD_TENSORS if name not in tensors]
+        if missing:
+            raise InputError.one(file, f"missing tensors {missing}")
+        try:
+            return cls(**{name: tensors[name].astype(np.float64) for name in HEAD_TENSORS})
+        except ValueError as exc:
+            raise InputError.one(file, str(exc)) from exc
+
+
+class EmbeddingClassifier:
+    """Scores prompts and exchanges with a frozen encoder and a linear head."""
+
+    kind = "embedding"
+
+    def __init__(self, encoder: SentenceEncoder, head: LinearHead, config: EmbeddingConfig):
+        expected = 2 * encoder.dim + 1
+        if head.mean.shape[0] != expected:
+            raise ValueError(f"head expects {head.mean.shape[0]} features, the encoder gives {expected}")
+        if head.coef.shape[0] not in (1, len(config.labels)) or (head.coef.shape[0] == 1) != (len(config.labels) == 2):
+            raise ValueError(f"head has {head.coef.shape[0]} outputs for {len(config.labels)} labels")
+        self.encoder = encoder
+        self.head = head
+        self.config = config
+        self._unsafe_ids = [config.labels.index(name) for name in config.unsafe_labels]
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.config.allow, self.config.block)
+
+    @thresholds.setter
+    def thresholds(self, value: Thresholds) -> None:
+        self.config.allow, self.config.block = value.allow, value.block
+
+    @property
+    def prompt_thresholds(self) -> Thresholds:
+        c = self.config
+        return optional_thresholds(c.prompt_allow, c.prompt_block, "prompt thresholds") or self.thresholds
+
+    @prompt_thresholds.setter
+    def prompt_thresholds(self, value: Thresholds | None) -> None:
+        pair = (value.allow, value.block) if value is not None else (None, None)
+        self.config.prompt_allow, self.config.prompt_block = pair
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **_: Any) -> EmbeddingClassifier:
+        folder = Path(path)
+        config = load_config(EmbeddingConfig, folder / CONFIG_NAME)
+        head = LinearHead.load(folder / HEAD_FILE)
+        if not (folder / ENCODER_DIR).is_dir():
+            raise InputError.one(folder / ENCODER_DIR, "encoder folder not found")
+        encoder = SentenceEncoder.from_pretrained(folder / ENCODER_DIR, config.window, config.max_windows)
+        try:
+            return cls(encoder, head, config)
+        except ValueError as exc:
+            raise InputError.one(folder / HEAD_FILE, str(exc)) from exc
+
+    def save_pretrained(self, path: str | Path, encoder_source: str | Path | None = None) -> None:
+        """Write config, head and encoder; ``encoder_source`` copies a saved encoder folder instead of re-saving."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / ENCODER_DIR
+        if encoder_source is not None and Path(encoder_source).resolve() != target.resolve():
+            shutil.copytree(encoder_source, target, dirs_exist_ok=True)
+        elif encoder_source is None:
+            self.encoder.model.save_pretrained(target)
+            self.encoder.tokenizer.save_pretrained(target)
+        self.head.save(folder / HEAD_FILE)
+        self.save_config(folder)
+
+    def save_config(self, path: str | Path) -> None:
+        save_config(self.config, Path(path) / CONFIG_NAME)
+
+    def score(self, prompt: str, response: str | None = None) -> ClassifierScore:
+        return self.score_batch([(prompt, response)])[0]
+
+    def probabilities(self, items: list[tuple[str, str | None]], cache: Any = None) -> np.ndarray:
+        return self.head.probabilities(item_features(self.encoder, items, cache))
+
+    def score_batch(self, items: list[tuple[str, str | None]]) -> list[ClassifierScore]:
+        if not items:
+            return []
+        probs = self.probabilities(items)
+        exchange, prompt = self.thresholds, self.prompt_thresholds
+        results = []
+        for (_, response), row in zip(items, probs.tolist(), strict=True):
+            thresholds = prompt if response is None else exchange
+            unsafe = sum(row[i] for i in self._unsafe_ids)
+            unsafe = min(max(unsafe, 0.0), 1.0) if math.isfinite(unsafe) else float("nan")
+            best = max(range(len(row)), key=row.__getitem__)
+            results.append(
+                ClassifierScore(
+                    score=unsafe,
+                    verdict=thresholds.verdict(unsafe) if math.isfinite(unsafe) else Verdict.UNCERTAIN,
+                    thresholds=thresholds,
+                    label=self.config.labels[best],
+                    probabilities=dict(zip(self.config.labels, row, strict=True)),
+                )
+            )
+        return results

@@ -1,0 +1,214 @@
+"""Train an embedding classifier: encode once (cached on disk), fit a weighted logistic head, pick C on validation.
+
+Kind-specific settings (``TrainOptions.extra``): ``prefix_cuts``, ``max_validation``, ``exclude_sources`` and
+``inputs`` as for the exchange classifier; ``C`` (comma-separated inverse regularisation strengths tried on the
+validation split, default 0.03,0.1,0.3,1); ``source_balance`` (default true: within a label, a source's
+weight grows with the square root of its size rather than linearly, so no large source's style decides the
+label); ``window`` and ``max_windows`` (see ``EmbeddingConfig``). ``TrainOptions.max_length`` is not used.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from constitutional_guard.atomic import atomic_path, write_json_atomic
+from constitutional_guard.classifiers.base import TrainOptions
+from constitutional_guard.classifiers.embedding import (
+    EmbeddingClassifier,
+    EmbeddingConfig,
+    LinearHead,
+    SentenceEncoder,
+    item_features,
+)
+from constitutional_guard.classifiers.exchange_training import cap_records, select_inputs, with_prefixes
+from constitutional_guard.classifiers.exchange_training import training_settings as exchange_settings
+from constitutional_guard.classifiers.input_format import record_prompt
+from constitutional_guard.data.corpus import load_split
+from constitutional_guard.data.schema import LABELS, Record
+from constitutional_guard.data.sources.package_data import stable_id
+from constitutional_guard.errors import InputError
+from constitutional_guard.evaluation.metrics import auroc
+from constitutional_guard.models.loading import resolve_model
+from constitutional_guard.paths import cache_dir
+
+DEFAULT_BASE_MODEL = "minilm-l6"
+DEFAULT_C = (0.03, 0.1, 0.3, 1.0)
+SHARED_KEYS = ("prefix_cuts", "max_validation", "exclude_sources", "inputs")
+EXTRA_KEYS = {*SHARED_KEYS, "C", "source_balance", "window", "max_windows"}
+
+
+class FeatureCache:
+    """Text features of one encoder setting, kept in memory and in ``features.safetensors`` + ``keys.json``."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.rows: dict[str, np.ndarray] = self._stored()
+        self._dirty = False
+
+    def _stored(self) -> dict[str, np.ndarray]:
+        """Rows on disk; an unreadable or mismatched store counts as empty (it is only a cache)."""
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        keys_file, features_file = self.folder / "keys.json", self.folder / "features.safetensors"
+        if not (keys_file.exists() and features_file.exists()):
+            return {}
+        try:
+            keys = json.loads(keys_file.read_text(encoding="utf-8"))
+            matrix = load_file(str(features_file))["features"]
+        except (OSError, ValueError, KeyError, SafetensorError):
+            return {}
+        return dict(zip(keys, matrix, strict=True)) if len(keys) == len(matrix) else {}
+
+    @classmethod
+    def for_encoder(cls, base_model: str, window: int, max_windows: int) -> FeatureCache:
+        key = stable_id(resolve_model(base_model, prepare=False), str(window), str(max_windows))
+        return cls(cache_dir() / "features" / key)
+
+    def encode(self, encoder: SentenceEncoder, texts: Sequence[str]) -> np.ndarray:
+        keys = [stable_id(t, length=20) for t in texts]
+        todo = list(dict.fromkeys(t for t, k in zip(texts, keys, strict=True) if k not in self.rows))
+        for start in range(0, len(todo), 512):
+            chunk = todo[start : start + 512]
+            for text, row in zip(chunk, encoder.encode(chunk), strict=True):
+                self.rows[stable_id(text, length=20)] = row.astype(np.float16)
+            self._dirty = True
+        return np.stack([self.rows[k].astype(np.float32) for k in keys]) if keys else np.zeros((0, encoder.dim))
+
+    def save(self) -> None:
+        if not self._dirty:
+            return
+        from safetensors.numpy import save_file
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.rows = {**self._stored(), **self.rows}  # keep rows another process stored meanwhile
+        keys = list(self.rows)
+        with atomic_path(self.folder / "features.safetensors") as tmp:
+            save_file({"features": np.stack([self.rows[k] for k in keys])}, str(tmp))
+        write_json_atomic(self.folder / "keys.json", keys)
+        self._dirty = False
+
+
+def record_items(records: Sequence[Record]) -> list[tuple[str, str | None]]:
+    return [(record_prompt(r), r.response) for r in records]
+
+
+def sample_weights(records: Sequence[Record], source_balance: bool = True) -> np.ndarray:
+    """Each label gets equal total weight; within a label a source's total grows with √size when balancing."""
+    labels = [r.binary_label for r in records]
+    per_label = Counter(labels)
+    per_source = Counter((r.binary_label, r.source) for r in records)
+    raw = np.array(
+        [1.0 / np.sqrt(per_source[(r.binary_label, r.source)]) if source_balance else 1.0 for r in records]
+    )
+    totals = {label: raw[[i for i, x in enumerate(labels) if x == label]].sum() for label in per_label}
+    return np.array([raw[i] * len(records) / (len(per_label) * totals[x]) for i, x in enumerate(labels)])
+
+
+def fit_head(
+    x: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    x_val: np.ndarray,
+    y_val_unsafe: np.ndarray,
+    unsafe_ids: Sequence[int],
+    grid: Sequence[float] = DEFAULT_C,
+    seed: int = 0,
+) -> tuple[LinearHead, dict[str, Any]]:
+    """Logistic heads for each C in ``grid``; the one with the best validation AUROC of P(unsafe) is kept."""
+    from sklearn.linear_model import LogisticRegression
+
+    mean = x.mean(axis=0)
+    scale = np.maximum(x.std(axis=0), 1e-6)
+    xs, xv = (x - mean) / scale, (x_val - mean) / scale
+    tried: dict[str, float | None] = {}
+    best: tuple[float, LinearHead] | None = None
+    for c in grid:
+        model = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+        model.fit(xs, y, sample_weight=weights)
+        head = LinearHead(mean, scale, model.coef_.astype(np.float64), model.intercept_.astype(np.float64))
+        unsafe = head.probabilities(x_val)[:, list(unsafe_ids)].sum(axis=1)
+        value = auroc(y_val_unsafe, unsafe) if len(xv) else None
+        tried[str(c)] = value
+        if best is None or (value is not None and value > best[0]):
+            best = (value if value is not None else -1.0, head)
+    assert best is not None
+    return best[1], {"C_tried": tried, "C": max(tried, key=lambda k: tried[k] or -1.0)}
+
+
+def _settings(extra: dict[str, Any]) -> dict[str, Any]:
+    """The shared data settings parsed as for the exchange classifier, plus this kind's own."""
+    unknown = set(extra) - EXTRA_KEYS
+    if unknown:
+        raise ValueError(f"unknown embedding training settings {sorted(unknown)}; known: {sorted(EXTRA_KEYS)}")
+    shared = exchange_settings({k: v for k, v in extra.items() if k in SHARED_KEYS})
+    grid = extra.get("C", DEFAULT_C)
+    return {
+        **{k: shared[k] for k in SHARED_KEYS},
+        "C": tuple(float(c) for c in (str(grid).split(",") if isinstance(grid, str | float | int) else grid)),
+        "source_balance": bool(extra.get("source_balance", True)),
+        "window": int(extra.get("window", 128)),
+        "max_windows": int(extra.get("max_windows", 8)),
+    }
+
+
+def train(options: TrainOptions) -> Path:
+    """Fit the head on the corpus's train split and save a standalone classifier directory to ``out_dir``."""
+    settings = _settings(options.extra)
+    labels = list(LABELS[options.label_scheme])
+    train_records = load_split(options.data_dir, "train", options.label_scheme)
+    if settings["exclude_sources"]:
+        train_records = [r for r in train_records if r.source not in settings["exclude_sources"]]
+    train_records = select_inputs(with_prefixes(train_records, settings["prefix_cuts"]), settings["inputs"])
+    train_records = cap_records(train_records, options.max_train, options.seed)
+    val_records = select_inputs(load_split(options.data_dir, "validation", options.label_scheme), settings["inputs"])
+    val_records = cap_records(val_records, settings["max_validation"], options.seed)
+    if not train_records or not val_records:
+        raise InputError.one(options.data_dir, "training needs non-empty train and validation splits")
+    config = EmbeddingConfig(
+        label_scheme=options.label_scheme,
+        labels=labels,
+        unsafe_labels=[labels[-1]],
+        window=settings["window"],
+        max_windows=settings["max_windows"],
+        base_model=options.base_model,
+    )
+    base = resolve_model(options.base_model)
+    encoder = SentenceEncoder.from_pretrained(base, config.window, config.max_windows)
+    cache = FeatureCache.for_encoder(options.base_model, config.window, config.max_windows)
+    x = item_features(encoder, record_items(train_records), cache)
+    x_val = item_features(encoder, record_items(val_records), cache)
+    cache.save()
+    y = np.array([r.label_id for r in train_records])
+    if len(set(y.tolist())) < 2:
+        raise InputError.one(options.data_dir, "the train split needs at least two labels")
+    unsafe_ids = [labels.index(config.unsafe_labels[0])]
+    head, chosen = fit_head(
+        x,
+        y,
+        sample_weights(train_records, settings["source_balance"]),
+        x_val,
+        np.array([int(r.is_unsafe) for r in val_records]),
+        unsafe_ids,
+        settings["C"],
+        options.seed,
+    )
+    config.training = {
+        "data_dir": str(options.data_dir),
+        "train_examples": len(train_records),
+        "train_labels": dict(Counter(r.label for r in train_records)),
+        "validation_examples": len(val_records),
+        "excluded_sources": settings["exclude_sources"],
+        "inputs": settings["inputs"],
+        "source_balance": settings["source_balance"],
+        **chosen,
+    }
+    classifier = EmbeddingClassifier(encoder, head, config)
+    classifier.save_pretrained(options.out_dir, encoder_source=base)
+    return Path(options.out_dir)

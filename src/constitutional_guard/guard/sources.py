@@ -1,0 +1,147 @@
+"""Token sources: where the cascade's steps come from (the local KV-cached loop here; a remote stream in
+``guard.upstream``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from constitutional_guard.guard.events import FinishReason, GenerationConfig, GuardErrorCode, SourceError
+from constitutional_guard.guard.protocols import TokenProbe
+from constitutional_guard.guard.streaming import ResponseText, token_loop, visible_end
+from constitutional_guard.models.loading import LoadedModel, Message
+
+
+@dataclass(frozen=True)
+class SourceStep:
+    """One response token: its index, and its probe score when the source has a probe."""
+
+    index: int
+    token_id: int | None = None
+    score: float | None = None
+
+
+class StreamText(Protocol):
+    """The response as the cascade reads it (``ResponseText`` for token ids, ``PieceText`` for text pieces)."""
+
+    stopped: bool
+
+    def __len__(self) -> int: ...
+
+    def text_through(self, num_tokens: int, final: bool = False) -> str: ...
+
+    def token_text(self, index: int) -> str: ...
+
+
+@dataclass
+class SourceStream:
+    """One response being produced: its text so far, the steps still to come and why it ended."""
+
+    text: StreamText
+    prompt_tokens: int
+    finish_reason: FinishReason = FinishReason.LENGTH
+    """Set by the source when its steps end (``stop`` on end-of-sequence); the cascade sets ``stop`` on a stop
+    string."""
+    steps: Generator[SourceStep, None, None] = field(init=False)
+    """Assigned by the source right after creating the stream; closing it stops the source."""
+
+
+class TokenSource(Protocol):
+    """Produces a response for a chat, step by step."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    def open(self, messages: list[Message], config: GenerationConfig, timings: dict[str, float]) -> SourceStream:
+        """Start a response; the steps are produced lazily as the returned stream is iterated."""
+        ...
+
+
+class PieceText:
+    """A response assembled from text pieces (one per token), with stop strings applied."""
+
+    def __init__(self, stops: Sequence[str] = ()):
+        self.stops = tuple(stops)
+        self.pieces: list[str] = []
+        self.ends: list[int] = []
+        self.text = ""
+        self.stopped = False
+
+    def __len__(self) -> int:
+        return len(self.pieces)
+
+    def append(self, piece: str) -> None:
+        self.pieces.append(piece)
+        self.text += piece
+        self.ends.append(len(self.text))
+        if self.stops:
+            self.stopped = visible_end(self.text, self.stops)[1]
+
+    def text_through(self, num_tokens: int, final: bool = False) -> str:
+        """Showable text of the first ``num_tokens`` pieces; ``final`` means no more pieces will come."""
+        text = self.text[: self.ends[num_tokens - 1]] if num_tokens > 0 else ""
+        end, found = visible_end(text, self.stops)
+        if final and not found:
+            end = len(text)
+        return text[:end]
+
+    def token_text(self, index: int) -> str:
+        return self.pieces[index]
+
+
+@dataclass
+class LocalSource:
+    """The guarded model itself: one KV-cached forward per token, the probe reading its hidden states."""
+
+    lm: LoadedModel
+    probe: TokenProbe
+
+    @property
+    def model_id(self) -> str:
+        return self.lm.name
+
+    def open(
+        self, messages: list[Message], config: GenerationConfig, timings: dict[str, float],
+        forced: list[int] | None = None,
+    ) -> SourceStream:
+        """``forced`` replays a given response (teacher forcing) instead of sampling."""
+        prompt_ids = self.lm.encode_messages(messages)
+        text = ResponseText(self.lm.tokenizer, config.stop)
+        stream = SourceStream(text, len(prompt_ids))
+        stream.steps = self._steps(stream, text, prompt_ids, config, forced, timings)
+        return stream
+
+    def _steps(
+        self, stream: SourceStream, text: ResponseText, prompt_ids: list[int], config: GenerationConfig,
+        forced: list[int] | None, timings: dict[str, float],
+    ) -> Generator[SourceStep, None, None]:
+        loop = token_loop(self.lm.model, prompt_ids, config, self.lm.eos_token_ids, forced_ids=forced)
+        try:
+            while True:
+                tick = time.perf_counter()
+                step = next(loop, None)
+                add_time(timings, "generation", time.perf_counter() - tick)
+                if step is None:
+                    return
+                if step.eos:
+                    stream.finish_reason = FinishReason.STOP
+                    return
+                text.append(step.token_id)
+                yield SourceStep(step.index, step.token_id, self._score(step.index, step.hidden_states, timings))
+        finally:
+            loop.close()
+
+    def _score(self, index: int, hidden_states: Any, timings: dict[str, float]) -> float:
+        tick = time.perf_counter()
+        try:
+            score = float(self.probe.score_hidden_states(hidden_states)[0, -1])
+        except Exception as exc:
+            raise SourceError(GuardErrorCode.PROBE_FAILED, f"probe failed: {exc!r}") from exc
+        add_time(timings, "probe", time.perf_counter() - tick)
+        return score
+
+
+def add_time(timings: dict[str, float], key: str, seconds: float) -> None:
+    timings[key] = timings.get(key, 0.0) + seconds

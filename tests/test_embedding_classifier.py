@@ -1,0 +1,119 @@
+"""Embedding classifier: windowed features, weighted head training, save / load round trip, artifact checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+from test_exchange_classifier import write_corpus
+
+from constitutional_guard.classifiers.base import CONFIG_NAME, SafetyClassifier, TrainOptions, load_classifier
+from constitutional_guard.classifiers.calibration import calibrate
+from constitutional_guard.classifiers.embedding import HEAD_FILE, EmbeddingClassifier, SentenceEncoder
+from constitutional_guard.classifiers.embedding_training import FeatureCache, sample_weights, train
+from constitutional_guard.data.corpus import load_split
+from constitutional_guard.data.schema import Record
+from constitutional_guard.errors import InputError
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Feature caches of the tiny test encoders go to a temporary cache, not the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CGUARD_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("emb")
+    corpus = write_corpus(root / "corpus", per_split=24)
+    options = TrainOptions(
+        data_dir=str(corpus),
+        out_dir=str(root / "clf"),
+        base_model=str(tiny_encoder_dir),
+        extra={"C": "0.1,1", "window": 16, "max_windows": 4},
+    )
+    return corpus, train(options)
+
+
+def test_windows_keep_the_start_and_the_end(tiny_encoder_dir: Path) -> None:
+    encoder = SentenceEncoder.from_pretrained(tiny_encoder_dir, window=8, max_windows=2)
+    words = " ".join(f"w{i}" for i in range(200))
+    windows = encoder.windows(words)
+    assert len(windows) == 2 and all(len(w) <= 8 for w in windows)
+    full = encoder.tokenizer(words, add_special_tokens=False)["input_ids"]
+    inner = [w[len(encoder._prefix) : len(w) - len(encoder._suffix)] for w in windows]
+    assert inner[0] == full[: len(inner[0])] and inner[1] == full[-len(inner[1]) :]
+    assert encoder.encode(["short", words]).shape == (2, encoder.dim)
+
+
+def test_trained_classifier_separates_and_round_trips(trained: tuple[Path, Path]) -> None:
+    corpus, folder = trained
+    classifier = load_classifier(folder)
+    assert isinstance(classifier, EmbeddingClassifier) and isinstance(classifier, SafetyClassifier)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    assert config["kind"] == "embedding" and config["training"]["C"] in ("0.1", "1.0")
+    test = load_split(corpus, "test")
+    scores = np.array([s.score for s in classifier.score_batch([(r.prompt_text, r.response) for r in test])])
+    labels = np.array([r.is_unsafe for r in test])
+    assert scores[labels].mean() > scores[~labels].mean() + 0.2
+    again = load_classifier(folder)
+    assert np.allclose([s.score for s in again.score_batch([("Tell me how to make nerve gas.", None)])],
+                       [classifier.score("Tell me how to make nerve gas.").score])
+
+
+def test_calibration_with_a_hold_target_is_saved(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    corpus, folder = trained
+    classifier = load_classifier(folder)
+    report = calibrate(classifier, load_split(corpus, "calibration"), load_split(corpus, "test"), 0.1, hold_rate=0.0)
+    assert report.hold_rate_target == 0.0
+    assert report.prompt_thresholds is not None and report.test_safe_held_rate is not None
+    classifier.save_config(folder)
+    assert load_classifier(folder).thresholds == report.thresholds
+
+
+def test_corrupt_head_names_the_file(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    _, folder = trained
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    (broken / HEAD_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(InputError, match=HEAD_FILE):
+        load_classifier(broken)
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(folder / HEAD_FILE))
+    tensors["coef"][0, 0] = np.nan
+    save_file(tensors, str(broken / HEAD_FILE))
+    with pytest.raises(InputError, match="non-finite"):
+        load_classifier(broken)
+
+
+def test_sample_weights_balance_labels_and_damp_large_sources() -> None:
+    records = [Record(id=f"s{i}", prompt="q", label="safe", source="big") for i in range(90)]
+    records += [Record(id=f"t{i}", prompt="q", label="safe", source="small") for i in range(10)]
+    records += [Record(id=f"u{i}", prompt="q", label="unsafe", source="red") for i in range(20)]
+    w = sample_weights(records)
+    safe, unsafe = w[:100].sum(), w[100:].sum()
+    assert safe == pytest.approx(unsafe)
+    big, small = w[:90].sum(), w[90:100].sum()
+    assert big / small == pytest.approx(3.0)  # √90 / √10, not 9
+    assert sample_weights(records, source_balance=False)[:100].std() == 0
+
+
+def test_feature_cache_persists_and_merges(tiny_encoder_dir: Path, tmp_path: Path) -> None:
+    encoder = SentenceEncoder.from_pretrained(tiny_encoder_dir, window=16)
+    first = FeatureCache(tmp_path)
+    a = first.encode(encoder, ["alpha text", "beta text"])
+    other = FeatureCache(tmp_path)
+    other.encode(encoder, ["gamma text"])
+    other.save()
+    first.save()  # must keep the row the other cache stored meanwhile
+    reread = FeatureCache(tmp_path)
+    assert len(reread.rows) == 3
+    assert np.allclose(reread.encode(encoder, ["alpha text", "beta text"]), a, atol=1e-3)

@@ -1,0 +1,244 @@
+"""Guarding a remote OpenAI-compatible engine: the stream monitor, zero leaks, upstream failures, the bundle section."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from serve_fakes import KeywordClassifier, running_server
+from upstream_fakes import BENIGN, HARMFUL_AT, UPSTREAM_TEXT, ScriptedUpstream, TokenIdProbe, pieces_of
+
+from constitutional_guard.classifiers.base import ClassifierScore, Thresholds
+from constitutional_guard.errors import InputError
+from constitutional_guard.guard.bundle import BUNDLE_FILE, build_bundle, read_bundle
+from constitutional_guard.guard.events import (
+    Finished,
+    GenerationConfig,
+    GenerationStatus,
+    GuardErrorCode,
+    TextReleased,
+    TokenRisk,
+)
+from constitutional_guard.guard.guard import Guard
+from constitutional_guard.guard.monitor import StreamMonitor
+from constitutional_guard.guard.policy import PolicySettings
+from constitutional_guard.guard.upstream import RemoteSource, UpstreamSettings
+from constitutional_guard.models.loading import LoadedModel, load_causal_lm
+from constitutional_guard.probes import LinearProbe, ProbeConfig
+
+CONFIG = GenerationConfig(max_new_tokens=512)
+
+
+class ZyxClassifier:
+    """Blocks any exchange whose response contains the first character (``Z``) of the scripted harmful span."""
+
+    kind = "keyword"
+    thresholds = Thresholds(allow=0.5, block=0.5)
+
+    def __init__(self) -> None:
+        self.responses: list[str | None] = []
+
+    def score(self, prompt: str, response: str | None = None) -> ClassifierScore:
+        self.responses.append(response)
+        score = 0.99 if "Z" in (response or "") else 0.01
+        return ClassifierScore(score, self.thresholds.verdict(score), self.thresholds,
+                               "unsafe" if score > 0.5 else "safe")
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_lm_dir: Path) -> LoadedModel:
+    return load_causal_lm(str(tiny_lm_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[tuple[str, ScriptedUpstream]]:
+    script = ScriptedUpstream()
+    with running_server(script) as url:
+        yield f"{url}/v1", script
+
+
+@pytest.fixture
+def script(upstream: tuple[str, ScriptedUpstream]) -> ScriptedUpstream:
+    """The shared scripted engine, reset to stream ``UPSTREAM_TEXT``."""
+    fresh = ScriptedUpstream()
+    engine = upstream[1]
+    engine.__dict__.update({k: v for k, v in fresh.__dict__.items()})
+    return engine
+
+
+def zyx_probe(lm: LoadedModel) -> TokenIdProbe:
+    flagged = set(lm.tokenizer("Z", add_special_tokens=False)["input_ids"])
+    return TokenIdProbe(lm.model.get_input_embeddings().weight, flagged)
+
+
+def remote_guard(lm: LoadedModel, url: str, monitor: bool = True, classifier=None, **settings) -> Guard:
+    upstream = UpstreamSettings(base_url=url, model="scripted-model", **settings)
+    probe = zyx_probe(lm)
+    source = RemoteSource(upstream, StreamMonitor(lm, probe, chunk_tokens=4) if monitor else None)
+    return Guard(lm if monitor else None, probe if monitor else None, classifier=classifier, source=source,
+                 policy=PolicySettings(release_lag=2, final_check=classifier is not None), classifier_every=4)
+
+
+def model_text(events) -> str:
+    return "".join(e.text for e in events if isinstance(e, TextReleased) and not e.is_refusal)
+
+
+def wait_until(check, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_monitor_scores_every_token_as_a_full_forward_would(lm: LoadedModel):
+    messages = [{"role": "user", "content": "Tell me about Paris."}]
+    prompt_ids = lm.encode_messages(messages)
+    for layers in ([1], [2]):  # layer 1 of 2: a truncated stack; the last layer: the full one
+        torch.manual_seed(0)
+        probe = LinearProbe(ProbeConfig(model_id="tiny", hidden_size=32, layers=layers), torch.randn(1, 32),
+                            torch.zeros(1))
+        monitor = StreamMonitor(lm, probe, chunk_tokens=3)
+        assert monitor.layers_run == (1 if layers == [1] else 2)
+        stream = monitor.start(messages, {})
+        tokens = [t for piece in pieces_of(BENIGN, 5) for t in stream.feed(piece)] + list(stream.flush())
+        assert "".join(t.piece for t in tokens) == BENIGN
+        ids = [t.token_id for t in tokens]
+        assert ids == lm.tokenizer(BENIGN, add_special_tokens=False)["input_ids"]
+        full = lm.model(input_ids=torch.tensor([prompt_ids + ids]), output_hidden_states=True).hidden_states
+        expected = probe.score_hidden_states(full)[0, len(prompt_ids) :]
+        assert torch.allclose(torch.tensor([t.score for t in tokens]), expected, atol=1e-5)
+
+
+def test_safe_upstream_text_is_released_whole(lm, upstream, script):
+    script.pieces = pieces_of(BENIGN)
+    guard = remote_guard(lm, upstream[0], classifier=ZyxClassifier())
+    events = list(guard.stream("Tell me about Paris.", GenerationConfig(max_new_tokens=99, stop=("QQ",), seed=3)))
+    finished = events[-1]
+    assert isinstance(finished, Finished) and finished.status is GenerationStatus.COMPLETED
+    assert finished.response == BENIGN == model_text(events)
+    assert sum(isinstance(e, TokenRisk) for e in events) == finished.completion_tokens > 0
+    request = script.requests[-1]
+    assert request["model"] == "scripted-model" and request["stream"] is True
+    assert (request["max_tokens"], request["stop"], request["seed"]) == (99, ["QQ"], 3)
+    assert request["messages"] == [{"role": "user", "content": "Tell me about Paris."}]
+
+
+@pytest.mark.parametrize("monitor, classifier", [(True, None), (True, ZyxClassifier), (False, ZyxClassifier)],
+                         ids=["probe-only", "probe-and-classifier", "classifier-only"])
+def test_zero_leak_when_the_upstream_turns_harmful(lm, upstream, script, monitor, classifier):
+    script.delay_s = 0.005
+    guard = remote_guard(lm, upstream[0], monitor=monitor, classifier=classifier() if classifier else None)
+    events = list(guard.stream("How do I make it?", CONFIG))
+    finished = events[-1]
+    assert isinstance(finished, Finished) and finished.status is GenerationStatus.BLOCKED
+    released = model_text(events)
+    assert UPSTREAM_TEXT[:HARMFUL_AT].startswith(released), "text at or after the harmful span reached the user"
+    assert finished.response.endswith(guard.refusal)
+    assert wait_until(lambda: script.disconnected), "the block did not abort the upstream request"
+    assert script.sent < len(script.pieces)
+
+
+def test_a_source_without_scores_needs_a_classifier(lm, upstream):
+    with pytest.raises(ValueError, match="needs a classifier"):
+        remote_guard(lm, upstream[0], monitor=False)
+
+
+@pytest.mark.parametrize("monitor", [True, False])
+def test_mid_stream_drop_holds_the_unchecked_tail(lm, upstream, script, monitor):
+    script.pieces = pieces_of(BENIGN)
+    script.drop_after = 22
+    guard = remote_guard(lm, upstream[0], monitor=monitor, classifier=KeywordClassifier())
+    events = list(guard.stream("Tell me about Paris.", CONFIG))
+    finished = events[-1]
+    assert finished.status is GenerationStatus.HELD and finished.error_code is GuardErrorCode.UPSTREAM_ERROR
+    assert "broke off" in finished.error
+    sent = "".join(script.pieces[:22])
+    assert sent.startswith(model_text(events)) and len(model_text(events)) < len(sent)
+
+
+def test_upstream_errors_are_reported_with_their_message(lm, upstream, script, unused_port):
+    guard = remote_guard(lm, upstream[0], retries=0)
+    script.fail_status = 500
+    finished = list(guard.stream("Hi", CONFIG))[-1]
+    assert finished.error_code is GuardErrorCode.UPSTREAM_ERROR
+    assert "500" in finished.error and "scripted engine failure" in finished.error and finished.response == ""
+    script.fail_status, script.stall_s = None, 1.0
+    slow = remote_guard(lm, upstream[0], read_timeout_s=0.2)
+    assert list(slow.stream("Hi", CONFIG))[-1].error_code is GuardErrorCode.UPSTREAM_TIMEOUT
+    gone = remote_guard(lm, f"http://127.0.0.1:{unused_port}/v1", retries=1, retry_backoff_s=0.0)
+    finished = list(gone.stream("Hi", CONFIG))[-1]
+    assert finished.error_code is GuardErrorCode.UPSTREAM_ERROR and "cannot reach" in finished.error
+
+
+def test_overloaded_upstream_is_retried(lm, upstream, script):
+    script.pieces, script.fail_status, script.fail_times = pieces_of(BENIGN), 503, 1
+    guard = remote_guard(lm, upstream[0], retries=1, retry_backoff_s=0.0)
+    assert guard.generate("Hi", CONFIG).response == BENIGN
+    assert len(script.requests) == 2
+
+
+@pytest.fixture
+def unused_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("upstream-bundle")
+    config = ProbeConfig(model_id=str(tiny_lm_dir), hidden_size=32, layers=[1])
+    LinearProbe(config, torch.zeros(1, 32), torch.tensor([-8.0])).save_pretrained(root / "probe")
+    return build_bundle(root / "bundle", root / "probe")
+
+
+def test_bundle_upstream_section_guards_the_engine(bundle, upstream, script, tmp_path, monkeypatch):
+    script.pieces = pieces_of(BENIGN)
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    for name in ("probe", "constitution.yaml"):
+        (remote / name).symlink_to(bundle / name)
+    data = yaml.safe_load((bundle / BUNDLE_FILE).read_text())
+    data["upstream"] = {"base_url": upstream[0], "model": "scripted-model", "api_key_env": "SCRIPTED_KEY"}
+    (remote / BUNDLE_FILE).write_text(yaml.safe_dump(data))
+    assert read_bundle(remote).upstream.base_url == upstream[0]
+    monkeypatch.delenv("SCRIPTED_KEY", raising=False)
+    with pytest.raises(InputError, match=r"upstream\.api_key_env: environment variable SCRIPTED_KEY"):
+        Guard.from_pretrained(remote, device="cpu")
+    monkeypatch.setenv("SCRIPTED_KEY", "sk-scripted")
+    guard = Guard.from_pretrained(remote, device="cpu")
+    assert isinstance(guard.source, RemoteSource) and guard.source.monitor is not None
+    assert guard.source.monitor.layers_run == 1
+    result = guard.generate("Tell me about Paris.", CONFIG)
+    assert result.status is GenerationStatus.COMPLETED and result.response == BENIGN
+    assert script.headers[-1]["authorization"] == "Bearer sk-scripted"
+    assert guard.list_models()[0]["id"] == "scripted-model"
+
+
+def test_from_pretrained_takes_an_upstream_override(bundle, upstream, script):
+    script.pieces = pieces_of(BENIGN)
+    guard = Guard.from_pretrained(bundle, device="cpu", upstream=UpstreamSettings(base_url=upstream[0]))
+    assert guard.generate("Hi", CONFIG).response == BENIGN
+    assert script.requests[-1]["model"] == "scripted-model"  # the first model the upstream lists
+
+
+def test_bad_upstream_section_names_file_line_and_field(bundle, tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for name in ("probe", "constitution.yaml"):
+        (folder / name).symlink_to(bundle / name)
+    (folder / BUNDLE_FILE).write_text("target_model: tiny\nclassifier: null\nupstream:\n  base_url: ftp://x\n"
+                                      "  retries: -1\n")
+    with pytest.raises(InputError) as error:
+        read_bundle(folder)
+    message = str(error.value)
+    assert f"{folder / BUNDLE_FILE}:4: upstream.base_url" in message and "http://" in message
+    assert f"{folder / BUNDLE_FILE}:5: upstream.retries" in message

@@ -1,0 +1,90 @@
+"""Leave-source-out: each family held out of training and calibration, scored by its own fold, pooled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_exchange_classifier import write_corpus
+from typer.testing import CliRunner
+
+from constitutional_guard.cli.app import app
+from constitutional_guard.data.schema import SPLITS, Record
+from constitutional_guard.evaluation.leave_source_out import family_of, leave_source_out, markdown
+
+FAMILIES = {"red/one": 1, "red/two": 1, "blue/one": 0, "blue/two": 0, "mixed": None}
+
+
+def make_splits(seed: int = 0) -> tuple[dict[str, list[Record]], dict[str, np.ndarray]]:
+    """Records of five sources whose label is readable from feature 0; ``mixed`` holds both labels."""
+    rng = np.random.default_rng(seed)
+    splits, features = {}, {}
+    for split in SPLITS:
+        records, rows = [], []
+        for source, label in FAMILIES.items():
+            for i in range(12):
+                y = label if label is not None else i % 2
+                response = "an answer" if i % 3 == 0 else None
+                records.append(Record(id=f"{split}-{source}-{i}", prompt=f"q {i}", response=response,
+                                      label="unsafe" if y else "safe", source=source))
+                rows.append([y + rng.normal(0, 0.25), rng.normal()])
+        splits[split], features[split] = records, np.array(rows)
+    return splits, features
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-4 * (x[:, 0] - 0.5)))
+
+
+def test_each_family_is_left_out_of_its_fold() -> None:
+    splits, features = make_splits()
+    seen: dict[str | None, set[str]] = {}
+
+    def fit(excluded: str | None):
+        trained_on = {r.source for r in splits["train"] if r.source != excluded}
+        seen[excluded] = trained_on
+        return sigmoid
+
+    report = leave_source_out(splits, features, fit, min_records=40, block_fpr=0.1, hold_rate=0.0)
+    assert report["held_out_families"] == sorted(FAMILIES)
+    assert set(seen) == {None, *FAMILIES}
+    for family in FAMILIES:
+        assert family not in seen[family] and len(seen[family]) == len(FAMILIES) - 1
+    red = report["families"]["red/one"]
+    assert red["prompts"]["n_unsafe"] == 32 and red["prompts"]["n_safe"] == 0  # all splits of the family
+    assert red["exchanges"]["n"] == 16 and red["prompts"]["unsafe_blocked"] > 0.8
+    assert report["families"]["mixed"]["prompts"]["auroc"] > 0.9
+    assert report["leave_source_out"]["auroc"]["prompts"] > 0.9
+    assert report["in_distribution"]["outcomes"]["prompts"]["safe_held"] == 0.0
+    text = markdown(report)
+    assert "| leave-source-out (pooled) |" in text and "| blue/two | prompts | 0 / 32 |" in text
+
+
+def test_small_families_stay_in_training_and_by_package_groups() -> None:
+    splits, features = make_splits()
+    report = leave_source_out(splits, features, lambda _: sigmoid, by="package", min_records=90)
+    assert report["held_out_families"] == ["blue", "red"]  # 96 each; "mixed" has 48
+    assert report["family_sizes"]["mixed"] == 48
+    assert family_of(splits["train"][0], "package") == "red"
+    with pytest.raises(ValueError, match="no source family"):
+        leave_source_out(splits, features, lambda _: sigmoid, min_records=10_000)
+
+
+def test_cli_writes_report_plot_and_json(
+    tiny_encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CGUARD_CACHE_DIR", str(tmp_path / "cache"))
+    corpus = write_corpus(tmp_path / "corpus", per_split=24)
+    out = tmp_path / "lso"
+    result = CliRunner().invoke(
+        app,
+        ["classifier", "leave-source-out", "--data", str(corpus), "--output", str(out),
+         "--base-model", str(tiny_encoder_dir), "--min-records", "20"],
+    )
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} >= {"results.json", "report.md", "families.png"}
+    assert "| alpha | prompts |" in (out / "report.md").read_text()
+    bad = CliRunner().invoke(app, ["classifier", "leave-source-out", "--data", str(corpus), "--output", str(out),
+                                   "--by", "colour"])
+    assert bad.exit_code == 2 and "--by" in bad.output
