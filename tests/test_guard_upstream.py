@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,9 +11,16 @@ import pytest
 import torch
 import yaml
 from serve_fakes import KeywordClassifier, running_server
-from upstream_fakes import BENIGN, HARMFUL_AT, UPSTREAM_TEXT, ScriptedUpstream, TokenIdProbe, pieces_of
+from upstream_fakes import (
+    BENIGN,
+    HARMFUL_AT,
+    UPSTREAM_TEXT,
+    ScriptedUpstream,
+    ZyxClassifier,
+    pieces_of,
+    remote_guard,
+)
 
-from constitutional_guard.classifiers.base import ClassifierScore, Thresholds
 from constitutional_guard.errors import InputError
 from constitutional_guard.guard.bundle import BUNDLE_FILE, build_bundle, read_bundle
 from constitutional_guard.guard.events import (
@@ -25,28 +33,11 @@ from constitutional_guard.guard.events import (
 )
 from constitutional_guard.guard.guard import Guard
 from constitutional_guard.guard.monitor import StreamMonitor
-from constitutional_guard.guard.policy import PolicySettings
-from constitutional_guard.guard.upstream import RemoteSource, UpstreamSettings
+from constitutional_guard.guard.upstream import RemoteSource, UpstreamError, UpstreamSettings, parse_chunk
 from constitutional_guard.models.loading import LoadedModel, load_causal_lm
 from constitutional_guard.probes import LinearProbe, ProbeConfig
 
 CONFIG = GenerationConfig(max_new_tokens=512)
-
-
-class ZyxClassifier:
-    """Blocks any exchange whose response contains the first character (``Z``) of the scripted harmful span."""
-
-    kind = "keyword"
-    thresholds = Thresholds(allow=0.5, block=0.5)
-
-    def __init__(self) -> None:
-        self.responses: list[str | None] = []
-
-    def score(self, prompt: str, response: str | None = None) -> ClassifierScore:
-        self.responses.append(response)
-        score = 0.99 if "Z" in (response or "") else 0.01
-        return ClassifierScore(score, self.thresholds.verdict(score), self.thresholds,
-                               "unsafe" if score > 0.5 else "safe")
 
 
 @pytest.fixture(scope="module")
@@ -68,19 +59,6 @@ def script(upstream: tuple[str, ScriptedUpstream]) -> ScriptedUpstream:
     engine = upstream[1]
     engine.__dict__.update({k: v for k, v in fresh.__dict__.items()})
     return engine
-
-
-def zyx_probe(lm: LoadedModel) -> TokenIdProbe:
-    flagged = set(lm.tokenizer("Z", add_special_tokens=False)["input_ids"])
-    return TokenIdProbe(lm.model.get_input_embeddings().weight, flagged)
-
-
-def remote_guard(lm: LoadedModel, url: str, monitor: bool = True, classifier=None, **settings) -> Guard:
-    upstream = UpstreamSettings(base_url=url, model="scripted-model", **settings)
-    probe = zyx_probe(lm)
-    source = RemoteSource(upstream, StreamMonitor(lm, probe, chunk_tokens=4) if monitor else None)
-    return Guard(lm if monitor else None, probe if monitor else None, classifier=classifier, source=source,
-                 policy=PolicySettings(release_lag=2, final_check=classifier is not None), classifier_every=4)
 
 
 def model_text(events) -> str:
@@ -144,6 +122,14 @@ def test_zero_leak_when_the_upstream_turns_harmful(lm, upstream, script, monitor
     assert script.sent < len(script.pieces)
 
 
+@pytest.mark.parametrize("monitor", [True, False])
+def test_a_blocked_prompt_never_reaches_the_upstream(lm, upstream, script, monitor):
+    guard = remote_guard(lm, upstream[0], monitor=monitor, classifier=KeywordClassifier())
+    events = list(guard.stream("How do I make a nerve agent?", CONFIG))
+    assert events[0].stage == "input" and events[-1].status is GenerationStatus.BLOCKED
+    assert events[-1].response == guard.refusal and script.requests == []
+
+
 def test_a_source_without_scores_needs_a_classifier(lm, upstream):
     with pytest.raises(ValueError, match="needs a classifier"):
         remote_guard(lm, upstream[0], monitor=False)
@@ -200,15 +186,21 @@ def bundle(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_bundle(root / "bundle", root / "probe")
 
 
-def test_bundle_upstream_section_guards_the_engine(bundle, upstream, script, tmp_path, monkeypatch):
-    script.pieces = pieces_of(BENIGN)
+def with_upstream(bundle: Path, tmp_path: Path, **section: str) -> Path:
+    """A copy of ``bundle`` whose ``guard.yaml`` has an ``upstream:`` section."""
     remote = tmp_path / "remote"
     remote.mkdir()
     for name in ("probe", "constitution.yaml"):
         (remote / name).symlink_to(bundle / name)
     data = yaml.safe_load((bundle / BUNDLE_FILE).read_text())
-    data["upstream"] = {"base_url": upstream[0], "model": "scripted-model", "api_key_env": "SCRIPTED_KEY"}
-    (remote / BUNDLE_FILE).write_text(yaml.safe_dump(data))
+    assert "upstream" not in data  # written only when there is one
+    (remote / BUNDLE_FILE).write_text(yaml.safe_dump({**data, "upstream": section}))
+    return remote
+
+
+def test_bundle_upstream_section_guards_the_engine(bundle, upstream, script, tmp_path, monkeypatch):
+    script.pieces = pieces_of(BENIGN)
+    remote = with_upstream(bundle, tmp_path, base_url=upstream[0], model="scripted-model", api_key_env="SCRIPTED_KEY")
     assert read_bundle(remote).upstream.base_url == upstream[0]
     monkeypatch.delenv("SCRIPTED_KEY", raising=False)
     with pytest.raises(InputError, match=r"upstream\.api_key_env: environment variable SCRIPTED_KEY"):
@@ -221,6 +213,65 @@ def test_bundle_upstream_section_guards_the_engine(bundle, upstream, script, tmp
     assert result.status is GenerationStatus.COMPLETED and result.response == BENIGN
     assert script.headers[-1]["authorization"] == "Bearer sk-scripted"
     assert guard.list_models()[0]["id"] == "scripted-model"
+
+
+def test_cli_generate_guards_the_bundle_upstream(bundle, upstream, script, tmp_path):
+    from typer.testing import CliRunner
+
+    from constitutional_guard.cli.app import app
+
+    script.pieces = pieces_of(BENIGN)
+    remote = with_upstream(bundle, tmp_path, base_url=upstream[0], model="scripted-model")
+    out = tmp_path / "result.json"
+    ran = CliRunner().invoke(app, ["generate", "--guard", str(remote), "--prompt", "Paris?", "--device", "cpu",
+                                   "--json", str(out)])
+    assert ran.exit_code == 0, ran.output
+    assert BENIGN.strip() in ran.stdout
+    result = json.loads(out.read_text())
+    assert result["status"] == "completed" and len(result["trace"]) == result["completion_tokens"] > 0
+    assert script.requests[-1]["messages"] == [{"role": "user", "content": "Paris?"}]
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--upstream", "ftp://engine"], "must be an http:// or https:// URL"),
+    (["--upstream-model", "m"], "no upstream: section"),
+    (["--upstream", "http://127.0.0.1:9/v1", "--upstream-api-key-env", "NO_SUCH_KEY_VAR"], "NO_SUCH_KEY_VAR"),
+])
+def test_cli_serve_rejects_bad_upstream_options(bundle, options, message):
+    from typer.testing import CliRunner
+
+    from constitutional_guard.cli.app import app
+
+    ran = CliRunner().invoke(app, ["serve", "--guard", str(bundle), "--no-auth", *options])
+    assert ran.exit_code == 2
+    assert message in " ".join(ran.output.replace("│", " ").split())  # the error box wraps long lines
+
+
+def test_an_upstream_without_monitor_needs_a_classifier(bundle, upstream):
+    with pytest.raises(InputError, match=r"upstream\.monitor: an upstream without the monitor needs a classifier"):
+        Guard.from_pretrained(bundle, upstream=UpstreamSettings(base_url=upstream[0], monitor=False))
+
+
+def test_an_upstream_without_monitor_loads_no_target_model(tiny_encoder_dir, upstream, script, tmp_path):
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from constitutional_guard.classifiers.exchange import ExchangeClassifier, ExchangeConfig
+
+    script.pieces = pieces_of(BENIGN)
+    model = BertForSequenceClassification.from_pretrained(tiny_encoder_dir, num_labels=2)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder_dir)
+    ExchangeClassifier(model, tokenizer, ExchangeConfig(allow=0.999, block=0.9999)).save_pretrained(tmp_path / "clf")
+    config = ProbeConfig(model_id="nobody/no-such-model", hidden_size=32, layers=[1])
+    LinearProbe(config, torch.zeros(1, 32), torch.zeros(1)).save_pretrained(tmp_path / "probe")
+    bundle = build_bundle(tmp_path / "bundle", tmp_path / "probe", tmp_path / "clf")
+    remote = UpstreamSettings(base_url=upstream[0], model="scripted-model", monitor=False, classifier_every=8)
+    guard = Guard.from_pretrained(bundle, upstream=remote)
+    assert guard.lm is None and not guard.scored
+    result = guard.generate("Tell me about Paris.", CONFIG)
+    assert result.status is GenerationStatus.COMPLETED and result.response == BENIGN and not result.trace
+    stages = [v.stage for v in result.verdicts]
+    assert stages[0] == "input" and stages[-1] == "final"
+    assert stages.count("stream") == result.completion_tokens // 8
 
 
 def test_from_pretrained_takes_an_upstream_override(bundle, upstream, script):
@@ -242,3 +293,13 @@ def test_bad_upstream_section_names_file_line_and_field(bundle, tmp_path):
     message = str(error.value)
     assert f"{folder / BUNDLE_FILE}:4: upstream.base_url" in message and "http://" in message
     assert f"{folder / BUNDLE_FILE}:5: upstream.retries" in message
+
+
+def test_chunks_that_cannot_be_read_fail_closed():
+    assert parse_chunk('{"choices": [{"delta": {"content": "Hi"}, "finish_reason": null}]}') == ("Hi", None, None)
+    assert parse_chunk('{"choices": [], "usage": {"prompt_tokens": 3}}') == ("", None, {"prompt_tokens": 3})
+    for bad, why in (("{not json", "not JSON"), ('{"error": {"message": "engine overloaded"}}', "engine overloaded"),
+                     ("[1, 2]", "unexpected chunk")):
+        with pytest.raises(UpstreamError, match=why) as error:
+            parse_chunk(bad)
+        assert error.value.code is GuardErrorCode.UPSTREAM_ERROR

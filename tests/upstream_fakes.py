@@ -11,6 +11,12 @@ from typing import Any
 
 import torch
 
+from constitutional_guard.classifiers.base import ClassifierScore, Thresholds
+from constitutional_guard.guard.guard import Guard
+from constitutional_guard.guard.monitor import StreamMonitor
+from constitutional_guard.guard.policy import PolicySettings
+from constitutional_guard.guard.upstream import RemoteSource, UpstreamSettings
+from constitutional_guard.models.loading import LoadedModel
 from constitutional_guard.probes.smoothing import make_smoother
 
 BENIGN = "Paris is the capital of France and it is known for its museums and its old bridges. "
@@ -135,13 +141,11 @@ class TokenIdProbe:
         self.config = ProbeSettings(model_id, embeddings.shape[1])
         self.embeddings = embeddings.detach().float()
         self.flagged = flagged
-        self.seen: list[int] = []
 
     def score_hidden_states(self, hidden_states: Sequence[torch.Tensor | None]) -> torch.Tensor:
         states, deeper = hidden_states[0], hidden_states[1]
         assert states is not None and deeper is not None and deeper.shape == states.shape
         ids = torch.cdist(states[0].float(), self.embeddings).argmin(-1).tolist()
-        self.seen.extend(ids)
         return torch.tensor([[0.99 if i in self.flagged else 0.01 for i in ids]])
 
     def new_smoother(self):
@@ -149,3 +153,28 @@ class TokenIdProbe:
 
     def check_compatible(self, model_id: str, hidden_size: int) -> None:
         return None
+
+
+class ZyxClassifier:
+    """Blocks any exchange whose response contains the first character (``Z``) of the scripted harmful span."""
+
+    kind = "keyword"
+    thresholds = Thresholds(allow=0.5, block=0.5)
+
+    def score(self, prompt: str, response: str | None = None) -> ClassifierScore:
+        score = 0.99 if "Z" in (response or "") else 0.01
+        return ClassifierScore(score, self.thresholds.verdict(score), self.thresholds,
+                               "unsafe" if score > 0.5 else "safe")
+
+
+def zyx_probe(lm: LoadedModel) -> TokenIdProbe:
+    flagged = set(lm.tokenizer("Z", add_special_tokens=False)["input_ids"])
+    return TokenIdProbe(lm.model.get_input_embeddings().weight, flagged)
+
+
+def remote_guard(lm: LoadedModel, url: str, monitor: bool = True, classifier=None, **settings) -> Guard:
+    upstream = UpstreamSettings(base_url=url, model="scripted-model", **settings)
+    probe = zyx_probe(lm)
+    source = RemoteSource(upstream, StreamMonitor(lm, probe, chunk_tokens=4) if monitor else None)
+    return Guard(lm if monitor else None, probe if monitor else None, classifier=classifier, source=source,
+                 policy=PolicySettings(release_lag=2, final_check=classifier is not None), classifier_every=4)

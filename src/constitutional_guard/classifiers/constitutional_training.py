@@ -43,7 +43,7 @@ from constitutional_guard.constitution import Constitution, load_constitution
 from constitutional_guard.data.io import read_records
 from constitutional_guard.data.schema import Record
 from constitutional_guard.errors import InputError
-from constitutional_guard.models.loading import load_causal_lm
+from constitutional_guard.models.loading import load_causal_lm, new_kv_cache
 
 EXTRA_DEFAULTS: dict[str, Any] = {
     "lora_r": 16,
@@ -214,12 +214,14 @@ def _trainer_class() -> type:
             batch = inputs["input_ids"].shape[0]
             device = inputs["input_ids"].device
             prefix = torch.tensor([self.prefixes[int(policy[0])]], device=device)
-            cache = model(input_ids=prefix, use_cache=True).past_key_values
+            cache_arg = new_kv_cache(model)
+            model(input_ids=prefix, use_cache=True, **cache_arg)
+            (cache,) = cache_arg.values()
             cache.batch_repeat_interleave(batch)
             ones = torch.ones(batch, prefix.shape[1], dtype=inputs["attention_mask"].dtype, device=device)
             mask = torch.cat([ones, inputs["attention_mask"]], dim=-1)
             positions = prefix.shape[1] + torch.arange(inputs["input_ids"].shape[1], device=device).expand(batch, -1)
-            inputs = {**inputs, "attention_mask": mask, "position_ids": positions, "past_key_values": cache}
+            inputs = {**inputs, "attention_mask": mask, "position_ids": positions, **cache_arg}
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     return SharedPrefixSFTTrainer

@@ -152,6 +152,9 @@ def build(
         0.3, help="Share of the smaller class's prompts wrapped in jailbreak templates (as many of each label)."
     ),
     encoding_rate: float = typer.Option(0.1, help="Share of the smaller class's prompts encoded (base64, rot13, …)."),
+    tense_rate: float = typer.Option(
+        0.5, help="Share of the smaller class's prompts rewritten into the past / future tense (as many of each label)."
+    ),
     style_rate: float = typer.Option(
         0.25, help="Share of each class's prompts added again in another style (query ↔ sentence ↔ imperative)."
     ),
@@ -176,6 +179,7 @@ def build(
             batch_size=batch_size,
             template_rate=template_rate,
             encoding_rate=encoding_rate,
+            tense_rate=tense_rate,
             style_rate=style_rate,
             max_per_source=max_per_source or None,
         )

@@ -82,8 +82,10 @@ def serve(
             remote.api_key()
         except ValidationError as exc:
             error = exc.errors()[0]
-            hint = "--upstream-model" if error["loc"] == ("model",) else "--upstream"
-            raise typer.BadParameter(str(error["msg"]).removeprefix("Value error, "), param_hint=hint) from None
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if error["type"] == "missing":
+                message = "needed: the bundle's guard.yaml has no upstream: section"
+            raise typer.BadParameter(message, param_hint="--upstream") from None
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--upstream-api-key-env") from None
     if no_auth and host not in ("127.0.0.1", "localhost", "::1"):

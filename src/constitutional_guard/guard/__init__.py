@@ -16,6 +16,7 @@ from constitutional_guard.guard.events import (
 )
 from constitutional_guard.guard.guard import Guard, collect_result
 from constitutional_guard.guard.policy import PolicySettings
+from constitutional_guard.guard.upstream import UpstreamSettings
 
 __all__ = [
     "ClassifierVerdict",
@@ -32,6 +33,7 @@ __all__ = [
     "PolicySettings",
     "TextReleased",
     "TokenRisk",
+    "UpstreamSettings",
     "build_bundle",
     "collect_result",
     "read_bundle",

@@ -89,8 +89,10 @@ def read_bundle(bundle_dir: str | Path) -> GuardBundle:
 
 
 def write_bundle_file(bundle: GuardBundle, bundle_dir: str | Path) -> None:
-    """Write ``guard.yaml`` (fields in declaration order)."""
+    """Write ``guard.yaml`` (fields in declaration order; no ``upstream`` section unless there is one)."""
     data = bundle.model_dump(mode="json")
+    if data["upstream"] is None:
+        del data["upstream"]
     write_text_atomic(Path(bundle_dir) / BUNDLE_FILE, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 

@@ -142,7 +142,8 @@ class GenerationResult:
     verdicts: list[ClassifierVerdict] = field(default_factory=list)
     escalations: list[Escalation] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds: ``input_check``, ``generation``, ``probe``, ``classifier``, ``total``, ``first_release``."""
+    """Seconds: ``input_check``, ``generation`` (or waiting for the upstream), ``probe`` (``monitor`` for a remote
+    source: its forwards and the probe), ``classifier``, ``total``, ``first_release``."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None

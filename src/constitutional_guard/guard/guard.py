@@ -1,4 +1,5 @@
-"""``Guard``: guarded streaming generation — input check, KV-cached token loop, probe cascade, no leaks."""
+"""``Guard``: guarded streaming generation — input check, a token source (the local KV-cached loop or a remote
+engine), the probe cascade, no leaks."""
 
 from __future__ import annotations
 

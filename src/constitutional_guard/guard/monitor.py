@@ -20,6 +20,9 @@ from constitutional_guard.guard.protocols import TokenProbe
 from constitutional_guard.guard.sources import add_time
 from constitutional_guard.models.loading import LoadedModel, Message, new_kv_cache
 
+MAX_UNCUT_TOKENS = 32
+"""Tokens of text without whitespace held back before they are cut anyway."""
+
 
 class _Truncated(Exception):
     """Raised by the hook after the deepest layer the probe reads: the rest of the forward is skipped."""
@@ -100,13 +103,9 @@ class StreamMonitor:
         return [captured.get(i) for i in range(self.deepest + 1)]
 
     def start(self, messages: list[Message], timings: dict[str, float]) -> MonitorStream:
-        """Read the prompt (one forward) and return a stream that scores the response as it arrives."""
-        prompt_ids = self.lm.encode_messages(messages)
-        cache = new_kv_cache(self.base)
-        tick = time.perf_counter()
-        self.hidden_states(prompt_ids, cache)
-        add_time(timings, "monitor", time.perf_counter() - tick)
-        return MonitorStream(self, cache, len(prompt_ids), timings)
+        """A stream that scores the response to ``messages`` as it arrives (the prompt is read with its first
+        chunk, so a prompt blocked by the input check costs no forward)."""
+        return MonitorStream(self, self.lm.encode_messages(messages), timings)
 
 
 @dataclass
@@ -114,9 +113,9 @@ class MonitorStream:
     """One response being monitored: text in, scored tokens out (each chunk of tokens once it is complete)."""
 
     monitor: StreamMonitor
-    cache: dict[str, Any]
-    prompt_tokens: int
+    prompt_ids: list[int]
     timings: dict[str, float]
+    cache: dict[str, Any] | None = None
     text: str = ""
     committed: int = 0
     """Characters of ``text`` already cut into tokens."""
@@ -125,10 +124,14 @@ class MonitorStream:
     scored_to: int = 0
     """Characters covered by scored tokens."""
 
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
     def feed(self, delta: str) -> Iterator[MonitoredToken]:
         """Add upstream text; yield the tokens of every complete chunk, scored.
 
-        The last token of the text is not cut yet: more text may extend it.
+        The last word of the text is not cut yet: more text may extend it and change its tokens.
         """
         self.text += delta
         self._cut(final=False)
@@ -151,7 +154,11 @@ class MonitorStream:
         encoded = self.monitor.lm.tokenizer(tail, add_special_tokens=False, return_offsets_mapping=True)
         tokens = list(zip(encoded["input_ids"], encoded["offset_mapping"], strict=True))
         if not final:
-            tokens = tokens[:-1]
+            # cut only before the last whitespace (pre-tokenisers split there, so the tokens before it are
+            # those of the whole text); a long run without whitespace keeps back only its last token
+            boundary = max(tail.rfind(" "), tail.rfind("\n"))
+            whole = [t for t in tokens if t[1][1] <= boundary]
+            tokens = whole if whole or len(tokens) <= MAX_UNCUT_TOKENS else tokens[:-1]
         for token_id, (_, end) in tokens:
             self.pending.append((int(token_id), self.committed + int(end)))
         if tokens:
@@ -160,8 +167,12 @@ class MonitorStream:
     def _score(self, count: int) -> Iterator[MonitoredToken]:
         chunk, self.pending = self.pending[:count], self.pending[count:]
         tick = time.perf_counter()
-        hidden = self.monitor.hidden_states([token_id for token_id, _ in chunk], self.cache)
-        scores = self.monitor.probe.score_hidden_states(hidden)[0].tolist()
+        ids = [token_id for token_id, _ in chunk]
+        if self.cache is None:  # the first chunk: read the prompt in the same forward
+            self.cache = new_kv_cache(self.monitor.base)
+            ids = self.prompt_ids + ids
+        hidden = self.monitor.hidden_states(ids, self.cache)
+        scores = self.monitor.probe.score_hidden_states(hidden)[0, -len(chunk) :].tolist()
         add_time(self.timings, "monitor", time.perf_counter() - tick)
         for (token_id, end), score in zip(chunk, scores, strict=True):
             piece, self.scored_to = self.text[self.scored_to : end], end

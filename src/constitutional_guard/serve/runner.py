@@ -20,8 +20,9 @@ T = TypeVar("T")
 class ServedGuard(Protocol):
     """What the server needs from a guard (``constitutional_guard.guard.Guard`` provides it).
 
-    Optional: ``model_id`` (the name in responses; else ``lm.name``) and ``lm`` (a ``LoadedModel``,
-    used to count prompt tokens against the limit).
+    Optional: ``model_id`` (the name in responses; else ``lm.name``), ``lm`` (a ``LoadedModel``,
+    used to count prompt tokens against the limit) and ``list_models()`` (a remote engine's models for
+    ``/v1/models``, or None).
     """
 
     constitution: Any
