@@ -117,3 +117,24 @@ def test_feature_cache_persists_and_merges(tiny_encoder_dir: Path, tmp_path: Pat
     reread = FeatureCache(tmp_path)
     assert len(reread.rows) == 3
     assert np.allclose(reread.encode(encoder, ["alpha text", "beta text"]), a, atol=1e-3)
+
+
+def test_linear_and_mlp_heads_save_what_they_are(trained: tuple[Path, Path], tiny_encoder_dir: Path,
+                                                 tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    corpus, mlp_dir = trained
+    assert "hidden_weight" in load_file(str(mlp_dir / HEAD_FILE))
+    assert json.loads((mlp_dir / CONFIG_NAME).read_text())["head"] == "mlp"
+    options = TrainOptions(data_dir=str(corpus), out_dir=str(tmp_path / "linear"), base_model=str(tiny_encoder_dir),
+                           extra={"head": "linear", "C": "1", "window": 16})
+    linear_dir = train(options)
+    assert set(load_file(str(linear_dir / HEAD_FILE))) == {"mean", "scale", "coef", "intercept"}
+    assert load_classifier(linear_dir).head.kind == "linear"
+    config = json.loads((linear_dir / CONFIG_NAME).read_text())
+    (linear_dir / CONFIG_NAME).write_text(json.dumps({**config, "head": "mlp"}))
+    with pytest.raises(InputError, match="mlp head but the weights hold a linear one"):
+        load_classifier(linear_dir)
+    with pytest.raises(ValueError, match="head"):
+        train(TrainOptions(data_dir=str(corpus), out_dir=str(tmp_path / "x"), base_model=str(tiny_encoder_dir),
+                           extra={"head": "forest"}))

@@ -3,12 +3,15 @@
 A text's features are the encoder's mean-pooled, L2-normalised token states over windows of ``window`` tokens
 (a long text gives several windows: the first and last ``max_windows / 2`` are kept), pooled by mean and by
 max across windows, so a request buried at the end of a long jailbreak template stays in view. An item's
-features are ``[prompt, response, has_response]`` (zeros for a prompt alone). The head is a linear model
-over standardised features; only it is trained, so fitting takes seconds once features exist, which makes
-retraining per held-out source (leave-source-out evaluation) affordable on a CPU.
+features are ``[prompt, response, has_response]`` (zeros for a prompt alone). The head reads standardised
+features: a logistic model, or one ReLU hidden layer under it (``mlp``), which can learn that the same
+response is harmful after one prompt and harmless after another. Only the head is trained, so fitting takes
+seconds to a minute once features exist, which makes retraining per held-out source (leave-source-out
+evaluation) affordable on a CPU.
 
 Directory layout: ``classifier_config.json``, ``head.safetensors`` (``mean``, ``scale``, ``coef``,
-``intercept``) and ``encoder/`` (the encoder and its tokenizer, so the directory stands alone).
+``intercept``, and ``hidden_weight`` / ``hidden_bias`` for an MLP head) and ``encoder/`` (the encoder and its
+tokenizer, so the directory stands alone).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from constitutional_guard.models.loading import default_device
 HEAD_FILE = "head.safetensors"
 ENCODER_DIR = "encoder"
 HEAD_TENSORS = ("mean", "scale", "coef", "intercept")
+HIDDEN_TENSORS = ("hidden_weight", "hidden_bias")
+HEAD_KINDS = ("linear", "mlp")
 
 
 @dataclass
@@ -56,6 +61,8 @@ class EmbeddingConfig:
     """Tokens per encoder window."""
     max_windows: int = 8
     """Windows kept per text (its first and last halves); longer texts lose their middle."""
+    head: str = "linear"
+    """``linear`` (logistic) or ``mlp`` (one ReLU hidden layer, then logistic)."""
     base_model: str = ""
     training: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
@@ -73,6 +80,8 @@ class EmbeddingConfig:
             raise ValueError(f"window: {self.window} is too small (need ≥ 8)")
         if self.max_windows < 1:
             raise ValueError(f"max_windows: must be at least 1, got {self.max_windows}")
+        if self.head not in HEAD_KINDS:
+            raise ValueError(f"head: unknown {self.head!r}; known: {', '.join(HEAD_KINDS)}")
         Thresholds(self.allow, self.block)
         optional_thresholds(self.prompt_allow, self.prompt_block, "prompt_allow / prompt_block")
 
@@ -163,29 +172,52 @@ def item_features(encoder: SentenceEncoder, items: list[tuple[str, str | None]],
 
 
 @dataclass(frozen=True)
-class LinearHead:
-    """Standardise, then a (multinomial) logistic model: ``coef`` is (1, d) for two labels, else (labels, d)."""
+class Head:
+    """Standardise, optionally a ReLU hidden layer, then a (multinomial) logistic output.
+
+    ``coef`` is (1, inputs) for two labels, else (labels, inputs); its inputs are the standardised features, or
+    the hidden units when ``hidden_weight`` (units, features) and ``hidden_bias`` (units) are given.
+    """
 
     mean: np.ndarray
     scale: np.ndarray
     coef: np.ndarray
     intercept: np.ndarray
+    hidden_weight: np.ndarray | None = None
+    hidden_bias: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         d = self.mean.shape[0]
-        if self.scale.shape != (d,) or self.coef.ndim != 2 or self.coef.shape[1] != d:
+        if (self.hidden_weight is None) != (self.hidden_bias is None):
+            raise ValueError("hidden_weight and hidden_bias come together")
+        width = d
+        if self.hidden_weight is not None and self.hidden_bias is not None:
+            if self.hidden_weight.ndim != 2 or self.hidden_weight.shape[1] != d:
+                raise ValueError(f"hidden_weight shape {self.hidden_weight.shape} does not match {d} features")
+            if self.hidden_bias.shape != (self.hidden_weight.shape[0],):
+                raise ValueError(f"hidden_bias shape {self.hidden_bias.shape} does not match hidden_weight")
+            width = self.hidden_weight.shape[0]
+        if self.scale.shape != (d,) or self.coef.ndim != 2 or self.coef.shape[1] != width:
             raise ValueError(f"head shapes disagree: mean {self.mean.shape}, scale {self.scale.shape}, "
                              f"coef {self.coef.shape}")
         if self.intercept.shape != (self.coef.shape[0],):
             raise ValueError(f"intercept shape {self.intercept.shape} does not match coef {self.coef.shape}")
-        for name in HEAD_TENSORS:
-            if not np.isfinite(getattr(self, name)).all():
+        for name in (*HEAD_TENSORS, *HIDDEN_TENSORS):
+            value = getattr(self, name)
+            if value is not None and not np.isfinite(value).all():
                 raise ValueError(f"{name} holds non-finite values")
         if (self.scale <= 0).any():
             raise ValueError("scale must be positive")
 
+    @property
+    def kind(self) -> str:
+        return "linear" if self.hidden_weight is None else "mlp"
+
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        logits = ((features - self.mean) / self.scale) @ self.coef.T + self.intercept
+        z = (features - self.mean) / self.scale
+        if self.hidden_weight is not None:
+            z = np.maximum(z @ self.hidden_weight.T + self.hidden_bias, 0.0)
+        logits = z @ self.coef.T + self.intercept
         if self.coef.shape[0] == 1:
             p = 1.0 / (1.0 + np.exp(-logits[:, 0]))
             return np.stack([1.0 - p, p], axis=1)
@@ -198,12 +230,12 @@ class LinearHead:
 
         from constitutional_guard.atomic import atomic_path
 
+        names = HEAD_TENSORS if self.hidden_weight is None else (*HEAD_TENSORS, *HIDDEN_TENSORS)
         with atomic_path(file) as tmp:
-            save_file({name: np.ascontiguousarray(getattr(self, name), dtype=np.float32) for name in HEAD_TENSORS},
-                      str(tmp))
+            save_file({name: np.ascontiguousarray(getattr(self, name), dtype=np.float32) for name in names}, str(tmp))
 
     @classmethod
-    def load(cls, file: Path) -> LinearHead:
+    def load(cls, file: Path) -> Head:
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
@@ -217,7 +249,8 @@ class LinearHead:
         if missing:
             raise InputError.one(file, f"missing tensors {missing}")
         try:
-            return cls(**{name: tensors[name].astype(np.float64) for name in HEAD_TENSORS})
+            present = [name for name in (*HEAD_TENSORS, *HIDDEN_TENSORS) if name in tensors]
+            return cls(**{name: tensors[name].astype(np.float64) for name in present})
         except ValueError as exc:
             raise InputError.one(file, str(exc)) from exc
 
@@ -227,12 +260,14 @@ class EmbeddingClassifier:
 
     kind = "embedding"
 
-    def __init__(self, encoder: SentenceEncoder, head: LinearHead, config: EmbeddingConfig):
+    def __init__(self, encoder: SentenceEncoder, head: Head, config: EmbeddingConfig):
         expected = 2 * encoder.dim + 1
         if head.mean.shape[0] != expected:
             raise ValueError(f"head expects {head.mean.shape[0]} features, the encoder gives {expected}")
         if head.coef.shape[0] not in (1, len(config.labels)) or (head.coef.shape[0] == 1) != (len(config.labels) == 2):
             raise ValueError(f"head has {head.coef.shape[0]} outputs for {len(config.labels)} labels")
+        if head.kind != config.head:
+            raise ValueError(f"the config names a {config.head} head but the weights hold a {head.kind} one")
         self.encoder = encoder
         self.head = head
         self.config = config
@@ -260,7 +295,7 @@ class EmbeddingClassifier:
     def from_pretrained(cls, path: str | Path, **_: Any) -> EmbeddingClassifier:
         folder = Path(path)
         config = load_config(EmbeddingConfig, folder / CONFIG_NAME)
-        head = LinearHead.load(folder / HEAD_FILE)
+        head = Head.load(folder / HEAD_FILE)
         if not (folder / ENCODER_DIR).is_dir():
             raise InputError.one(folder / ENCODER_DIR, "encoder folder not found")
         encoder = SentenceEncoder.from_pretrained(folder / ENCODER_DIR, config.window, config.max_windows)

@@ -1,8 +1,10 @@
 """Train an embedding classifier: encode once (cached on disk), fit a weighted logistic head, pick C on validation.
 
 Kind-specific settings (``TrainOptions.extra``): ``prefix_cuts``, ``max_validation``, ``exclude_sources`` and
-``inputs`` as for the exchange classifier; ``C`` (comma-separated inverse regularisation strengths tried on the
-validation split, default 0.03,0.1,0.3,1); ``source_balance`` (default true: within a label, a source's
+``inputs`` as for the exchange classifier; ``head`` (``mlp``, the default: one ReLU hidden layer of ``hidden``
+units, 256 by default; or ``linear``); ``C`` (comma-separated regularisation settings tried on the validation
+split: inverse strengths for a linear head, default 0.03,0.1,0.3,1; L2 penalties for an MLP, default 0.01);
+``source_balance`` (default true: within a label, a source's
 weight grows with the square root of its size rather than linearly, so no large source's style decides the
 label); ``window`` and ``max_windows`` (see ``EmbeddingConfig``). ``TrainOptions.max_length`` is not used.
 """
@@ -22,7 +24,7 @@ from constitutional_guard.classifiers.base import TrainOptions
 from constitutional_guard.classifiers.embedding import (
     EmbeddingClassifier,
     EmbeddingConfig,
-    LinearHead,
+    Head,
     SentenceEncoder,
     item_features,
 )
@@ -38,9 +40,11 @@ from constitutional_guard.models.loading import resolve_model
 from constitutional_guard.paths import cache_dir
 
 DEFAULT_BASE_MODEL = "minilm-l6"
-DEFAULT_C = (0.03, 0.1, 0.3, 1.0)
+DEFAULT_GRIDS: dict[str, tuple[float, ...]] = {"linear": (0.03, 0.1, 0.3, 1.0), "mlp": (0.01,)}
+DEFAULT_HEAD = "mlp"
+DEFAULT_HIDDEN = 256
 SHARED_KEYS = ("prefix_cuts", "max_validation", "exclude_sources", "inputs")
-EXTRA_KEYS = {*SHARED_KEYS, "C", "source_balance", "window", "max_windows"}
+EXTRA_KEYS = {*SHARED_KEYS, "C", "head", "hidden", "source_balance", "window", "max_windows"}
 
 
 class FeatureCache:
@@ -118,28 +122,55 @@ def fit_head(
     x_val: np.ndarray,
     y_val_unsafe: np.ndarray,
     unsafe_ids: Sequence[int],
-    grid: Sequence[float] = DEFAULT_C,
+    grid: Sequence[float] | None = None,
     seed: int = 0,
-) -> tuple[LinearHead, dict[str, Any]]:
-    """Logistic heads for each C in ``grid``; the one with the best validation AUROC of P(unsafe) is kept."""
-    from sklearn.linear_model import LogisticRegression
-
+    kind: str = DEFAULT_HEAD,
+    hidden: int = DEFAULT_HIDDEN,
+) -> tuple[Head, dict[str, Any]]:
+    """A head for each regularisation setting in ``grid``; the one with the best validation AUROC of P(unsafe)
+    is kept. ``kind``: ``linear`` (logistic regression, grid of C) or ``mlp`` (grid of L2 penalties)."""
     mean = x.mean(axis=0)
     scale = np.maximum(x.std(axis=0), 1e-6)
-    xs, xv = (x - mean) / scale, (x_val - mean) / scale
+    xs = (x - mean) / scale
     tried: dict[str, float | None] = {}
-    best: tuple[float, LinearHead] | None = None
-    for c in grid:
-        model = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-        model.fit(xs, y, sample_weight=weights)
-        head = LinearHead(mean, scale, model.coef_.astype(np.float64), model.intercept_.astype(np.float64))
+    best: tuple[float, Head] | None = None
+    for c in grid or DEFAULT_GRIDS[kind]:
+        head = _fit_one(xs, y, weights, mean, scale, kind, c, hidden, seed)
         unsafe = head.probabilities(x_val)[:, list(unsafe_ids)].sum(axis=1)
-        value = auroc(y_val_unsafe, unsafe) if len(xv) else None
+        value = auroc(y_val_unsafe, unsafe) if len(x_val) else None
         tried[str(c)] = value
         if best is None or (value is not None and value > best[0]):
             best = (value if value is not None else -1.0, head)
     assert best is not None
-    return best[1], {"C_tried": tried, "C": max(tried, key=lambda k: tried[k] or -1.0)}
+    return best[1], {"head": kind, "C_tried": tried, "C": max(tried, key=lambda k: tried[k] or -1.0)}
+
+
+def _fit_one(
+    xs: np.ndarray, y: np.ndarray, weights: np.ndarray, mean: np.ndarray, scale: np.ndarray, kind: str, c: float,
+    hidden: int, seed: int,
+) -> Head:
+    """One head on standardised features ``xs``."""
+    if kind == "linear":
+        from sklearn.linear_model import LogisticRegression
+
+        model = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(xs, y, sample_weight=weights)
+        return Head(mean, scale, model.coef_.astype(np.float64), model.intercept_.astype(np.float64))
+    if kind != "mlp":
+        raise ValueError(f"head: unknown {kind!r}; known: {', '.join(DEFAULT_GRIDS)}")
+    from sklearn.neural_network import MLPClassifier
+
+    model = MLPClassifier(
+        hidden_layer_sizes=(hidden,), alpha=c, early_stopping=True, max_iter=100, random_state=seed
+    ).fit(xs, y, sample_weight=weights)
+    first, output = model.coefs_
+    return Head(
+        mean,
+        scale,
+        output.T.astype(np.float64),
+        model.intercepts_[1].astype(np.float64),
+        first.T.astype(np.float64),
+        model.intercepts_[0].astype(np.float64),
+    )
 
 
 def _settings(extra: dict[str, Any]) -> dict[str, Any]:
@@ -148,9 +179,14 @@ def _settings(extra: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown embedding training settings {sorted(unknown)}; known: {sorted(EXTRA_KEYS)}")
     shared = exchange_settings({k: v for k, v in extra.items() if k in SHARED_KEYS})
-    grid = extra.get("C", DEFAULT_C)
+    head = str(extra.get("head", DEFAULT_HEAD))
+    if head not in DEFAULT_GRIDS:
+        raise ValueError(f"head: {head!r} is not one of {', '.join(DEFAULT_GRIDS)}")
+    grid = extra.get("C", DEFAULT_GRIDS[head])
     return {
         **{k: shared[k] for k in SHARED_KEYS},
+        "head": head,
+        "hidden": int(extra.get("hidden", DEFAULT_HIDDEN)),
         "C": tuple(float(c) for c in (str(grid).split(",") if isinstance(grid, str | float | int) else grid)),
         "source_balance": bool(extra.get("source_balance", True)),
         "window": int(extra.get("window", 128)),
@@ -177,6 +213,7 @@ def train(options: TrainOptions) -> Path:
         unsafe_labels=[labels[-1]],
         window=settings["window"],
         max_windows=settings["max_windows"],
+        head=settings["head"],
         base_model=options.base_model,
     )
     base = resolve_model(options.base_model)
@@ -198,6 +235,8 @@ def train(options: TrainOptions) -> Path:
         unsafe_ids,
         settings["C"],
         options.seed,
+        settings["head"],
+        settings["hidden"],
     )
     config.training = {
         "data_dir": str(options.data_dir),

@@ -29,6 +29,7 @@ def configure_library_output(verbose: bool) -> None:
     bars_off = "0" if verbose else "1"
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = bars_off
     os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = bars_off
+    os.environ["TQDM_DISABLE"] = bars_off  # plain tqdm bars inside libraries (e.g. GGUF conversion)
     if verbose:
         os.environ["TRANSFORMERS_VERBOSITY"] = "info"
     if "transformers" in sys.modules:

@@ -259,6 +259,7 @@ def embedding_leave_source_out(
     block_fpr: float = 0.05,
     hold_rate: float = 0.01,
     grid: Sequence[float] | None = None,
+    head: str = "mlp",
     max_per_split: int | None = None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
@@ -266,7 +267,6 @@ def embedding_leave_source_out(
     """Leave-source-out for the embedding classifier on a built corpus (features cached per encoder)."""
     from constitutional_guard.classifiers.embedding import SentenceEncoder, item_features
     from constitutional_guard.classifiers.embedding_training import (
-        DEFAULT_C,
         FeatureCache,
         fit_head,
         record_items,
@@ -297,17 +297,19 @@ def embedding_leave_source_out(
     def fit(excluded: str | None) -> Callable[[np.ndarray], np.ndarray]:
         keep, keep_val = train_family != excluded, val_family != excluded
         kept = [r for r, k in zip(splits["train"], keep, strict=True) if k]
-        head, _ = fit_head(
+        fitted, _ = fit_head(
             features["train"][keep],
             y_train[keep],
             sample_weights(kept),
             features["validation"][keep_val],
             y_val[keep_val],
             [1],
-            grid or DEFAULT_C,
+            grid,
             seed,
+            head,
         )
-        return lambda x: head.probabilities(x)[:, 1] if len(x) else np.zeros(0)
+        return lambda x: fitted.probabilities(x)[:, 1] if len(x) else np.zeros(0)
 
     report = leave_source_out(splits, features, fit, by, min_records, block_fpr, hold_rate, progress)
-    return {"classifier": {"kind": "embedding", "base_model": base_model}, "data": str(data_dir), **report}
+    classifier = {"kind": "embedding", "base_model": base_model, "head": head}
+    return {"classifier": classifier, "data": str(data_dir), **report}
