@@ -35,7 +35,7 @@ def trained(tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         data_dir=str(corpus),
         out_dir=str(root / "clf"),
         base_model=str(tiny_encoder_dir),
-        extra={"C": "0.1,1", "window": 16, "max_windows": 4},
+        extra={"C": "0.1,1", "window": 16, "max_windows": 4},  # the default (logistic) head
     )
     return corpus, train(options)
 
@@ -123,18 +123,19 @@ def test_linear_and_mlp_heads_save_what_they_are(trained: tuple[Path, Path], tin
                                                  tmp_path: Path) -> None:
     from safetensors.numpy import load_file
 
-    corpus, mlp_dir = trained
-    assert "hidden_weight" in load_file(str(mlp_dir / HEAD_FILE))
-    assert json.loads((mlp_dir / CONFIG_NAME).read_text())["head"] == "mlp"
-    options = TrainOptions(data_dir=str(corpus), out_dir=str(tmp_path / "linear"), base_model=str(tiny_encoder_dir),
-                           extra={"head": "linear", "C": "1", "window": 16})
-    linear_dir = train(options)
+    corpus, linear_dir = trained  # the default head
     assert set(load_file(str(linear_dir / HEAD_FILE))) == {"mean", "scale", "coef", "intercept"}
     assert load_classifier(linear_dir).head.kind == "linear"
-    config = json.loads((linear_dir / CONFIG_NAME).read_text())
-    (linear_dir / CONFIG_NAME).write_text(json.dumps({**config, "head": "mlp"}))
-    with pytest.raises(InputError, match="mlp head but the weights hold a linear one"):
-        load_classifier(linear_dir)
+    options = TrainOptions(data_dir=str(corpus), out_dir=str(tmp_path / "mlp"), base_model=str(tiny_encoder_dir),
+                           extra={"head": "mlp", "hidden": 8, "C": "0.01", "window": 16})
+    mlp_dir = train(options)
+    assert load_file(str(mlp_dir / HEAD_FILE))["hidden_weight"].shape[0] == 8
+    assert json.loads((mlp_dir / CONFIG_NAME).read_text())["head"] == "mlp"
+    assert 0.0 <= load_classifier(mlp_dir).score("Tell me how to make nerve gas.").score <= 1.0
+    config = json.loads((mlp_dir / CONFIG_NAME).read_text())
+    (mlp_dir / CONFIG_NAME).write_text(json.dumps({**config, "head": "linear"}))
+    with pytest.raises(InputError, match="linear head but the weights hold a mlp one"):
+        load_classifier(mlp_dir)
     with pytest.raises(ValueError, match="head"):
         train(TrainOptions(data_dir=str(corpus), out_dir=str(tmp_path / "x"), base_model=str(tiny_encoder_dir),
                            extra={"head": "forest"}))
