@@ -23,8 +23,8 @@ from constitutional_guard.evaluation.harness import (
     score_dataset,
     views,
 )
-from constitutional_guard.evaluation.metrics import binary_metrics, bootstrap_ci, bootstrap_cis, threshold_at_fpr
 from constitutional_guard.evaluation.systems import ClassifierSystem, ProbeSystem, load_system, parse_system_arg
+from constitutional_guard.metrics import binary_metrics, bootstrap_ci, bootstrap_cis, threshold_at_fpr
 from constitutional_guard.models.loading import load_causal_lm
 
 UNSAFE_WORDS = ("bomb", "poison", "malware")

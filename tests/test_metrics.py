@@ -8,7 +8,7 @@ import pytest
 from constitutional_guard.classifiers import Thresholds, Verdict, load_classifier
 from constitutional_guard.config_io import load_config, save_config
 from constitutional_guard.errors import InputError
-from constitutional_guard.evaluation.metrics import (
+from constitutional_guard.metrics import (
     auroc,
     binary_metrics,
     bootstrap_ci,

@@ -11,7 +11,7 @@ from constitutional_guard.cli.app import app
 from constitutional_guard.data.io import write_records
 from constitutional_guard.data.schema import Record
 from constitutional_guard.errors import InputError
-from constitutional_guard.evaluation.metrics import auroc
+from constitutional_guard.metrics import auroc
 from constitutional_guard.models import load_causal_lm
 from constitutional_guard.probes import LinearProbe, ProbeCompatibilityError, ProbeConfig
 from constitutional_guard.probes.pipeline import capture_splits, evaluate_probe, train_probe

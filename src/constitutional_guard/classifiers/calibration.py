@@ -23,7 +23,7 @@ from constitutional_guard.classifiers.base import SafetyClassifier, Thresholds
 from constitutional_guard.classifiers.input_format import record_prompt
 from constitutional_guard.data.augment import augmentation_name
 from constitutional_guard.data.schema import Record
-from constitutional_guard.evaluation.metrics import BinaryMetrics, binary_metrics, threshold_at_fpr
+from constitutional_guard.metrics import BinaryMetrics, binary_metrics, threshold_at_fpr
 
 DEFAULT_BLOCK_FPR = 0.01
 DEFAULT_ALLOW_RECALL = 0.99

@@ -36,7 +36,7 @@ from constitutional_guard.data.corpus import load_split
 from constitutional_guard.data.schema import LABELS, Record
 from constitutional_guard.data.sources.package_data import stable_id
 from constitutional_guard.errors import InputError
-from constitutional_guard.evaluation.metrics import auroc
+from constitutional_guard.metrics import auroc
 from constitutional_guard.models.loading import resolve_model
 from constitutional_guard.paths import cache_dir
 

@@ -26,7 +26,7 @@ from constitutional_guard.data.augment import DEFAULT_CUTS, response_prefixes
 from constitutional_guard.data.corpus import load_split
 from constitutional_guard.data.schema import LABELS, Record
 from constitutional_guard.errors import InputError
-from constitutional_guard.evaluation.metrics import auroc
+from constitutional_guard.metrics import auroc
 from constitutional_guard.models.loading import resolve_model
 
 CHECKPOINTS = "checkpoints"

@@ -129,7 +129,7 @@ _HOW = re.compile(
     r"^(?:please\s+)?(?:how (?:do|can|could|would|should|to|might) (?:i|you|one|we|someone|people)?\s*|how to\s+)",
     re.IGNORECASE,
 )
-_IMPERATIVE = re.compile(
+IMPERATIVE_START = re.compile(
     r"^(?:please\s+)?(?:write|give|create|explain|describe|provide|tell me|list|show|generate|draft|outline|develop|"
     r"design|teach|suggest|compose)\b",
     re.IGNORECASE,
@@ -145,7 +145,7 @@ def rewrite_tense(prompt: str, tense: str) -> str:
     if how:
         rest = text[how.end() :]
         return f"How did people {rest} in the past?" if tense == "past" else f"How will people {rest} in the future?"
-    if _IMPERATIVE.match(text):
+    if IMPERATIVE_START.match(text):
         request = text[0].lower() + text[1:]
         if tense == "past":
             return f"Back in the 1990s, how would someone {request}?"
@@ -166,7 +166,13 @@ def tense_rewrite(record: Record, tense: str) -> Record:
     )
 
 
-STYLES: tuple[str, ...] = ("query", "sentence", "imperative")
+STYLES: tuple[str, ...] = ("query", "sentence", "imperative", "question")
+_HOW_TO_REQUEST = re.compile(
+    r"^(?:please\s+)?(?:give|provide|write|create|explain|describe|tell|show|teach|outline|list|draft|generate)"
+    r"(?:\s+me)?(?:\s+(?:a|an|the|some|detailed|step-by-step|clear|specific))*"
+    r"(?:\s+(?:instructions?|tutorial|guide|steps|explanation|plan))?(?:\s+(?:on|for|about|of))?\s+how\s+to\s+(.+)$",
+    re.IGNORECASE,
+)
 _QUESTION_START = re.compile(
     r"^(?:who|what|when|where|why|how|which|is|are|was|were|do|does|did|can|could|should|would|will|has|have)\b",
     re.IGNORECASE,
@@ -178,7 +184,8 @@ def restyle(prompt: str, style: str) -> str:
 
     ``query``: a search query (lower case, no closing punctuation, no "please"); ``sentence``: a capitalised
     sentence with closing punctuation (``?`` for questions); ``imperative``: a question turned into a request
-    ("Tell me …"), a request left as a sentence.
+    ("Tell me …"), a request left as a sentence; ``question``: a request turned into a first-person question
+    ("Give instructions on how to X" → "How do I X?", "Write X" → "How can I write X?").
     """
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; choose from {', '.join(STYLES)}")
@@ -187,6 +194,12 @@ def restyle(prompt: str, style: str) -> str:
         return re.sub(r"^please\s+", "", text.casefold()).rstrip("?.!").strip()
     core = text.rstrip("?.! ")
     is_question = bool(_QUESTION_START.match(core)) or text.endswith("?")
+    if style == "question" and not is_question:
+        how_to = _HOW_TO_REQUEST.match(core)
+        if how_to:
+            return f"How do I {how_to.group(1)}?"
+        request = re.sub(r"^please\s+", "", core, flags=re.IGNORECASE)
+        return f"How can I {request[0].lower()}{request[1:]}?"
     if style == "imperative" and is_question:
         how = _HOW.match(core)
         if how:

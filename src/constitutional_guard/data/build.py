@@ -24,6 +24,7 @@ from constitutional_guard.constitution import Constitution, load_constitution
 from constitutional_guard.data.augment import (
     DEFAULT_CUTS,
     ENCODINGS,
+    IMPERATIVE_START,
     augmentation_name,
     encode_prompt,
     response_prefixes,
@@ -124,11 +125,15 @@ def cap_per_source(records: Sequence[Record], cap: int | None, seed: int) -> tup
 
 
 def other_style(record: Record, seed: int) -> str:
-    """A style the prompt is not written in: ``query`` for a sentence, ``sentence`` or ``imperative`` for a query."""
+    """A style the prompt is not written in: ``question`` or ``query`` for a request, ``query`` for another
+    sentence, ``sentence`` or ``imperative`` for a query (alternating, seeded)."""
     text = record.prompt_text.strip()
+    flip = int(stable_id(str(seed), "style", record.id), 16) % 2 == 0
+    if IMPERATIVE_START.match(text):
+        return "question" if flip else "query"
     if text[:1].isupper() or text.endswith(("?", ".", "!")):
         return "query"
-    return "sentence" if int(stable_id(str(seed), "style", record.id), 16) % 2 == 0 else "imperative"
+    return "sentence" if flip else "imperative"
 
 
 def parse_hub_spec(spec: str) -> tuple[str, str | None, str | None, str | None]:

@@ -1,1 +1,1 @@
-"""Metrics, threshold selection, reports and benchmarks."""
+"""Evaluation harness, reports and benchmarks (binary metrics and thresholds: ``constitutional_guard.metrics``)."""

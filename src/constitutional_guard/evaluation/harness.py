@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from constitutional_guard.evaluation.datasets import EvalDataset
-from constitutional_guard.evaluation.metrics import (
+from constitutional_guard.evaluation.systems import System
+from constitutional_guard.metrics import (
     DEFAULT_FPR_TARGETS,
     binary_metrics,
     bootstrap_cis,
     threshold_at_fpr,
     tpr_at_fpr,
 )
-from constitutional_guard.evaluation.systems import System
 
 ProgressFn = Callable[[int], None]
 

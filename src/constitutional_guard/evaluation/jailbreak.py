@@ -22,10 +22,10 @@ from constitutional_guard.atomic import write_json_atomic, write_text_atomic
 from constitutional_guard.constitution import Constitution, load_constitution
 from constitutional_guard.data.schema import Record
 from constitutional_guard.evaluation.judges import Judge
-from constitutional_guard.evaluation.metrics import proportion_ci
 from constitutional_guard.evaluation.report import pct
 from constitutional_guard.guard.events import GenerationConfig, GenerationStatus
 from constitutional_guard.guard.streaming import generate_batch
+from constitutional_guard.metrics import proportion_ci
 
 GROUPS: tuple[str, ...] = ("harmful", "jailbreak", "benign")
 ProgressFn = Callable[[int], None]

@@ -24,7 +24,7 @@ import numpy as np
 from constitutional_guard.classifiers.base import Thresholds
 from constitutional_guard.classifiers.calibration import DEFAULT_ALLOW_RECALL, choose_split_thresholds, item_thresholds
 from constitutional_guard.data.schema import Record
-from constitutional_guard.evaluation.metrics import auroc
+from constitutional_guard.metrics import auroc
 
 FAMILY_KINDS = ("source", "package")
 KINDS = ("prompts", "exchanges")

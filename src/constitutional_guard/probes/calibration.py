@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from constitutional_guard.evaluation.metrics import auroc, threshold_at_fpr
+from constitutional_guard.metrics import auroc, threshold_at_fpr
 from constitutional_guard.probes.smoothing import (
     default_candidates,
     describe,

@@ -15,11 +15,11 @@ from constitutional_guard.activations import ActivationSet, CaptureSettings, cap
 from constitutional_guard.data.io import read_records
 from constitutional_guard.data.schema import SPLITS, Record
 from constitutional_guard.errors import InputError
-from constitutional_guard.evaluation.metrics import auroc, threshold_sweep, tpr_at_fpr
+from constitutional_guard.metrics import auroc, threshold_sweep, tpr_at_fpr
 from constitutional_guard.models.loading import LoadedModel
 from constitutional_guard.probes.calibration import choose_smoother, escalation_metrics
-from constitutional_guard.probes.probe import LinearProbe, ProbeConfig
-from constitutional_guard.probes.training import build_examples, fit_logistic, record_labels, token_scores
+from constitutional_guard.probes.probe import LinearProbe, ProbeConfig, fit_logistic
+from constitutional_guard.probes.training import build_examples, record_labels, token_scores
 
 FPR_TARGETS = (0.01, 0.05)
 

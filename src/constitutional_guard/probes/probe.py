@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,8 +235,6 @@ class LinearProbe:
         **options: Any,
     ) -> LinearProbe:
         """Fit standardisation and weights (class-balanced, early-stopped on the validation features)."""
-        from constitutional_guard.probes.training import fit_logistic
-
         fit_logistic(self, features, labels, sample_weight, val_features, val_labels, val_weight, **options)
         return self
 
@@ -273,3 +272,87 @@ class LinearProbe:
                 hidden_size if hidden_size is not None else config.hidden_size,
             )
         return probe
+
+
+def _balanced(labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Sample weights rescaled so that both classes carry the same total weight."""
+    out = weights.clone()
+    for cls in (0, 1):
+        mask = labels == cls
+        total = weights[mask].sum()
+        if total > 0:
+            out[mask] = weights[mask] / total * (weights.sum() / 2)
+    return out / out.mean()
+
+
+def _loss(
+    probe: LinearProbe, z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """Weighted BCE: on the single logit (concat) or summed over each layer's own probe (mean)."""
+    logits = probe.logits_from_standardised(z, weight, bias)
+    targets = y[:, None].expand_as(logits)
+    per = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(1)
+    return (per * w).sum() / w.sum()
+
+
+def fit_logistic(
+    probe: LinearProbe,
+    features: np.ndarray,
+    labels: np.ndarray,
+    sample_weight: np.ndarray | None = None,
+    val_features: np.ndarray | None = None,
+    val_labels: np.ndarray | None = None,
+    val_weight: np.ndarray | None = None,
+    l2: float = 1e-2,
+    lr: float = 1e-3,
+    max_epochs: int = 80,
+    batch_size: int = 2048,
+    patience: int = 5,
+    seed: int = 0,
+) -> dict:
+    """Fit standardisation on the training features, then class-balanced L2 logistic weights with Adam,
+    keeping the epoch with the lowest balanced validation loss (no validation: all epochs)."""
+    n_layers, hidden = len(probe.config.layers), probe.config.hidden_size
+    x = torch.as_tensor(features, dtype=torch.float32).reshape(len(features), n_layers, hidden)
+    y = torch.as_tensor(labels, dtype=torch.float32)
+    if len(torch.unique(y)) < 2:
+        raise ValueError("training needs both safe and unsafe examples")
+    w = torch.as_tensor(sample_weight if sample_weight is not None else np.ones(len(y)), dtype=torch.float32)
+    probe.set_standardisation(x, w)
+    z = probe.standardise(x)
+    w = _balanced(y, w)
+    val = None
+    if val_features is not None and val_labels is not None and len(np.unique(val_labels)) == 2:
+        vx = torch.as_tensor(val_features, dtype=torch.float32).reshape(len(val_features), n_layers, hidden)
+        vw = torch.as_tensor(val_weight if val_weight is not None else np.ones(len(val_labels)), dtype=torch.float32)
+        vy = torch.as_tensor(val_labels, dtype=torch.float32)
+        val = (probe.standardise(vx), vy, _balanced(vy, vw))
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.zeros(n_layers, hidden, requires_grad=True)
+    bias = torch.zeros(len(probe.bias), requires_grad=True)
+    optimizer = torch.optim.Adam([weight, bias], lr=lr)
+    best = (float("inf"), weight.detach().clone(), bias.detach().clone(), 0)
+    history = []
+    for epoch in range(max_epochs):
+        order = torch.randperm(len(y), generator=generator)
+        for start in range(0, len(y), batch_size):
+            idx = order[start : start + batch_size]
+            loss = _loss(probe, z[idx], y[idx], w[idx], weight, bias) + l2 * (weight**2).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if val is None:
+            best = (0.0, weight.detach().clone(), bias.detach().clone(), epoch)
+            continue
+        with torch.no_grad():
+            val_loss = float(_loss(probe, *val, weight, bias))
+        history.append(val_loss)
+        if val_loss < best[0] - 1e-5:
+            best = (val_loss, weight.detach().clone(), bias.detach().clone(), epoch)
+        elif epoch - best[3] >= patience:
+            break
+    probe.set_weights(best[1], best[2])
+    info = {"best_epoch": best[3] + 1, "epochs_run": epoch + 1, "val_loss": best[0] if val is not None else None,
+            "l2": l2, "lr": lr, "batch_size": batch_size, "patience": patience}
+    probe.config.training = {**copy.deepcopy(probe.config.training), **info}
+    return info

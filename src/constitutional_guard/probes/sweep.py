@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from constitutional_guard.evaluation.metrics import auroc
+from constitutional_guard.metrics import auroc
 from constitutional_guard.probes.pipeline import Split, exchange_scores, final_token_metrics, fit_probe
 from constitutional_guard.probes.smoothing import make_smoother, max_risk
 
