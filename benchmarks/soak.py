@@ -4,8 +4,9 @@ Serves the real ``Guard`` on the tiny random model with the stand-in checks of `
 process, on a free port of 127.0.0.1 only. Each client streams completions back to back until the time is up;
 a share of the prompts is harmful (must end in ``content_filter``) and a share of the streams is dropped by
 the client after a few chunks. Reports errors (a client's own disconnect is not one), requests completed,
-RSS over the run and the server's in-flight gauges once the load stops, as JSON; exits 1 on any error, on
-gauges that do not return to 0, or on RSS growth beyond ``--max-rss-growth``.
+RSS over the run and the server's in-flight gauges once the load stops, as JSON; exits 1 on any error (a
+generation the server counts as ``failed`` included), on gauges that do not return to 0, or on RSS growth
+beyond ``--max-rss-growth``.
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/soak.py --seconds 300 --out /tmp/soak.json
 """
@@ -235,7 +236,7 @@ def main() -> None:
         write_text_atomic(args.out, text + "\n")
     idle = gauges.get("cguard_running") == 0 and gauges.get("cguard_queued") == 0 and app_state == {
         "running": 0, "queued": 0}
-    if tally.errors or not idle or growth is None or growth > args.max_rss_growth:
+    if tally.errors or generations.get("failed") or not idle or growth is None or growth > args.max_rss_growth:
         raise SystemExit(1)
 
 

@@ -3,7 +3,7 @@ policy do, no text leaves the guard that a check did not cover.
 
 Random per-token probe scores (NaN and infinities included), classifier verdicts (errors and non-finite
 scores included), source failures, stop strings and policy settings drive the real ``Cascade`` over a
-scripted token source. ``CGUARD_CASCADE_EXAMPLES`` sets the example count (default 150), e.g. the long run
+scripted token source. ``CGUARD_CASCADE_EXAMPLES`` sets the example count (default 300), e.g. the long run
 in docs/results/serving.md: ``CGUARD_CASCADE_EXAMPLES=5000 .venv/bin/pytest tests/test_cascade_properties.py``.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as record
@@ -36,13 +36,12 @@ from constitutional_guard.guard.policy import PolicySettings
 from constitutional_guard.guard.sources import PieceText, SourceStep, SourceStream
 from constitutional_guard.probes.smoothing import make_smoother
 
-EXAMPLES = int(os.environ.get("CGUARD_CASCADE_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("CGUARD_CASCADE_EXAMPLES", "300"))
 PROPERTIES = settings(max_examples=EXAMPLES, deadline=None, database=None,
                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 PROMPT = "Tell me about it."
 REFUSAL = "I can't help with that."
 NON_FINITE = (math.nan, math.inf, -math.inf)
-
 
 
 def weighted(*options: tuple[int, st.SearchStrategy]) -> st.SearchStrategy:
@@ -60,14 +59,20 @@ def weighted(*options: tuple[int, st.SearchStrategy]) -> st.SearchStrategy:
 
 unit = st.floats(min_value=0.0, max_value=1.0)
 non_finite = st.sampled_from(NON_FINITE)
-probe_scores = weighted((12, st.floats(min_value=0.0, max_value=0.1)), (6, unit), (1, non_finite))
-classifier_outcomes = weighted((8, st.floats(min_value=0.0, max_value=0.2)), (6, unit), (1, non_finite),
-                               (1, st.just("error")))
-pieces = st.text(alphabet="ab c\n", max_size=3)
+low_scores = st.floats(min_value=0.0, max_value=0.05)
+spikes = weighted((4, st.floats(min_value=0.5, max_value=1.0)), (2, unit), (1, non_finite))
+classifier_outcomes = weighted((5, st.just(Verdict.ALLOW)), (4, st.just(Verdict.UNCERTAIN)),
+                               (2, st.just(Verdict.BLOCK)), (1, non_finite), (1, st.just("error")))
+risk_levels = weighted((3, st.floats(min_value=0.3, max_value=1.0)), (1, unit))
+"""Mostly above the low readings, sometimes anywhere (then every token may be risky)."""
+smoothers = weighted((3, st.just("none")), (2, st.just("ema")),
+                     (1, st.sampled_from(["window", "cummax", "k_consecutive"])))
+pieces = st.text(alphabet="ab c\n", min_size=1, max_size=3) | st.just("")
 policies = st.builds(
     PolicySettings,
-    escalation_threshold=st.none() | unit,
-    suspicious_fraction=st.floats(min_value=0.01, max_value=1.0),
+    escalation_threshold=st.none() | risk_levels,
+    suspicious_fraction=weighted((3, st.floats(min_value=0.3, max_value=1.0)),
+                                 (1, st.floats(min_value=0.01, max_value=1.0))),
     release_lag=st.integers(0, 6),
     cooldown_tokens=st.integers(0, 12),
     max_held_tokens=st.integers(1, 12),
@@ -84,7 +89,7 @@ class Failure:
 
 
 class ScriptedClassifier:
-    """Answers each call with a freshly drawn score, a non-finite score or an exception."""
+    """Answers each call with a freshly drawn verdict (a score in its range), a non-finite score or an exception."""
 
     kind = "scripted"
 
@@ -98,10 +103,16 @@ class ScriptedClassifier:
         if outcome == "error":
             self.failure.code = GuardErrorCode.CLASSIFIER_FAILED
             raise RuntimeError("classifier crashed")
-        if not math.isfinite(outcome):
+        if isinstance(outcome, float):
             self.failure.code = GuardErrorCode.NON_FINITE_SCORE
-        verdict = self.thresholds.verdict(outcome)
-        return ClassifierScore(outcome, verdict, self.thresholds, "unsafe" if verdict != Verdict.ALLOW else "safe")
+            score = outcome
+        else:
+            allow, block = self.thresholds.allow, self.thresholds.block
+            ranges = {Verdict.ALLOW: (0.0, allow), Verdict.UNCERTAIN: (allow, block), Verdict.BLOCK: (block, 1.0)}
+            low, high = ranges[outcome]
+            score = low if low >= high else self.data.draw(st.floats(low, high, exclude_max=outcome != Verdict.BLOCK))
+        verdict = self.thresholds.verdict(score)
+        return ClassifierScore(score, verdict, self.thresholds, "unsafe" if verdict != Verdict.ALLOW else "safe")
 
 
 @dataclass
@@ -114,6 +125,7 @@ class ScriptedSource:
     fail_at: int | None
     failure: Failure
     yielded: int = 0
+    text: PieceText = field(init=False)
 
     def open(self) -> SourceStream:
         self.text = PieceText(self.stops)
@@ -138,9 +150,13 @@ class ScriptedSource:
 def scenarios(draw: st.DrawFn) -> tuple[ScriptedSource, bool]:
     """A scripted source and whether it is probe-scored (else only periodic classifier checks cover it)."""
     scored = draw(st.booleans())
-    texts = draw(st.lists(pieces, min_size=1, max_size=30))
-    scores = [draw(probe_scores) if scored else None for _ in texts]
-    stops = draw(st.lists(st.text(alphabet="abc", min_size=1, max_size=3), max_size=2))
+    length = draw(st.integers(1, 40))
+    texts = draw(st.lists(pieces, min_size=length, max_size=length))
+    scores: list[float | None] = [draw(low_scores) if scored else None for _ in texts]
+    if scored:  # a few risky (or broken) readings among low ones
+        for index in draw(st.lists(st.integers(0, len(texts) - 1), max_size=3)):
+            scores[index] = draw(spikes)
+    stops = draw(weighted((3, st.just([])), (1, st.lists(st.text(alphabet="abc", min_size=1, max_size=3), max_size=2))))
     fail_at = draw(weighted((4, st.none()), (1, st.integers(0, max(len(texts) - 1, 0)))))
     return ScriptedSource(texts, scores, stops, fail_at, Failure()), scored
 
@@ -160,18 +176,17 @@ def run_cascade(data: st.DataObject) -> tuple[list[Seen], ScriptedSource, Cascad
     allow = data.draw(unit, label="allow threshold")
     thresholds = Thresholds(allow, data.draw(st.floats(min_value=allow, max_value=1.0), label="block threshold"))
     classifier = ScriptedClassifier(data, thresholds, source.failure)
-    with_classifier = data.draw(st.booleans() if scored else weighted((9, st.just(True)), (1, st.just(False))),
+    with_classifier = data.draw(weighted((3 if scored else 9, st.just(True)), (1, st.just(False))),
                                 label="has classifier")
     cascade = Cascade(
-        thresholds=policy.thresholds(data.draw(unit, label="probe threshold")),
+        thresholds=policy.thresholds(data.draw(risk_levels, label="probe threshold")),
         policy=policy,
         refusal=REFUSAL,
         classifier=classifier if with_classifier else None,
         input_classifier=classifier if data.draw(st.booleans(), label="has input classifier") else None,
         classifier_every=data.draw(st.integers(1, 8), label="classifier every"),
     )
-    smoother = make_smoother(data.draw(st.sampled_from(["none", "ema", "window", "cummax", "k_consecutive"]))) \
-        if scored else None
+    smoother = make_smoother(data.draw(smoothers, label="smoother")) if scored else None
     stream = source.open()
     seen = [Seen(event, source.yielded, source.failure.code)
             for event in cascade.run(PROMPT, stream, smoother, {})]
@@ -232,7 +247,8 @@ def test_nothing_unchecked_is_ever_released(data: st.DataObject) -> None:
                 final = position == len(seen) - 2 and end.status is GenerationStatus.COMPLETED
                 # from the first token not yet covered by a release: text held back (the start of a stop
                 # string) goes out later, under the index of a token released before without text
-                for token in range(released_tokens, min(event.last_token + 1, s.scored)):
+                covered = min(event.last_token + 1, s.scored)
+                for token in range(released_tokens, covered):
                     if token < allowed_through:
                         continue
                     assert needs_allow_from is None or token < needs_allow_from, \
@@ -246,8 +262,8 @@ def test_nothing_unchecked_is_ever_released(data: st.DataObject) -> None:
                     assert all(r is not None and r.state == "continue" for r in recent), \
                         f"token {token} released without {lag + 1} low-risk tokens after it"
                 released += event.text
-                released_tokens = max(released_tokens, event.last_token + 1)
-                checked = source.text.text_through(event.last_token + 1, final=True)
+                released_tokens = max(released_tokens, covered)
+                checked = source.text.text_through(covered, final=True)
                 assert checked.startswith(released), "released text is a prefix of the checked text"
 
     record(f"ends {end.status.value}" + (f" ({end.error_code.value})" if end.error_code else ""))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -69,6 +70,56 @@ class ClassifierScore:
     """Most probable label name."""
     probabilities: dict[str, float] = field(default_factory=dict)
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+class ConfigThresholds:
+    """``thresholds`` and ``prompt_thresholds`` kept in ``self.config`` as ``allow`` / ``block`` and
+    ``prompt_allow`` / ``prompt_block`` (None: prompts use the exchange pair), so saving the config saves them."""
+
+    config: Any
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.config.allow, self.config.block)
+
+    @thresholds.setter
+    def thresholds(self, value: Thresholds) -> None:
+        self.config.allow, self.config.block = value.allow, value.block
+
+    @property
+    def prompt_thresholds(self) -> Thresholds:
+        c = self.config
+        return optional_thresholds(c.prompt_allow, c.prompt_block, "prompt thresholds") or self.thresholds
+
+    @prompt_thresholds.setter
+    def prompt_thresholds(self, value: Thresholds | None) -> None:
+        pair = (value.allow, value.block) if value is not None else (None, None)
+        self.config.prompt_allow, self.config.prompt_block = pair
+
+    def scores_from_probabilities(
+        self, items: list[tuple[str, str | None]], rows: list[list[float]], unsafe_ids: list[int]
+    ) -> list[ClassifierScore]:
+        """One score per item from its per-label probabilities: P(unsafe) is the sum over ``unsafe_ids``,
+        judged by the prompt pair for a prompt alone and the exchange pair otherwise. A non-finite score is
+        ``uncertain`` (held): a check that cannot be read never allows."""
+        exchange, prompt = self.thresholds, self.prompt_thresholds
+        labels = self.config.labels
+        results = []
+        for (_, response), row in zip(items, rows, strict=True):
+            thresholds = prompt if response is None else exchange
+            unsafe = sum(row[i] for i in unsafe_ids)
+            finite = math.isfinite(unsafe)
+            unsafe = min(max(unsafe, 0.0), 1.0) if finite else float("nan")
+            results.append(
+                ClassifierScore(
+                    score=unsafe,
+                    verdict=thresholds.verdict(unsafe) if finite else Verdict.UNCERTAIN,
+                    thresholds=thresholds,
+                    label=labels[max(range(len(row)), key=row.__getitem__)],
+                    probabilities=dict(zip(labels, row, strict=True)),
+                )
+            )
+        return results
 
 
 @runtime_checkable

@@ -16,7 +16,6 @@ tokenizer, so the directory stands alone).
 
 from __future__ import annotations
 
-import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +27,8 @@ import torch
 from constitutional_guard.classifiers.base import (
     CONFIG_NAME,
     ClassifierScore,
+    ConfigThresholds,
     Thresholds,
-    Verdict,
     optional_thresholds,
 )
 from constitutional_guard.config_io import load_config, save_config
@@ -255,7 +254,7 @@ class Head:
             raise InputError.one(file, str(exc)) from exc
 
 
-class EmbeddingClassifier:
+class EmbeddingClassifier(ConfigThresholds):
     """Scores prompts and exchanges with a frozen encoder and a linear head."""
 
     kind = "embedding"
@@ -272,24 +271,6 @@ class EmbeddingClassifier:
         self.head = head
         self.config = config
         self._unsafe_ids = [config.labels.index(name) for name in config.unsafe_labels]
-
-    @property
-    def thresholds(self) -> Thresholds:
-        return Thresholds(self.config.allow, self.config.block)
-
-    @thresholds.setter
-    def thresholds(self, value: Thresholds) -> None:
-        self.config.allow, self.config.block = value.allow, value.block
-
-    @property
-    def prompt_thresholds(self) -> Thresholds:
-        c = self.config
-        return optional_thresholds(c.prompt_allow, c.prompt_block, "prompt thresholds") or self.thresholds
-
-    @prompt_thresholds.setter
-    def prompt_thresholds(self, value: Thresholds | None) -> None:
-        pair = (value.allow, value.block) if value is not None else (None, None)
-        self.config.prompt_allow, self.config.prompt_block = pair
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **_: Any) -> EmbeddingClassifier:
@@ -329,21 +310,4 @@ class EmbeddingClassifier:
     def score_batch(self, items: list[tuple[str, str | None]]) -> list[ClassifierScore]:
         if not items:
             return []
-        probs = self.probabilities(items)
-        exchange, prompt = self.thresholds, self.prompt_thresholds
-        results = []
-        for (_, response), row in zip(items, probs.tolist(), strict=True):
-            thresholds = prompt if response is None else exchange
-            unsafe = sum(row[i] for i in self._unsafe_ids)
-            unsafe = min(max(unsafe, 0.0), 1.0) if math.isfinite(unsafe) else float("nan")
-            best = max(range(len(row)), key=row.__getitem__)
-            results.append(
-                ClassifierScore(
-                    score=unsafe,
-                    verdict=thresholds.verdict(unsafe) if math.isfinite(unsafe) else Verdict.UNCERTAIN,
-                    thresholds=thresholds,
-                    label=self.config.labels[best],
-                    probabilities=dict(zip(self.config.labels, row, strict=True)),
-                )
-            )
-        return results
+        return self.scores_from_probabilities(items, self.probabilities(items).tolist(), self._unsafe_ids)

@@ -29,10 +29,9 @@ from constitutional_guard.classifiers.embedding import (
     SentenceEncoder,
     item_features,
 )
-from constitutional_guard.classifiers.exchange_training import cap_records, select_inputs, with_prefixes
+from constitutional_guard.classifiers.exchange_training import training_records
 from constitutional_guard.classifiers.exchange_training import training_settings as exchange_settings
 from constitutional_guard.classifiers.input_format import record_prompt
-from constitutional_guard.data.corpus import load_split
 from constitutional_guard.data.schema import LABELS, Record
 from constitutional_guard.data.sources.package_data import stable_id
 from constitutional_guard.errors import InputError
@@ -199,15 +198,7 @@ def train(options: TrainOptions) -> Path:
     """Fit the head on the corpus's train split and save a standalone classifier directory to ``out_dir``."""
     settings = _settings(options.extra)
     labels = list(LABELS[options.label_scheme])
-    train_records = load_split(options.data_dir, "train", options.label_scheme)
-    if settings["exclude_sources"]:
-        train_records = [r for r in train_records if r.source not in settings["exclude_sources"]]
-    train_records = select_inputs(with_prefixes(train_records, settings["prefix_cuts"]), settings["inputs"])
-    train_records = cap_records(train_records, options.max_train, options.seed)
-    val_records = select_inputs(load_split(options.data_dir, "validation", options.label_scheme), settings["inputs"])
-    val_records = cap_records(val_records, settings["max_validation"], options.seed)
-    if not train_records or not val_records:
-        raise InputError.one(options.data_dir, "training needs non-empty train and validation splits")
+    train_records, val_records = training_records(options, settings)
     config = EmbeddingConfig(
         label_scheme=options.label_scheme,
         labels=labels,

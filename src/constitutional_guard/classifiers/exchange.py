@@ -8,7 +8,13 @@ from typing import Any
 
 import torch
 
-from constitutional_guard.classifiers.base import CONFIG_NAME, ClassifierScore, Thresholds, optional_thresholds
+from constitutional_guard.classifiers.base import (
+    CONFIG_NAME,
+    ClassifierScore,
+    ConfigThresholds,
+    Thresholds,
+    optional_thresholds,
+)
 from constitutional_guard.classifiers.input_format import MIN_PROMPT_TOKENS, format_input
 from constitutional_guard.config_io import load_config, save_config
 from constitutional_guard.data.schema import LABELS
@@ -66,7 +72,7 @@ class ExchangeConfig:
         return cls(label_scheme=label_scheme, labels=labels, unsafe_labels=[labels[-1]], **kwargs)
 
 
-class ExchangeClassifier:
+class ExchangeClassifier(ConfigThresholds):
     """Scores prompts and exchanges with an ``AutoModelForSequenceClassification``."""
 
     kind = "exchange"
@@ -86,24 +92,6 @@ class ExchangeClassifier:
         self.model.to(self.device)
         self.batch_size = batch_size
         self._unsafe_ids = [config.labels.index(name) for name in config.unsafe_labels]
-
-    @property
-    def thresholds(self) -> Thresholds:
-        return Thresholds(self.config.allow, self.config.block)
-
-    @thresholds.setter
-    def thresholds(self, value: Thresholds) -> None:
-        self.config.allow, self.config.block = value.allow, value.block
-
-    @property
-    def prompt_thresholds(self) -> Thresholds:
-        c = self.config
-        return optional_thresholds(c.prompt_allow, c.prompt_block, "prompt thresholds") or self.thresholds
-
-    @prompt_thresholds.setter
-    def prompt_thresholds(self, value: Thresholds | None) -> None:
-        pair = (value.allow, value.block) if value is not None else (None, None)
-        self.config.prompt_allow, self.config.prompt_block = pair
 
     @classmethod
     def from_pretrained(
@@ -160,20 +148,4 @@ class ExchangeClassifier:
     def score_batch(self, items: list[tuple[str, str | None]]) -> list[ClassifierScore]:
         if not items:
             return []
-        probs = self.probabilities(items)
-        exchange, prompt = self.thresholds, self.prompt_thresholds
-        results = []
-        for (_, response), row in zip(items, probs.tolist(), strict=True):
-            thresholds = prompt if response is None else exchange
-            unsafe = min(max(sum(row[i] for i in self._unsafe_ids), 0.0), 1.0)
-            best = max(range(len(row)), key=row.__getitem__)
-            results.append(
-                ClassifierScore(
-                    score=unsafe,
-                    verdict=thresholds.verdict(unsafe),
-                    thresholds=thresholds,
-                    label=self.config.labels[best],
-                    probabilities=dict(zip(self.config.labels, row, strict=True)),
-                )
-            )
-        return results
+        return self.scores_from_probabilities(items, self.probabilities(items).tolist(), self._unsafe_ids)

@@ -86,6 +86,23 @@ def _encode(records: list[Record], tokenizer: Any, max_length: int, min_prompt_t
     return rows
 
 
+def training_records(options: TrainOptions, settings: dict[str, Any]) -> tuple[list[Record], list[Record]]:
+    """Train and validation records as ``settings`` (see ``training_settings``) select them: excluded sources
+    left out, prefixes added, inputs chosen, both capped; an error when either ends up empty."""
+    train_records = load_split(options.data_dir, "train", options.label_scheme)
+    if settings["exclude_sources"]:
+        train_records = [r for r in train_records if r.source not in settings["exclude_sources"]]
+    train_records = select_inputs(with_prefixes(train_records, settings["prefix_cuts"]), settings["inputs"])
+    train_records = cap_records(train_records, options.max_train, options.seed)
+    val_records = select_inputs(load_split(options.data_dir, "validation", options.label_scheme), settings["inputs"])
+    val_records = cap_records(val_records, settings["max_validation"], options.seed)
+    if not train_records or not val_records:
+        raise InputError.one(
+            options.data_dir, f"training needs non-empty train and validation splits (inputs={settings['inputs']})"
+        )
+    return train_records, val_records
+
+
 def training_settings(extra: dict[str, Any]) -> dict[str, Any]:
     """Typed training settings from ``TrainOptions.extra``; unknown keys are an error."""
     unknown = set(extra) - EXTRA_KEYS
@@ -125,17 +142,7 @@ def train(options: TrainOptions) -> Path:
     settings = training_settings(options.extra)
     labels = list(LABELS[options.label_scheme])
     out = Path(options.out_dir)
-    train_records = load_split(options.data_dir, "train", options.label_scheme)
-    if settings["exclude_sources"]:
-        train_records = [r for r in train_records if r.source not in settings["exclude_sources"]]
-    train_records = select_inputs(with_prefixes(train_records, settings["prefix_cuts"]), settings["inputs"])
-    train_records = cap_records(train_records, options.max_train, options.seed)
-    val_records = select_inputs(load_split(options.data_dir, "validation", options.label_scheme), settings["inputs"])
-    val_records = cap_records(val_records, settings["max_validation"], options.seed)
-    if not train_records or not val_records:
-        raise InputError.one(
-            options.data_dir, f"training needs non-empty train and validation splits (inputs={settings['inputs']})"
-        )
+    train_records, val_records = training_records(options, settings)
 
     base = resolve_model(options.base_model)
     tokenizer = AutoTokenizer.from_pretrained(base)

@@ -346,6 +346,8 @@ class ChatService:
                     if text:
                         yield state.chunk(Delta(content=text))
                     event = await asyncio.wait_for(run.next(), deadline - loop.time())
+                if state.finished is None and watcher.done():
+                    return  # the client left and its watcher stopped the generation: cancelled, nothing to send
                 if state.finished is None:
                     raise self._no_result()
                 if (error := upstream_error(state.finished)) is not None:
