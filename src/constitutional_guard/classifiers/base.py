@@ -10,6 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from constitutional_guard.data.schema import LABELS
 from constitutional_guard.errors import InputError
 
 CONFIG_NAME = "classifier_config.json"
@@ -70,6 +71,38 @@ class ClassifierScore:
     """Most probable label name."""
     probabilities: dict[str, float] = field(default_factory=dict)
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LabelledConfig:
+    """The part of ``classifier_config.json`` every scored-by-probabilities kind shares: its kind, the label
+    scheme and labels, and the exchange and prompt threshold pairs. A subclass sets ``kind``'s default to its
+    own kind, which is then the only kind it accepts."""
+
+    kind: str = ""
+    label_scheme: str = "binary"
+    labels: list[str] = field(default_factory=lambda: list(LABELS["binary"]))
+    """Label names in the order of the model's outputs."""
+    unsafe_labels: list[str] = field(default_factory=lambda: ["unsafe"])
+    """Labels whose probabilities add up to the unsafe score."""
+    allow: float = 0.5
+    block: float = 0.5
+    prompt_allow: float | None = None
+    prompt_block: float | None = None
+    """Thresholds for prompts alone (the input check); None: ``allow`` / ``block`` serve prompts too."""
+
+    def __post_init__(self) -> None:
+        expected = type(self).__dataclass_fields__["kind"].default
+        if self.kind != expected:
+            raise ValueError(f"kind: expected {expected!r}, got {self.kind!r}")
+        if self.label_scheme not in LABELS:
+            raise ValueError(f"label_scheme: unknown {self.label_scheme!r}; known: {', '.join(LABELS)}")
+        if list(self.labels) != list(LABELS[self.label_scheme]):
+            raise ValueError(f"labels: {self.labels} do not match scheme {self.label_scheme!r}")
+        if not self.unsafe_labels or set(self.unsafe_labels) - set(self.labels):
+            raise ValueError(f"unsafe_labels: {self.unsafe_labels} must be a non-empty subset of {self.labels}")
+        Thresholds(self.allow, self.block)
+        optional_thresholds(self.prompt_allow, self.prompt_block, "prompt_allow / prompt_block")
 
 
 class ConfigThresholds:

@@ -28,11 +28,9 @@ from constitutional_guard.classifiers.base import (
     CONFIG_NAME,
     ClassifierScore,
     ConfigThresholds,
-    Thresholds,
-    optional_thresholds,
+    LabelledConfig,
 )
 from constitutional_guard.config_io import load_config, save_config
-from constitutional_guard.data.schema import LABELS
 from constitutional_guard.errors import InputError
 from constitutional_guard.models.loading import default_device
 
@@ -44,18 +42,10 @@ HEAD_KINDS = ("linear", "mlp")
 
 
 @dataclass
-class EmbeddingConfig:
+class EmbeddingConfig(LabelledConfig):
     """What ``classifier_config.json`` of an embedding classifier holds."""
 
     kind: str = "embedding"
-    label_scheme: str = "binary"
-    labels: list[str] = field(default_factory=lambda: list(LABELS["binary"]))
-    unsafe_labels: list[str] = field(default_factory=lambda: ["unsafe"])
-    allow: float = 0.5
-    block: float = 0.5
-    prompt_allow: float | None = None
-    prompt_block: float | None = None
-    """Thresholds for prompts alone (the input check); None: ``allow`` / ``block`` serve prompts too."""
     window: int = 128
     """Tokens per encoder window."""
     max_windows: int = 8
@@ -67,22 +57,13 @@ class EmbeddingConfig:
     calibration: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind != "embedding":
-            raise ValueError(f"kind: expected 'embedding', got {self.kind!r}")
-        if self.label_scheme not in LABELS:
-            raise ValueError(f"label_scheme: unknown {self.label_scheme!r}; known: {', '.join(LABELS)}")
-        if list(self.labels) != list(LABELS[self.label_scheme]):
-            raise ValueError(f"labels: {self.labels} do not match scheme {self.label_scheme!r}")
-        if not self.unsafe_labels or set(self.unsafe_labels) - set(self.labels):
-            raise ValueError(f"unsafe_labels: {self.unsafe_labels} must be a non-empty subset of {self.labels}")
+        super().__post_init__()
         if self.window < 8:
             raise ValueError(f"window: {self.window} is too small (need ≥ 8)")
         if self.max_windows < 1:
             raise ValueError(f"max_windows: must be at least 1, got {self.max_windows}")
         if self.head not in HEAD_KINDS:
             raise ValueError(f"head: unknown {self.head!r}; known: {', '.join(HEAD_KINDS)}")
-        Thresholds(self.allow, self.block)
-        optional_thresholds(self.prompt_allow, self.prompt_block, "prompt_allow / prompt_block")
 
 
 def special_tokens_around(tokenizer: Any) -> tuple[list[int], list[int]]:

@@ -12,8 +12,7 @@ from constitutional_guard.classifiers.base import (
     CONFIG_NAME,
     ClassifierScore,
     ConfigThresholds,
-    Thresholds,
-    optional_thresholds,
+    LabelledConfig,
 )
 from constitutional_guard.classifiers.input_format import MIN_PROMPT_TOKENS, format_input
 from constitutional_guard.config_io import load_config, save_config
@@ -25,20 +24,10 @@ UNSAFE_LABELS = ("unsafe", "unsafe_compliance")
 
 
 @dataclass
-class ExchangeConfig:
+class ExchangeConfig(LabelledConfig):
     """What ``classifier_config.json`` of an exchange classifier holds."""
 
     kind: str = "exchange"
-    label_scheme: str = "binary"
-    labels: list[str] = field(default_factory=lambda: list(LABELS["binary"]))
-    """Label names in the order of the model's outputs."""
-    unsafe_labels: list[str] = field(default_factory=lambda: ["unsafe"])
-    """Labels whose probabilities add up to the unsafe score."""
-    allow: float = 0.5
-    block: float = 0.5
-    prompt_allow: float | None = None
-    prompt_block: float | None = None
-    """Thresholds for prompts alone (the input check); None: ``allow`` / ``block`` serve prompts too."""
     max_length: int = 512
     input_format: str = "pair"
     """``pair``: ``[CLS] prompt [SEP] response [SEP]``, or ``[CLS] prompt [SEP]`` for a prompt alone."""
@@ -50,21 +39,11 @@ class ExchangeConfig:
     """Where the thresholds came from (targets, data, metrics), written by calibration."""
 
     def __post_init__(self) -> None:
-        if self.kind != "exchange":
-            raise ValueError(f"kind: expected 'exchange', got {self.kind!r}")
-        if self.label_scheme not in LABELS:
-            raise ValueError(f"label_scheme: unknown {self.label_scheme!r}; known: {', '.join(LABELS)}")
-        if list(self.labels) != list(LABELS[self.label_scheme]):
-            raise ValueError(f"labels: {self.labels} do not match scheme {self.label_scheme!r}")
-        unknown = set(self.unsafe_labels) - set(self.labels)
-        if not self.unsafe_labels or unknown:
-            raise ValueError(f"unsafe_labels: {self.unsafe_labels} must be a non-empty subset of {self.labels}")
+        super().__post_init__()
         if self.input_format != "pair":
             raise ValueError(f"input_format: unknown {self.input_format!r}; known: pair")
         if self.max_length < 16:
             raise ValueError(f"max_length: {self.max_length} is too small (need ≥ 16)")
-        Thresholds(self.allow, self.block)
-        optional_thresholds(self.prompt_allow, self.prompt_block, "prompt_allow / prompt_block")
 
     @classmethod
     def for_scheme(cls, label_scheme: str, **kwargs: Any) -> ExchangeConfig:
