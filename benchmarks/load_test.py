@@ -157,8 +157,6 @@ def summarize(outcomes: list[Outcome], wall_s: float) -> dict:
 
 def start_local_server(args: argparse.Namespace, key: str):
     """Build the guard and serve it on 127.0.0.1 in a thread; returns (base URL, stop function, guard)."""
-    import uvicorn
-
     from constitutional_guard.serve import ServeSettings, create_app
 
     if args.guard:
@@ -173,8 +171,15 @@ def start_local_server(args: argparse.Namespace, key: str):
     settings = ServeSettings(api_keys=(key,), max_concurrent=args.max_concurrent, max_queued=args.max_queued,
                              request_timeout_s=args.timeout, max_tokens=max(args.max_tokens, 1),
                              default_max_tokens=max(args.max_tokens, 1))
-    server = uvicorn.Server(uvicorn.Config(create_app(guard, settings), host="127.0.0.1", port=0,
-                                           log_level="warning"))
+    base_url, stop = serve_in_thread(create_app(guard, settings))
+    return base_url, stop, guard
+
+
+def serve_in_thread(app):
+    """Serve an ASGI app on a free 127.0.0.1 port in a daemon thread; returns (base URL, stop function)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -187,7 +192,7 @@ def start_local_server(args: argparse.Namespace, key: str):
         server.should_exit = True
         thread.join(timeout=30)
 
-    return f"http://127.0.0.1:{port}", stop, guard
+    return f"http://127.0.0.1:{port}", stop
 
 
 def direct_baseline(guard, max_tokens: int) -> dict:

@@ -30,10 +30,9 @@ from pathlib import Path
 
 import httpx
 import torch
-import uvicorn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from load_test import HARMFUL_PROMPTS, SAFE_PROMPTS, rss_mb, server_metrics
+from load_test import HARMFUL_PROMPTS, SAFE_PROMPTS, rss_mb, serve_in_thread, server_metrics
 from scripted_guard import scripted_guard
 
 from constitutional_guard.atomic import write_text_atomic
@@ -118,18 +117,6 @@ async def soak(base_url: str, key: str, args: argparse.Namespace, tally: Tally) 
         await asyncio.gather(*(client(i) for i in range(args.clients)))
 
 
-def start_server(app) -> tuple[str, uvicorn.Server, threading.Thread]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise SystemExit("server failed to start")
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return f"http://127.0.0.1:{port}", server, thread
-
-
 def sample_rss(samples: list[tuple[float, float | None]], start: float, stop: threading.Event, every: float) -> None:
     while not stop.wait(every):
         samples.append((round(time.monotonic() - start, 1), rss_mb()))
@@ -187,7 +174,7 @@ def main() -> None:
                              request_timeout_s=args.request_timeout, max_tokens=args.max_tokens,
                              default_max_tokens=args.max_tokens)
     app = create_app(guard, settings)
-    base, server, thread = start_server(app)
+    base, stop_server = serve_in_thread(app)
     tally, samples, stop_sampling = Tally(), [], threading.Event()
     try:
         warm = Tally()
@@ -208,8 +195,7 @@ def main() -> None:
         app_state = {"running": worker.running, "queued": worker.queued}
     finally:
         stop_sampling.set()
-        server.should_exit = True
-        thread.join(timeout=30)
+        stop_server()
     growth = 100.0 * (rss_end - rss_start) / rss_start if rss_start and rss_end else None
     report = {
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
