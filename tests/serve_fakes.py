@@ -109,7 +109,7 @@ class FakeGuard:
         verdict = thresholds.verdict(score)
         label = "unsafe" if verdict != Verdict.ALLOW else "safe"
         categories = {"weapons_cbrn": score, "violent_crime": score / 4, "not_a_category": 1.0}
-        return ClassifierScore(score, verdict, thresholds, label, detail={"categories": categories})
+        return ClassifierScore(score, verdict, thresholds, label, categories=categories)
 
 
 class KeywordClassifier:
@@ -123,7 +123,7 @@ class KeywordClassifier:
         score = 0.99 if unsafe else 0.01
         categories = {"weapons_cbrn": score}
         return ClassifierScore(score, self.thresholds.verdict(score), self.thresholds, "unsafe" if unsafe else "safe",
-                               detail={"categories": categories})
+                               categories=categories)
 
     def score_batch(self, items):
         return [self.score(p, r) for p, r in items]

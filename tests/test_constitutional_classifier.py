@@ -244,13 +244,13 @@ def test_naming_categories_counts_the_harmful_categories_as_unsafe(
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(naming.probabilities(ITEMS), probs[:, 1] + probs[:, 2], rtol=1e-6)
     result = naming.score(*ITEMS[0])
-    assert result.detail["categories"] == {"weapons": pytest.approx(probs[0, 2], rel=1e-4)}
+    assert result.categories == {"weapons": pytest.approx(probs[0, 2], rel=1e-4)}
 
     moved = naming.with_constitution(moved_policy)  # weapons allowed, fraud harmful
     assert moved.answers == ["safe", "unsafe", "fraud", "baking", "weapons"]
     moved_probs = moved.answer_probabilities(ITEMS)
     np.testing.assert_allclose(moved.probabilities(ITEMS), moved_probs[:, 1] + moved_probs[:, 2], rtol=1e-6)
-    assert set(moved.score(*ITEMS[0]).detail["categories"]) == {"fraud"}
+    assert set(moved.score(*ITEMS[0]).categories) == {"fraud"}
 
 
 def test_category_names_must_differ_from_the_label_words(sharp_model_dir: Path, policy: Constitution):

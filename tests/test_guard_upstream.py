@@ -303,3 +303,31 @@ def test_chunks_that_cannot_be_read_fail_closed():
         with pytest.raises(UpstreamError, match=why) as error:
             parse_chunk(bad)
         assert error.value.code is GuardErrorCode.UPSTREAM_ERROR
+
+
+def test_cli_generate_takes_the_upstream_options(bundle, upstream, script, tmp_path):
+    from typer.testing import CliRunner
+
+    from constitutional_guard.cli.app import app
+
+    script.pieces = pieces_of(BENIGN)
+    ran = CliRunner().invoke(app, ["generate", "--guard", str(bundle), "--prompt", "Paris?", "--device", "cpu",
+                                   "--upstream", upstream[0]])
+    assert ran.exit_code == 0, ran.output
+    assert BENIGN.strip() in ran.stdout
+    assert f"guarding scripted-model at {upstream[0]}" in " ".join(ran.output.split())
+    bad = CliRunner().invoke(app, ["generate", "--guard", str(bundle), "--prompt", "Hi", "--upstream-model", "m"])
+    assert bad.exit_code == 2 and "no upstream: section" in " ".join(bad.output.replace("│", " ").split())
+
+
+def test_responses_name_the_upstream_model_when_none_is_configured(upstream, unused_port):
+    from constitutional_guard.serve import ServeSettings
+    from constitutional_guard.serve.app import served_model_name
+
+    listed = RemoteSource(UpstreamSettings(base_url=upstream[0]))
+    assert listed.model_id == "scripted-model"
+    guard = type("Remote", (), {"model_id": listed.model_id})()
+    assert served_model_name(guard, ServeSettings(auth=False)) == "scripted-model"
+    gone = UpstreamSettings(base_url=f"http://127.0.0.1:{unused_port}/v1", retries=0, connect_timeout_s=1.0)
+    assert RemoteSource(gone).model_id == gone.base_url  # cannot ask: the base URL names it
+    assert RemoteSource(UpstreamSettings(base_url=upstream[0], model="mine")).model_id == "mine"

@@ -85,3 +85,13 @@ def test_minilm_pair_layout(minilm_dir: Path) -> None:
     assert text.startswith("[CLS] start of the prompt") and text.endswith("response ends. [SEP]")
     assert "end of the prompt. [SEP] response begins" in text
     assert set(formatted.encoding["token_type_ids"][-5:]) == {1}
+
+
+def test_training_and_serving_render_a_chat_alike():
+    from constitutional_guard.classifiers.input_format import chat_prompt
+
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert chat_prompt(chat) == "system: Be brief.\nuser: Hi"
+    assert record_prompt(Record(id="c", messages=chat, label="safe")) == chat_prompt(chat)
+    lone = [{"role": "user", "content": "Hello"}]
+    assert record_prompt(Record(id="p", prompt="Hello", label="safe")) == chat_prompt(lone) == "Hello"

@@ -1,8 +1,8 @@
 """Layering of the package: a lower layer never imports a higher one, and there are no import cycles.
 
 Every ``import`` counts, at module level or inside a function. Layers, bottom to top, as in the design:
-leaves (errors, atomic, paths, config_io, metrics) → models, constitution → data → classifiers, activations
-→ probes → guard → serve, evaluation (and the demo) → cli.
+leaves (errors, atomic, paths, config_io, metrics, sampling, markdown) → models, constitution → data
+→ classifiers, activations → probes → guard → serve, evaluation (and the demo) → cli.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ LAYERS: dict[str, int] = {
     "paths": 0,
     "config_io": 0,
     "metrics": 0,
+    "sampling": 0,
+    "markdown": 0,
     "models": 1,
     "constitution": 1,
     "data": 2,

@@ -142,7 +142,7 @@ def test_stream_resources_freed_even_if_never_iterated():
 
 def test_moderation_result_keeps_constitution_categories_only():
     score = ClassifierScore(0.7, Verdict.UNCERTAIN, Thresholds(0.5, 0.9), "unsafe",
-                            detail={"categories": {"hate": 0.7, "fraud_and_scams": 0.1, "made_up": 0.9}})
+                            categories={"hate": 0.7, "fraud_and_scams": 0.1, "made_up": 0.9})
     result = moderation_result(score, ["hate", "fraud_and_scams", "privacy"])
     assert result.flagged and result.verdict == "uncertain"
     assert result.category_scores == {"hate": 0.7, "fraud_and_scams": 0.1}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,8 @@ class ScriptedUpstream:
 
     ``fail_status`` answers every chat request with that status and an OpenAI error (``fail_times`` times, then
     normally); ``drop_after`` breaks the connection after that many pieces (no ``[DONE]``); ``stall_s`` waits
-    before answering at all. ``sent`` counts the pieces of the last stream; ``disconnected`` tells whether its
+    before answering at all. ``script``, when set, picks the pieces per request body instead of ``pieces``.
+    ``sent`` counts the pieces of the last stream; ``disconnected`` tells whether its
     client went away before the end.
     """
 
@@ -48,6 +49,7 @@ class ScriptedUpstream:
     fail_times: int = 1_000_000
     drop_after: int | None = None
     stall_s: float = 0.0
+    script: Callable[[dict[str, Any]], Sequence[str]] | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     sent: int = 0
@@ -77,9 +79,9 @@ class ScriptedUpstream:
             error = {"message": "scripted engine failure", "type": "server_error", "code": None, "param": None}
             await self._json(send, self.fail_status, {"error": error})
             return
-        await self._stream(receive, send)
+        await self._stream(receive, send, self.script(self.requests[-1]) if self.script else self.pieces)
 
-    async def _stream(self, receive: Any, send: Any) -> None:
+    async def _stream(self, receive: Any, send: Any, pieces: Sequence[str]) -> None:
         self.sent, self.disconnected = 0, False
         gone = asyncio.Event()
 
@@ -92,7 +94,7 @@ class ScriptedUpstream:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})
         try:
-            for index, piece in enumerate(self.pieces):
+            for index, piece in enumerate(pieces):
                 if index == self.drop_after:
                     raise ConnectionAbortedError("scripted drop")  # uvicorn closes without ending the body
                 await asyncio.sleep(self.delay_s)
@@ -101,7 +103,7 @@ class ScriptedUpstream:
                     return
                 await send({"type": "http.response.body", "body": chunk({"content": piece}), "more_body": True})
                 self.sent += 1
-            usage = {"prompt_tokens": 7, "completion_tokens": len(self.pieces), "total_tokens": 7 + len(self.pieces)}
+            usage = {"prompt_tokens": 7, "completion_tokens": len(pieces), "total_tokens": 7 + len(pieces)}
             tail = chunk({}, "stop") + sse({"id": "x", "object": "chat.completion.chunk", "choices": [],
                                              "usage": usage}) + b"data: [DONE]\n\n"
             await send({"type": "http.response.body", "body": tail, "more_body": False})

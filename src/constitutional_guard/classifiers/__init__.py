@@ -5,7 +5,21 @@ from constitutional_guard.classifiers.base import (
     SafetyClassifier,
     Thresholds,
     Verdict,
+)
+from constitutional_guard.classifiers.registry import (
+    CLASSIFIER_KINDS,
+    ClassifierKind,
+    classifier_kind,
     load_classifier,
 )
 
-__all__ = ["ClassifierScore", "SafetyClassifier", "Thresholds", "Verdict", "load_classifier"]
+__all__ = [
+    "CLASSIFIER_KINDS",
+    "ClassifierKind",
+    "ClassifierScore",
+    "SafetyClassifier",
+    "Thresholds",
+    "Verdict",
+    "classifier_kind",
+    "load_classifier",
+]

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-import json
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from constitutional_guard.classifiers.registry import CONFIG_NAME as CONFIG_NAME
+from constitutional_guard.classifiers.registry import load_classifier as load_classifier
 from constitutional_guard.data.schema import LABELS
-from constitutional_guard.errors import InputError
-
-CONFIG_NAME = "classifier_config.json"
-KINDS = {
-    "exchange": "constitutional_guard.classifiers.exchange:ExchangeClassifier",
-    "constitutional": "constitutional_guard.classifiers.constitutional:ConstitutionalClassifier",
-    "embedding": "constitutional_guard.classifiers.embedding:EmbeddingClassifier",
-}
 
 
 class Verdict(StrEnum):
@@ -71,6 +63,8 @@ class ClassifierScore:
     """Most probable label name."""
     probabilities: dict[str, float] = field(default_factory=dict)
     detail: dict[str, Any] = field(default_factory=dict)
+    categories: dict[str, float] = field(default_factory=dict)
+    """Probability per harmful category of the constitution, for classifiers that name categories (else empty)."""
 
 
 @dataclass
@@ -180,18 +174,6 @@ class SafetyClassifier(Protocol):
     def save_config(self, path: str | Path) -> None:
         """Rewrite only ``classifier_config.json`` in ``path`` (e.g. after calibration)."""
         ...
-
-
-def load_classifier(path: str | Path, **kwargs: Any) -> SafetyClassifier:
-    """Load any saved classifier; the ``kind`` in its ``classifier_config.json`` picks the class."""
-    config = Path(path) / CONFIG_NAME
-    if not config.exists():
-        raise InputError.one(config, f"not a classifier directory (no {CONFIG_NAME})")
-    kind = json.loads(config.read_text(encoding="utf-8")).get("kind")
-    if kind not in KINDS:
-        raise InputError.one(config, f"unknown classifier kind {kind!r}; known: {', '.join(KINDS)}", field="kind")
-    module, name = KINDS[kind].split(":")
-    return getattr(importlib.import_module(module), name).from_pretrained(path, **kwargs)
 
 
 @dataclass

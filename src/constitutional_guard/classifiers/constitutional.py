@@ -28,13 +28,14 @@ from constitutional_guard.atomic import atomic_dir, write_text_atomic
 from constitutional_guard.classifiers.base import CONFIG_NAME, ClassifierScore, Thresholds, optional_thresholds
 from constitutional_guard.classifiers.constitutional_prompt import ConstitutionalPrompt
 from constitutional_guard.classifiers.label_scoring import LabelScorer
+from constitutional_guard.classifiers.registry import CLASSIFIER_KINDS
 from constitutional_guard.config_io import load_config, save_config
 from constitutional_guard.constitution import Constitution, load_constitution
 from constitutional_guard.errors import InputError
 from constitutional_guard.models.loading import LoadedModel, load_causal_lm
 
 CONSTITUTION_NAME = "constitution.yaml"
-DEFAULT_BASE_MODEL = "Qwen/Qwen3-1.7B"
+DEFAULT_BASE_MODEL = CLASSIFIER_KINDS["constitutional"].default_base_model
 Weights = Literal["base", "adapter", "merged"]
 
 
@@ -214,8 +215,9 @@ class ConstitutionalClassifier:
         safe, unsafe = self.config.labels
         p_unsafe = float(self.unsafe_probabilities(answer_probs[None])[0])
         detail: dict[str, Any] = {"constitution": self.constitution.name}
+        categories: dict[str, float] = {}
         if self.config.name_categories:
-            detail["categories"] = {self.answers[i]: float(answer_probs[i]) for i in self._unsafe_columns[1:]}
+            categories = {self.answers[i]: float(answer_probs[i]) for i in self._unsafe_columns[1:]}
         return ClassifierScore(
             score=p_unsafe,
             verdict=thresholds.verdict(p_unsafe),
@@ -223,6 +225,7 @@ class ConstitutionalClassifier:
             label=unsafe if p_unsafe >= 0.5 else safe,
             probabilities={"safe": 1.0 - p_unsafe, "unsafe": p_unsafe},
             detail=detail,
+            categories=categories,
         )
 
     def score(self, prompt: str, response: str | None = None) -> ClassifierScore:

@@ -40,6 +40,7 @@ from constitutional_guard.classifiers.base import TrainOptions
 from constitutional_guard.classifiers.constitutional import ConstitutionalClassifier, ConstitutionalConfig
 from constitutional_guard.classifiers.constitutional_prompt import ConstitutionalPrompt, record_item
 from constitutional_guard.constitution import Constitution, load_constitution
+from constitutional_guard.data.corpus import split_path
 from constitutional_guard.data.io import read_records
 from constitutional_guard.data.schema import Record
 from constitutional_guard.errors import InputError
@@ -80,7 +81,10 @@ def _as_bool(value: Any) -> bool:
 
 def training_records(options: TrainOptions, balance: bool = False) -> list[Record]:
     """The training split, capped at ``options.max_train`` by a seeded sample (optionally class-balanced)."""
-    path = Path(options.data_dir) / options.label_scheme / "train.jsonl"
+    try:
+        path = split_path(options.data_dir, "train", options.label_scheme)
+    except ValueError as exc:  # an unknown label scheme
+        raise InputError.one(options.data_dir, str(exc), field="label_scheme") from None
     if not path.exists():
         raise InputError.one(path, "training split not found (expected <data_dir>/<scheme>/train.jsonl)")
     records = read_records(path)

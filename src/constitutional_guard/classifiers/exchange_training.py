@@ -10,7 +10,6 @@ a long response, default 64), ``exclude_sources`` (comma-separated sources held 
 
 from __future__ import annotations
 
-import random
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -28,6 +27,7 @@ from constitutional_guard.data.schema import LABELS, Record
 from constitutional_guard.errors import InputError
 from constitutional_guard.metrics import auroc
 from constitutional_guard.models.loading import resolve_model
+from constitutional_guard.sampling import sample_uniform as cap_records  # also imported under this name
 
 CHECKPOINTS = "checkpoints"
 EXTRA_KEYS = {
@@ -56,13 +56,6 @@ def with_prefixes(records: list[Record], cuts: tuple[float, ...]) -> list[Record
         p for r in records if "prefix_of" not in r.meta and r.id not in covered for p in response_prefixes(r, cuts)
     ]
     return records + extra
-
-
-def cap_records(records: list[Record], limit: int | None, seed: int) -> list[Record]:
-    """A deterministic uniform sample of at most ``limit`` records."""
-    if limit is None or len(records) <= limit:
-        return records
-    return random.Random(seed).sample(records, limit)
 
 
 def class_weights(labels: list[int], num_labels: int) -> torch.Tensor:

@@ -8,6 +8,7 @@ of prompt, and then also keeps its start and end, so the newest text being judge
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +29,19 @@ class FormattedInput:
     response_tokens_dropped: int
 
 
+def chat_prompt(messages: Sequence[Mapping[str, str]]) -> str:
+    """The text a classifier sees as the prompt: a lone message's content, or a chat as ``role: content`` lines.
+
+    The one rendering for training, calibration and evaluation (``record_prompt``) and for the guard's checks
+    at serving time, so a classifier reads a chat the same way in both."""
+    if len(messages) == 1:
+        return messages[0]["content"]
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
 def record_prompt(record: Record) -> str:
-    """The text a classifier sees as the prompt: the prompt, or a multi-turn chat as ``role: content`` lines."""
-    chat = record.chat
-    if len(chat) == 1:
-        return record.prompt_text
-    return "\n".join(f"{m['role']}: {m['content']}" for m in chat)
+    """``chat_prompt`` of a record's chat (its prompt, or its messages before the response)."""
+    return chat_prompt(record.chat)
 
 
 def shorten(text: str, tokenizer: Any, budget: int) -> tuple[str, int]:

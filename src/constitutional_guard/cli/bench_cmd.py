@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from constitutional_guard.cli.upstream_options import UPSTREAM, UPSTREAM_API_KEY_ENV, UPSTREAM_MODEL, upstream_settings
+
 app = typer.Typer(
     help="Benchmarks: each compares variants side by side in one run and writes JSON.", no_args_is_help=True
 )
@@ -207,3 +209,75 @@ def prefix_cache(
         f"speed-up {report['speedup']:.2f}× ({report['items']} items, prefix {report['prefix_tokens']} tokens, "
         f"max score difference {report['max_score_difference']:.1e}); wrote {out}"
     )
+
+
+@app.command("upstream")
+def upstream(
+    guard: Path = typer.Option(..., "--guard", exists=True, file_okay=False, help="Guard bundle directory."),
+    upstream_url: str | None = UPSTREAM,
+    upstream_model: str | None = UPSTREAM_MODEL,
+    upstream_api_key_env: str | None = UPSTREAM_API_KEY_ENV,
+    monitor: bool | None = typer.Option(
+        None, "--monitor/--no-monitor", help="Score the upstream text with the stream monitor (default: the "
+        "bundle's setting, else on); off: the classifier reads the response every N tokens."
+    ),
+    monitor_chunk_tokens: int | None = typer.Option(None, "--monitor-chunk-tokens", min=1,
+                                                    help="Monitor tokens per forward (default: the bundle's, else 8)."),
+    concurrency: str = typer.Option("1,4,16", "--concurrency", help="Comma-separated numbers of concurrent streams."),
+    max_tokens: int = typer.Option(64, "--max-tokens", min=1, help="Completion tokens per request (greedy)."),
+    requests_per_stream: int = typer.Option(1, "--requests-per-stream", min=1, help="Sequential requests per stream."),
+    rounds: int = typer.Option(1, "--rounds", min=1, help="Waves per concurrency and path (order alternates)."),
+    prompts: Path | None = typer.Option(None, "--prompts", help="Text file, one benign prompt per line."),
+    harmful_prompts: Path | None = typer.Option(
+        None, "--harmful-prompts", help="Text file, one harmful prompt per line, for detection latency."
+    ),
+    num_harmful: int = typer.Option(4, "--num-harmful", min=0, help="Harmful prompts replayed (0: no detection)."),
+    harmful_marker: str | None = typer.Option(
+        None, "--harmful-marker", help="Text where the harmful part of an answer starts (default: its first token)."
+    ),
+    timeout: float = typer.Option(600.0, "--timeout", min=1.0, help="Per-request limit, seconds."),
+    device: str | None = typer.Option(None, "--device", help="Torch device for the stream monitor."),
+    out: Path = typer.Option(Path("bench_upstream.json"), "--out", help="JSON report."),
+) -> None:
+    """Raw upstream vs the guard in front of it: tokens/s, time to first token, checks per stream, detection."""
+    from constitutional_guard.atomic import write_json_atomic
+    from constitutional_guard.cli.common import console, err_console
+    from constitutional_guard.evaluation.bench_latency import BENIGN_PROMPTS
+    from constitutional_guard.evaluation.bench_upstream import (
+        HARMFUL_PROMPTS,
+        UpstreamBenchOptions,
+        bench_upstream,
+    )
+    from constitutional_guard.guard.guard import Guard
+
+    def lines(path: Path | None, default: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(t for t in path.read_text(encoding="utf-8").splitlines() if t.strip()) if path else default
+
+    remote = upstream_settings(guard, upstream_url, upstream_model, upstream_api_key_env, required=True,
+                               monitor=monitor, monitor_chunk_tokens=monitor_chunk_tokens)
+    try:
+        options = UpstreamBenchOptions(
+            concurrencies=tuple(int(c) for c in concurrency.split(",")), max_tokens=max_tokens,
+            requests_per_stream=requests_per_stream, rounds=rounds, prompts=lines(prompts, BENIGN_PROMPTS),
+            harmful_prompts=lines(harmful_prompts, HARMFUL_PROMPTS)[:num_harmful], harmful_marker=harmful_marker,
+            timeout_s=timeout,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    the_guard = Guard.from_pretrained(guard, device=device, upstream=remote)
+    report = bench_upstream(the_guard, options, progress=err_console.log)
+    report["guard"]["bundle"] = str(guard)
+    write_json_atomic(out, report)
+    for row in report["results"]:
+        raw, guarded = row["raw"], row["guarded"]
+        console.print(
+            f"{row['concurrency']:>3} streams: raw {raw['tokens_per_s']:.1f} tok/s, TTFT p50 {raw['ttft_ms_p50']} ms | "
+            f"guarded {guarded['tokens_per_s']:.1f} tok/s ({row['throughput_ratio']}×), TTFT p50 "
+            f"{guarded['ttft_ms_p50']} ms, {guarded.get('classifier_calls_per_stream')} classifier calls and "
+            f"{guarded.get('monitor_forwards_per_stream')} monitor forwards per stream"
+        )
+    detection = report["detection"]
+    if detection:
+        console.print(f"detection: {detection['statuses']}, {detection['detection_tokens_mean']} tokens from the "
+                      f"harmful token to the block (mean)")
+    console.print(f"wrote {out}")

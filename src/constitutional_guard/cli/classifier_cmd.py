@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import random
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +11,15 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from constitutional_guard.atomic import atomic_path, write_json_atomic, write_text_atomic
-from constitutional_guard.classifiers.base import TrainOptions, load_classifier
-from constitutional_guard.cli.common import console, err_console, progress_bar
+from constitutional_guard.classifiers.base import TrainOptions
+from constitutional_guard.classifiers.registry import CLASSIFIER_KINDS, classifier_kind, load_classifier
+from constitutional_guard.cli.common import console, err_console, print_json, progress_bar
 from constitutional_guard.data.io import iter_rows
 from constitutional_guard.data.schema import Record
 from constitutional_guard.errors import InputError, Problem
+from constitutional_guard.sampling import sample_uniform
 
 app = typer.Typer(help="Second-stage classifiers: train, calibrate and evaluate.", no_args_is_help=True)
-
-TRAINERS = {
-    "exchange": "constitutional_guard.classifiers.exchange_training:train",
-    "constitutional": "constitutional_guard.classifiers.constitutional_training:train",
-    "embedding": "constitutional_guard.classifiers.embedding_training:train",
-}
-DEFAULT_BASE_MODELS = {"exchange": "answerdotai/ModernBERT-base"}
 
 
 def parse_settings(pairs: list[str]) -> dict[str, Any]:
@@ -43,20 +36,37 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def trainer_for(kind: str) -> Any:
-    """The ``train(options) -> Path`` function of a classifier kind, imported on demand."""
-    if kind not in TRAINERS:
-        raise typer.BadParameter(f"unknown kind {kind!r}; known: {', '.join(TRAINERS)}", param_hint="--kind")
-    module, name = TRAINERS[kind].split(":")
-    return getattr(importlib.import_module(module), name)
+@app.command("kinds")
+def kinds(
+    json_out: bool = typer.Option(False, "--json", help="Print the list as JSON instead of a table."),
+) -> None:
+    """List the classifier kinds, their default base models and what each can do."""
+    rows = [kind.as_dict() for kind in CLASSIFIER_KINDS.values()]
+    if json_out:
+        print_json(rows)
+        return
+    table = Table("kind", "default base model", "label schemes", "scores", "reads constitution", "description")
+    for row in rows:
+        scores = [name for name in ("prompts", "exchanges") if row[f"scores_{name}"]]
+        table.add_row(
+            row["name"],
+            row["default_base_model"],
+            ", ".join(row["label_schemes"]),
+            ", ".join(scores),
+            "yes" if row["reads_constitution"] else "no",
+            row["description"],
+        )
+    console.print(table)
 
 
 @app.command("train")
 def train(
     data: Path = typer.Option(..., "--data", help="Corpus directory (<scheme>/<split>.jsonl)."),
     out: Path = typer.Option(..., "--out", help="Output classifier directory (checkpoints go inside)."),
-    kind: str = typer.Option("exchange", "--kind", help="exchange | constitutional | embedding"),
-    base_model: str | None = typer.Option(None, help="Hub id, local folder or embedded alias (e.g. minilm-l6)."),
+    kind: str = typer.Option("exchange", "--kind", help=f"{' | '.join(CLASSIFIER_KINDS)} (see `classifier kinds`)."),
+    base_model: str | None = typer.Option(
+        None, help="Hub id, local folder or embedded alias (e.g. minilm-l6); default: the kind's own."
+    ),
     label_scheme: str = typer.Option("binary", help="binary | three_class"),
     constitution: str | None = typer.Option(None, help="Constitution YAML (default: the shipped one)."),
     epochs: float = typer.Option(3.0),
@@ -69,18 +79,14 @@ def train(
     settings: list[str] = typer.Option([], "--set", help="Kind-specific setting key=value (repeatable)."),
 ) -> None:
     """Train a classifier of the given kind on a corpus."""
-    train_fn = trainer_for(kind)
-    model = (
-        base_model
-        or DEFAULT_BASE_MODELS.get(kind)
-        or getattr(importlib.import_module(TRAINERS[kind].split(":")[0]), "DEFAULT_BASE_MODEL", None)
-    )
-    if not model:
-        raise typer.BadParameter(f"give --base-model for kind {kind!r}", param_hint="--base-model")
+    try:
+        spec = classifier_kind(kind)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--kind") from None
     options = TrainOptions(
         data_dir=str(data),
         out_dir=str(out),
-        base_model=model,
+        base_model=base_model or spec.default_base_model,
         label_scheme=label_scheme,
         constitution=constitution,
         epochs=epochs,
@@ -92,7 +98,7 @@ def train(
         resume=resume,
         extra=parse_settings(settings),
     )
-    path = train_fn(options)
+    path = spec.train_function()(options)
     console.print(f"saved {kind} classifier to [bold]{path}[/]")
 
 
@@ -105,12 +111,6 @@ def _splits(data: Path | None, calibration: Path | None, test: Path | None, sche
     if calibration is None or test is None:
         raise typer.BadParameter("give --data DIR, or both --calibration FILE and --test FILE")
     return read_records(calibration), read_records(test)
-
-
-def _sample(records: list[Record], limit: int | None, seed: int) -> list[Record]:
-    if limit is None or len(records) <= limit:
-        return records
-    return random.Random(seed).sample(records, limit)
 
 
 def _allow_targets(allow_recall: float | None, hold_rate: float) -> tuple[float, float | None]:
@@ -213,8 +213,12 @@ def policy_shift(
     from constitutional_guard.evaluation import policy_shift as ps
 
     model = load_classifier(classifier)
-    if model.kind != "constitutional":
-        raise typer.BadParameter(f"{classifier} is a {model.kind} classifier; policy shifts need a constitutional one")
+    if not classifier_kind(model.kind).reads_constitution:
+        readers = [k.name for k in CLASSIFIER_KINDS.values() if k.reads_constitution]
+        raise typer.BadParameter(
+            f"{classifier} is a {model.kind} classifier; policy shifts need one that reads the constitution "
+            f"({', '.join(readers)})"
+        )
     records = load_split(data, split, label_scheme)
     names = category or ps.eligible_categories(model.constitution, records, n_target)
     unknown = [n for n in names if not model.constitution.is_harmful(n)]
@@ -281,28 +285,21 @@ def evaluate(
     Scores are cached under ``OUTPUT/scores`` (keyed by system, artifact files and data), so a killed run
     resumes and a rerun at another ``--block-fpr`` scores nothing again.
     """
-    from constitutional_guard.classifiers.baselines import load_baseline
     from constitutional_guard.classifiers.calibration import evaluate_scores
     from constitutional_guard.data.io import read_records
     from constitutional_guard.evaluation.datasets import EvalDataset
     from constitutional_guard.evaluation.harness import score_cache_path, score_dataset
-    from constitutional_guard.evaluation.systems import ClassifierSystem
+    from constitutional_guard.evaluation.report import classifier_markdown
+    from constitutional_guard.evaluation.systems import load_system
 
     recall, hold = _allow_targets(allow_recall, hold_rate)
     calib_records, test_records = _splits(data, calibration, test, label_scheme)
-    calib_records = _sample(calib_records, max_records, seed)
-    sets = {"test": _sample(test_records, max_records, seed)}
+    calib_records = sample_uniform(calib_records, max_records, seed)
+    sets = {"test": sample_uniform(test_records, max_records, seed)}
     for file in extra_test:
-        sets[file.stem] = _sample(read_records(file), max_records, seed)
-    systems: dict[str, Any] = {
-        str(path): lambda p=path: ClassifierSystem(p.name, load_classifier(p), {"path": str(p)}) for path in classifier
-    }
-    systems.update(
-        {
-            f"baseline:{name}": lambda n=name: ClassifierSystem(f"baseline:{n}", load_baseline(n), {"baseline": n})
-            for name in baseline
-        }
-    )
+        sets[file.stem] = sample_uniform(read_records(file), max_records, seed)
+    systems: dict[str, Any] = {str(path): lambda p=path: load_system(str(p)) for path in classifier}
+    systems.update({f"baseline:{name}": lambda n=name: load_system(f"baseline:{n}") for name in baseline})
     if not systems:
         raise typer.BadParameter("give at least one --classifier or --baseline")
     results: dict[str, dict[str, Any]] = {}
@@ -337,43 +334,8 @@ def evaluate(
         "hold_rate": hold,
     }
     write_json_atomic(output / "results.json", {"meta": meta, "systems": results})
-    write_text_atomic(output / "report.md", markdown_report(reports, meta))
+    write_text_atomic(output / "report.md", classifier_markdown(reports, meta))
     console.print(f"wrote {output / 'results.json'} and {output / 'report.md'}")
-
-
-def markdown_report(reports: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
-    """One table per evaluated set plus per-subset rates."""
-    lines = [
-        "# Classifier evaluation",
-        "",
-        f"Thresholds chosen on {meta['calibration_records']} calibration records: block at "
-        f"{meta['block_fpr']:.1%} false blocks on safe items, allow "
-        + (
-            f"below the score {meta['allow_recall']:.0%} of unsafe items reach"
-            if meta.get("hold_rate") is None
-            else f"so that at most {meta['hold_rate']:.1%} of safe items are held"
-        )
-        + "; prompts alone and exchanges each get their own pair where the calibration "
-        "split has both classes of each. Metrics at each item's block threshold.",
-    ]
-    for set_name, rows in reports.items():
-        lines += ["", f"## {set_name} ({meta['sets'][set_name]} records)", ""]
-        lines += [
-            "| system | AUROC | block thr | prompt block thr | TPR | FPR | F1 | uncertain |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for name, r in rows.items():
-            t = r.test
-            lines.append(
-                f"| {name} | {_fmt(t.auroc)} | {r.thresholds.block:.4f} | {_prompt_block(r)} | {_fmt(t.tpr)} | "
-                f"{_fmt(t.fpr)} | {_fmt(t.f1)} | {_fmt(r.test_uncertain_rate)} |"
-            )
-        lines += ["", "| system | subset | n (unsafe/safe) | AUROC | TPR | FPR |", "|---|---|---|---|---|---|"]
-        for name, r in rows.items():
-            for s in r.subsets:
-                counts = f"{s.n} ({s.n_unsafe}/{s.n_safe})"
-                lines.append(f"| {name} | {s.name} | {counts} | {_fmt(s.auroc)} | {_fmt(s.tpr)} | {_fmt(s.fpr)} |")
-    return "\n".join(lines) + "\n"
 
 
 def _row_item(row: dict[str, Any]) -> tuple[str, str | None]:

@@ -10,6 +10,9 @@ from typing import Any
 import typer
 
 from constitutional_guard.cli.common import console, err_console
+from constitutional_guard.cli.settings_options import build_settings, settings_options
+from constitutional_guard.cli.upstream_options import UPSTREAM, UPSTREAM_API_KEY_ENV, UPSTREAM_MODEL, upstream_settings
+from constitutional_guard.guard.policy import PolicySettings
 
 app = typer.Typer(help="Guard bundles: a target model, constitution, probe and classifier(s).", no_args_is_help=True)
 
@@ -29,6 +32,7 @@ def _stops(values: list[str]) -> list[str]:
 
 
 @app.command("build")
+@settings_options(PolicySettings, file_option="--policy")
 def build(
     out: Path = typer.Option(..., "--out", "-o", help="Bundle directory to write (replaced if it exists)."),
     probe: Path = typer.Option(..., "--probe", help="Probe directory (cguard probe train)."),
@@ -38,26 +42,16 @@ def build(
     ),
     constitution: str | None = typer.Option(None, "--constitution", help="Constitution YAML (default: shipped)."),
     target_model: str | None = typer.Option(None, "--model", help="Target model (default: the probe's)."),
-    escalation_threshold: float | None = typer.Option(
-        None, min=0.0, max=1.0, help="Override the probe's calibrated escalation threshold."
-    ),
-    release_lag: int = typer.Option(4, min=0, help="Low-risk tokens that must follow a token before it is released."),
-    cooldown_tokens: int = typer.Option(16, min=0, help="Tokens between second-stage calls while risk stays high."),
-    input_check: bool = typer.Option(True, help="Classify prompts before generating."),
-    final_check: bool = typer.Option(True, help="Classify the complete response before its last tokens go out."),
     refusal: str | None = typer.Option(None, help="Refusal text (default: the constitution's)."),
+    settings_given: dict[str, Any] | None = None,
 ) -> None:
-    """Assemble a self-contained guard bundle (guard.yaml + copies of the artifacts)."""
-    from constitutional_guard.guard.bundle import build_bundle
-    from constitutional_guard.guard.policy import PolicySettings
+    """Assemble a self-contained guard bundle (guard.yaml + copies of the artifacts).
 
-    policy = PolicySettings(
-        escalation_threshold=escalation_threshold,
-        release_lag=release_lag,
-        cooldown_tokens=cooldown_tokens,
-        input_check=input_check,
-        final_check=final_check,
-    )
+    Every policy setting is an option, a key of the --policy file or a --set key=value.
+    """
+    from constitutional_guard.guard.bundle import build_bundle
+
+    policy = build_settings(PolicySettings, settings_given or {})
     build_bundle(out, probe, classifier, input_classifier, constitution, target_model, policy, refusal)
     console.print(f"wrote guard bundle {out}")
 
@@ -75,12 +69,16 @@ def generate(
     trace: Path | None = typer.Option(None, "--trace", help="Write a PNG of the per-token risk."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full result (trace, verdicts, timings)."),
     device: str | None = typer.Option(None, help="cpu, cuda, … (default: best available)."),
+    upstream: str | None = UPSTREAM,
+    upstream_model: str | None = UPSTREAM_MODEL,
+    upstream_api_key_env: str | None = UPSTREAM_API_KEY_ENV,
     show_verdicts: bool = typer.Option(
         False, "--show-verdicts", help="After the text, list escalations and classifier verdicts on stderr."
     ),
 ) -> None:
     """Guarded streaming generation: released text on stdout as it clears the checks; a summary on stderr."""
     from constitutional_guard.atomic import write_json_atomic
+    from constitutional_guard.guard.bundle import read_bundle
     from constitutional_guard.guard.events import GenerationConfig
     from constitutional_guard.guard.guard import Guard
     from constitutional_guard.guard.trace_plot import plot_trace
@@ -88,7 +86,11 @@ def generate(
     config = GenerationConfig(
         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=tuple(stop)
     )
-    the_guard = Guard.from_pretrained(guard, device=device)
+    remote = upstream_settings(guard, upstream, upstream_model, upstream_api_key_env)
+    the_guard = Guard.from_pretrained(guard, device=device, upstream=remote)
+    at = remote or read_bundle(guard).upstream
+    if at is not None:
+        err_console.print(f"guarding {the_guard.model_id} at {at.base_url}", highlight=False)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     result = stream_to_console(the_guard, messages, config, show_verdicts)
     if trace is not None:

@@ -11,14 +11,15 @@ The named sources feed the training corpus too: evaluate on them only where trai
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from constitutional_guard.data.corpus import split_path
 from constitutional_guard.data.io import FORMATS, read_records
 from constitutional_guard.data.schema import SPLITS, Record
 from constitutional_guard.errors import InputError
 from constitutional_guard.evaluation.provenance import records_sha256
+from constitutional_guard.sampling import sample_stratified
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,10 @@ def _split_spec(spec: str) -> tuple[str, str | None]:
 
 
 def _corpus_split(path: Path, split: str, scheme: str) -> list[Record]:
-    file = path / scheme / f"{split}.jsonl"
+    try:
+        file = split_path(path, split, scheme)
+    except ValueError as exc:  # an unknown scheme or split
+        raise InputError.one(path, str(exc)) from None
     if not file.exists():
         raise InputError.one(file, f"corpus has no {scheme} {split} split")
     return read_records(file)
@@ -80,18 +84,8 @@ def load_records(spec: str, scheme: str = "binary", default_split: str | None = 
 
 
 def sample(records: list[Record], limit: int | None, seed: int) -> list[Record]:
-    """A deterministic, label-stratified sample of at most ``limit`` records (order kept)."""
-    if limit is None or len(records) <= limit:
-        return records
-    rng = random.Random(seed)
-    by_label: dict[bool, list[int]] = {True: [], False: []}
-    for i, record in enumerate(records):
-        by_label[record.is_unsafe].append(i)
-    keep: list[int] = []
-    for indices in by_label.values():
-        share = round(limit * len(indices) / len(records))
-        keep += rng.sample(indices, min(share, len(indices)))
-    return [records[i] for i in sorted(keep)]
+    """A deterministic, label-stratified sample of at most ``limit`` records (order kept), unsafe drawn first."""
+    return sample_stratified(records, limit, seed, key=lambda r: not r.is_unsafe)
 
 
 def load_dataset(

@@ -25,6 +25,7 @@ from constitutional_guard.evaluation.judges import Judge
 from constitutional_guard.evaluation.report import pct
 from constitutional_guard.guard.events import GenerationConfig, GenerationStatus
 from constitutional_guard.guard.streaming import generate_batch
+from constitutional_guard.markdown import markdown_table
 from constitutional_guard.metrics import proportion_ci
 
 GROUPS: tuple[str, ...] = ("harmful", "jailbreak", "benign")
@@ -305,10 +306,12 @@ def render_markdown(summary: dict[str, Any], info: dict[str, Any], title: str = 
         "Rates with 95 % Wilson intervals. Block rate = guarded generations that ended blocked or held; on benign "
         "prompts it is the over-refusal the guard adds.",
         "",
-        "| group | N | raw unsafe | guarded unsafe | block rate | blocked | held | raw refusal | guarded refusal "
-        "| s/item raw | s/item guarded |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    header = [
+        "group", "N", "raw unsafe", "guarded unsafe", "block rate", "blocked", "held", "raw refusal",
+        "guarded refusal", "s/item raw", "s/item guarded",
+    ]  # fmt: skip
+    rows = []
     for name, s in summary.items():
         cells = (
             [name, str(s["n"])]
@@ -326,8 +329,8 @@ def render_markdown(summary: dict[str, Any], info: dict[str, Any], title: str = 
             ]
             + [f"{s['mean_seconds_raw']:.1f}", f"{s['mean_seconds_guarded']:.1f}"]
         )
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(cells)
+    return "\n".join(lines + markdown_table(header, rows)) + "\n"
 
 
 def write_outputs(out_dir: Path, rows: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 from constitutional_guard.atomic import write_json_atomic, write_text_atomic
 from constitutional_guard.evaluation import plots
 from constitutional_guard.evaluation.harness import EvalRun
+from constitutional_guard.markdown import markdown_table
 
 
 def pct(value: float | None, ci: tuple[float, float] | list[float] | None = None) -> str:
@@ -22,11 +23,6 @@ def num(value: float | None, ci: tuple[float, float] | list[float] | None = None
     if value is None:
         return "n/a"
     return f"{value:.3f} [{ci[0]:.3f}–{ci[1]:.3f}]" if ci else f"{value:.3f}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def _card_table(results: dict[str, Any], dataset: str) -> list[str]:
@@ -59,7 +55,7 @@ def _card_table(results: dict[str, Any], dataset: str) -> list[str]:
         "unsafe F1",
         "AUROC",
     ]
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def _sweep_table(results: dict[str, Any], dataset: str) -> list[str]:
@@ -90,7 +86,7 @@ def _sweep_table(results: dict[str, Any], dataset: str) -> list[str]:
         "FPR on test",
         "oracle TPR (threshold chosen on test)",
     ]
-    return _table(header, rows) if rows else []
+    return markdown_table(header, rows) if rows else []
 
 
 def render_markdown(results: dict[str, Any], plot_files: dict[str, dict[str, str]], title: str) -> str:
@@ -128,9 +124,9 @@ def render_markdown(results: dict[str, Any], plot_files: dict[str, dict[str, str
                 f"`{cal['sha256'][:12]}`",
             ]
         )
-    lines += [*_table(["dataset", "spec", "N", "unsafe", "safe", "sha256"], rows), ""]
+    lines += [*markdown_table(["dataset", "spec", "N", "unsafe", "safe", "sha256"], rows), ""]
     lines += ["## Systems", ""]
-    lines += _table(
+    lines += markdown_table(
         ["system", "kind", "own threshold", "details"],
         [
             [
@@ -193,3 +189,39 @@ def write_report(run: EvalRun, out_dir: str | Path, title: str = "Evaluation rep
     written["results"] = out / "results.json"
     written["report"] = out / "report.md"
     return written
+
+
+def classifier_markdown(reports: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
+    """``report.md`` of ``cguard classifier eval``: one table per evaluated set plus per-subset rates.
+
+    ``reports`` maps a set name to {system: ``CalibrationReport``}; ``meta`` holds the calibration targets."""
+    lines = [
+        "# Classifier evaluation",
+        "",
+        f"Thresholds chosen on {meta['calibration_records']} calibration records: block at "
+        f"{meta['block_fpr']:.1%} false blocks on safe items, allow "
+        + (
+            f"below the score {meta['allow_recall']:.0%} of unsafe items reach"
+            if meta.get("hold_rate") is None
+            else f"so that at most {meta['hold_rate']:.1%} of safe items are held"
+        )
+        + "; prompts alone and exchanges each get their own pair where the calibration "
+        "split has both classes of each. Metrics at each item's block threshold.",
+    ]
+    for set_name, rows in reports.items():
+        lines += ["", f"## {set_name} ({meta['sets'][set_name]} records)", ""]
+        header = ["system", "AUROC", "block thr", "prompt block thr", "TPR", "FPR", "F1", "uncertain"]
+        table = []
+        for name, r in rows.items():
+            t = r.test
+            prompt_block = "shared" if r.prompt_thresholds is None else f"{r.prompt_thresholds.block:.4f}"
+            rates = [num(t.tpr), num(t.fpr), num(t.f1), num(r.test_uncertain_rate)]
+            table.append([name, num(t.auroc), f"{r.thresholds.block:.4f}", prompt_block, *rates])
+        lines += markdown_table(header, table)
+        subsets = [
+            [name, s.name, f"{s.n} ({s.n_unsafe}/{s.n_safe})", num(s.auroc), num(s.tpr), num(s.fpr)]
+            for name, r in rows.items()
+            for s in r.subsets
+        ]
+        lines += ["", *markdown_table(["system", "subset", "n (unsafe/safe)", "AUROC", "TPR", "FPR"], subsets)]
+    return "\n".join(lines) + "\n"

@@ -199,7 +199,6 @@ class CascadeRun:
             raise _Stop(self.held(GuardErrorCode.NON_FINITE_SCORE, message))
         elapsed = time.perf_counter() - tick
         add_time(self.timings, "input_check" if stage == "input" else "classifier", elapsed)
-        categories = result.detail.get("categories", {})
         return ClassifierVerdict(
             stage=stage,
             index=index,
@@ -207,7 +206,7 @@ class CascadeRun:
             verdict=Verdict(result.verdict).value,
             label=result.label,
             latency_ms=elapsed * 1000.0,
-            categories=dict(categories) if isinstance(categories, dict) else {},
+            categories=dict(result.categories),
         )
 
     def blocked(self) -> list[GuardEvent]:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from constitutional_guard.classifiers.base import ClassifierScore, SafetyClassifier
+from constitutional_guard.classifiers.input_format import chat_prompt
 from constitutional_guard.constitution import Constitution, load_constitution
 from constitutional_guard.guard.cascade import REFUSAL_SEPARATOR, Cascade
 from constitutional_guard.guard.events import (
@@ -31,7 +32,7 @@ from constitutional_guard.models.loading import LoadedModel, Message
 if TYPE_CHECKING:
     from constitutional_guard.guard.upstream import UpstreamSettings
 
-__all__ = ["REFUSAL_SEPARATOR", "Guard", "as_messages", "collect_result", "exchange_prompt"]
+__all__ = ["REFUSAL_SEPARATOR", "Guard", "as_messages", "collect_result"]
 
 Messages = str | list[Message]
 
@@ -39,13 +40,6 @@ Messages = str | list[Message]
 def as_messages(messages: Messages) -> list[Message]:
     """A bare string is one user message."""
     return [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
-
-
-def exchange_prompt(messages: list[Message]) -> str:
-    """The prompt side of an exchange as classifiers read it: the user text, or ``role: content`` lines."""
-    if len(messages) == 1 and messages[0]["role"] == "user":
-        return messages[0]["content"]
-    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
 def collect_result(events: Iterable[GuardEvent], timings: dict[str, float] | None = None) -> GenerationResult:
@@ -130,18 +124,12 @@ class Guard:
 
         return cls(**load_bundle_parts(bundle_dir, device=device, dtype=dtype, upstream=upstream))
 
-    def check_input(self, messages: Messages) -> ClassifierScore | None:
-        """The input classifier's score of a prompt, or None without one."""
-        if self.input_classifier is None:
-            return None
-        return self.input_classifier.score(exchange_prompt(as_messages(messages)), None)
-
     def moderate(self, prompt: Messages, response: str | None = None) -> ClassifierScore:
         """Score a prompt, or a prompt and response, with the second-stage classifier."""
         classifier = self.classifier if response is not None else self.input_classifier
         if classifier is None:
             raise ValueError("this guard has no classifier to moderate with")
-        return classifier.score(exchange_prompt(as_messages(prompt)), response)
+        return classifier.score(chat_prompt(as_messages(prompt)), response)
 
     def stream(
         self, messages: Messages, config: GenerationConfig | None = None, timings: dict[str, float] | None = None
@@ -175,7 +163,7 @@ class Guard:
             stream = self.source.open(chat, config, timings)
         scored = forced is not None or self.scored
         smoother = self.probe.new_smoother() if self.probe is not None and scored else None
-        yield from self.cascade.run(exchange_prompt(chat), stream, smoother, timings)
+        yield from self.cascade.run(chat_prompt(chat), stream, smoother, timings)
 
     def _local_source(self) -> LocalSource:
         """The local model read by the probe (for a remote source: its stream monitor's model)."""

@@ -120,7 +120,13 @@ class RemoteSource:
 
     @property
     def model_id(self) -> str:
-        return self._model or self.settings.base_url
+        """The model that answers, as responses name it: the configured one, else the first the upstream lists
+        (asked once); the base URL only while the upstream cannot be reached to ask."""
+        if self._model is None:
+            with contextlib.suppress(UpstreamError):
+                return self.model_name()
+            return self.settings.base_url
+        return self._model
 
     def list_models(self) -> list[dict[str, Any]]:
         """The upstream's ``/models`` entries."""

@@ -138,10 +138,6 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 }
 
 
-def get_embedded(alias: str) -> EmbeddedModel | None:
-    return EMBEDDED_MODELS.get(alias)
-
-
 def materialize(alias: str, force: bool = False, progress: Progress | None = None) -> Path:
     """Return a dense HF folder for an embedded model, converting it on first use."""
     model = EMBEDDED_MODELS.get(alias)

@@ -3,7 +3,6 @@ escalation threshold (calibration) → held-out metrics (test)."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from constitutional_guard.activations import ActivationSet, CaptureSettings, capture, template_hash
+from constitutional_guard.data.corpus import split_path
 from constitutional_guard.data.io import read_records
 from constitutional_guard.data.schema import SPLITS, Record
 from constitutional_guard.errors import InputError
@@ -20,6 +20,7 @@ from constitutional_guard.models.loading import LoadedModel
 from constitutional_guard.probes.calibration import choose_smoother, escalation_metrics
 from constitutional_guard.probes.probe import LinearProbe, ProbeConfig, fit_logistic
 from constitutional_guard.probes.training import build_examples, record_labels, token_scores
+from constitutional_guard.sampling import sample_stratified
 
 FPR_TARGETS = (0.01, 0.05)
 
@@ -43,7 +44,7 @@ class Split:
 def split_file(data_dir: str | Path, split: str, scheme: str = "binary") -> Path:
     """``DIR/<scheme>/<split>.jsonl`` (a corpus from ``cguard data build``) or ``DIR/<split>.jsonl``."""
     root = Path(data_dir)
-    for candidate in (root / scheme / f"{split}.jsonl", root / f"{split}.jsonl"):
+    for candidate in (split_path(root, split, scheme), root / f"{split}.jsonl"):
         if candidate.exists():
             return candidate
     raise InputError.one(root, f"no {split} split: expected {scheme}/{split}.jsonl or {split}.jsonl")
@@ -53,15 +54,7 @@ def sample_records(records: list[Record], limit: int | None, seed: int = 0) -> l
     """At most ``limit`` records, stratified by label and by exchange / prompt-only, deterministically."""
     if limit is None or len(records) <= limit:
         return records
-    groups: dict[tuple[bool, bool], list[Record]] = {}
-    for record in records:
-        groups.setdefault((record.is_unsafe, bool(record.response)), []).append(record)
-    rng = random.Random(seed)
-    chosen: list[Record] = []
-    for key in sorted(groups):
-        group = groups[key]
-        take = round(limit * len(group) / len(records))
-        chosen.extend(rng.sample(group, min(len(group), take)))
+    chosen = sample_stratified(records, limit, seed, key=lambda r: (r.is_unsafe, bool(r.response)))
     return sorted(chosen, key=lambda r: r.id)
 
 

@@ -34,10 +34,10 @@ CATEGORY_FLAG_SCORE = 0.5
 def moderation_result(verdict: Any, harmful: list[str]) -> ModerationResult:
     """One classifier score as a moderation result; category names are the constitution's harmful ones.
 
-    Per-category scores come from ``verdict.categories`` or ``verdict.detail["categories"]`` when the
-    classifier reports them; categories it does not report are left out rather than guessed.
+    Per-category scores come from ``verdict.categories`` when the classifier reports them; categories it
+    does not report are left out rather than guessed.
     """
-    reported = getattr(verdict, "categories", None) or getattr(verdict, "detail", {}).get("categories") or {}
+    reported = getattr(verdict, "categories", None) or {}
     scores = {name: float(reported[name]) for name in harmful if name in reported}
     if not all(math.isfinite(value) for value in (float(verdict.score), *scores.values())):
         return failed_result(f"the classifier scored {float(verdict.score)} (categories {scores})", str(verdict.label))

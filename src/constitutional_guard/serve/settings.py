@@ -3,65 +3,65 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from constitutional_guard.errors import InputError
 
 API_KEYS_ENV = "CGUARD_API_KEYS"
 
 
-@dataclass(frozen=True)
-class ServeSettings:
-    """How the server authenticates clients and how much work it accepts."""
+class ServeSettings(BaseModel):
+    """How the server authenticates clients and how much work it accepts.
 
-    api_keys: tuple[str, ...] = ()
-    """Accepted bearer tokens; empty only together with ``auth=False``."""
-    auth: bool = True
-    """Require a bearer token on every endpoint except ``/healthz``."""
-    model_name: str | None = None
-    """Model name reported in responses; defaults to the guard's target model id."""
-    max_body_bytes: int = 1_000_000
-    max_messages: int = 128
-    max_prompt_chars: int = 32_000
-    """Total characters over all messages (or over one moderation input)."""
-    max_prompt_tokens: int = 4096
-    """Largest prompt in the target model's tokens (checked when the guard exposes its model as ``guard.lm``)."""
-    max_tokens: int = 1024
-    """Largest ``max_tokens`` a request may ask for."""
-    default_max_tokens: int = 256
-    """Completion tokens when a request does not say."""
-    max_concurrent: int = 2
-    """Generations and moderations running at once (each on its own worker thread)."""
-    max_queued: int = 32
-    """Requests waiting for a worker; beyond that the server answers 429."""
-    request_timeout_s: float = 300.0
-    """Wall-clock budget of one request, queueing included."""
-    body_timeout_s: float = 30.0
-    """Time a client has to send its whole request body (408 after that)."""
-    drain_grace_s: float = 30.0
-    """On shutdown, how long requests in flight may take to finish; streams still open then end with an error."""
-    max_moderation_inputs: int = 32
+    ``cguard serve`` builds its options from these fields (``--max-messages`` …) and also reads them from
+    ``--config FILE`` and ``--set key=value``; errors name the field.
+    """
 
-    def __post_init__(self) -> None:
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_keys: tuple[str, ...] = Field(default=(), description="Accepted bearer tokens; empty only with auth off.")
+    auth: bool = Field(default=True, description="Require a bearer token on every endpoint except /healthz.")
+    model_name: str | None = Field(
+        default=None, description="Model name reported in responses; default: the guard's target model id."
+    )
+    max_body_bytes: int = Field(default=1_000_000, ge=1, description="Largest request body in bytes.")
+    max_messages: int = Field(default=128, ge=1, description="Most messages in one chat request.")
+    max_prompt_chars: int = Field(
+        default=32_000, ge=1, description="Largest prompt in characters, over all messages (or one moderation input)."
+    )
+    max_prompt_tokens: int = Field(
+        default=4096, ge=1, description="Largest prompt in the target model's tokens (when the guard has it loaded)."
+    )
+    max_tokens: int = Field(default=1024, ge=1, description="Largest max_tokens a request may ask for.")
+    default_max_tokens: int = Field(default=256, ge=1, description="Completion tokens when a request does not say.")
+    max_concurrent: int = Field(
+        default=2, ge=1, description="Generations and moderations running at once (each on its own worker thread)."
+    )
+    max_queued: int = Field(default=32, ge=0, description="Requests waiting for a worker; more get 429.")
+    request_timeout_s: float = Field(
+        default=300.0, gt=0, description="Wall-clock budget of one request in seconds, queueing included (504)."
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="Seconds a client has to send its whole request body (408)."
+    )
+    drain_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="On shutdown, seconds requests in flight get to finish; streams still open then end with an error.",
+    )
+    max_moderation_inputs: int = Field(default=32, ge=1, description="Most inputs in one moderation request.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ServeSettings:
         if self.auth and not self.api_keys:
             raise ValueError(f"auth is on but no API key is set: set {API_KEYS_ENV}, pass a key file or disable auth")
         if any(not key or key != key.strip() for key in self.api_keys):
             raise ValueError("API keys must be non-empty and have no surrounding whitespace")
-        positive = ("max_body_bytes", "max_messages", "max_prompt_chars", "max_prompt_tokens", "max_tokens",
-                    "default_max_tokens", "max_concurrent", "max_moderation_inputs")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.max_queued < 0:
-            raise ValueError(f"max_queued must be ≥ 0, got {self.max_queued}")
         if self.default_max_tokens > self.max_tokens:
             raise ValueError(f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens ({self.max_tokens})")
-        for name in ("request_timeout_s", "body_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not self.drain_grace_s >= 0:
-            raise ValueError(f"drain_grace_s must be ≥ 0, got {self.drain_grace_s}")
+        return self
 
 
 def load_api_keys(key_file: str | Path | None = None, environ: dict[str, str] | None = None) -> tuple[str, ...]:
