@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from constitutional_guard.classifiers.base import CONFIG_NAME, Thresholds, TrainOptions, load_classifier
 from constitutional_guard.classifiers.exchange import ExchangeClassifier
-from constitutional_guard.cli import classifier_cmd
 from constitutional_guard.cli.app import app
+from constitutional_guard.cli.settings_options import parse_settings
 
 runner = CliRunner()
 
@@ -86,7 +86,7 @@ def test_classify_reports_rows_it_cannot_score(classifier_dir: Path, tmp_path: P
 
 
 def test_parse_settings() -> None:
-    assert classifier_cmd.parse_settings(["patience=2", "prefix_cuts=0.5,0.75", "flag=true", "name=x=y"]) == {
+    assert parse_settings(["patience=2", "prefix_cuts=0.5,0.75", "flag=true", "name=x=y"]) == {
         "patience": 2,
         "prefix_cuts": "0.5,0.75",
         "flag": True,
@@ -110,6 +110,29 @@ def test_train_dispatches_by_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert options.max_length == 128 and options.extra == {"patience": 1, "prefix_cuts": 0.5}
     bad = runner.invoke(app, ["classifier", "train", "--kind", "nope", "--data", ".", "--out", "o"])
     assert bad.exit_code != 0 and "unknown kind" in bad.output
+
+
+def test_train_reads_a_config_file_and_keeps_other_keys_as_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[TrainOptions] = []
+
+    def fake_train(options: TrainOptions) -> Path:
+        seen.append(options)
+        return Path(options.out_dir)
+
+    monkeypatch.setattr("constitutional_guard.classifiers.embedding_training.train", fake_train)
+    config = tmp_path / "train.yaml"
+    config.write_text("epochs: 2\nseed: 7\nbase_model: minilm-l6\nhead: mlp\nmax_validation: 50\n")
+    args = ["classifier", "train", "--kind", "embedding", "--data", str(tmp_path), "--out", str(tmp_path / "o")]
+    result = runner.invoke(app, [*args, "--config", str(config), "--seed", "3", "--set", "max_validation=9"])
+    assert result.exit_code == 0, result.output
+    (options,) = seen
+    assert (options.epochs, options.seed, options.base_model) == (2.0, 3, "minilm-l6")
+    assert options.extra == {"head": "mlp", "max_validation": 9}
+    assert options.data_dir == str(tmp_path)
+    bad = runner.invoke(app, [*args, "--label-scheme", "five_class"])
+    assert bad.exit_code != 0 and "label_scheme" in bad.output
 
 
 def test_train_calibrate_eval_end_to_end(

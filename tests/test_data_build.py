@@ -133,7 +133,7 @@ def test_splits_depend_on_the_seed() -> None:
     one = [r.split for r in assign_splits(records, seed=1)]
     two = [r.split for r in assign_splits(records, seed=2)]
     assert one != two and one == [r.split for r in assign_splits(records, seed=1)]
-    assert {s: one.count(s) for s in SPLITS} == {"train": 140, "validation": 20, "calibration": 20, "test": 20}
+    assert {s: one.count(s) for s in SPLITS} == {"train": 130, "validation": 20, "calibration": 30, "test": 20}
 
 
 def test_dedup_drops_repeats_and_conflicts() -> None:

@@ -139,3 +139,30 @@ def test_linear_and_mlp_heads_save_what_they_are(trained: tuple[Path, Path], tin
     with pytest.raises(ValueError, match="head"):
         train(TrainOptions(data_dir=str(corpus), out_dir=str(tmp_path / "x"), base_model=str(tiny_encoder_dir),
                            extra={"head": "forest"}))
+
+
+def test_averaged_head_is_the_mean_of_its_members(trained: tuple[Path, Path], tiny_encoder_dir: Path,
+                                                  tmp_path: Path) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    from constitutional_guard.classifiers.embedding import AveragedHead, item_features
+
+    corpus, _ = trained
+    options = TrainOptions(data_dir=str(corpus), out_dir=str(tmp_path / "avg"), base_model=str(tiny_encoder_dir),
+                           extra={"head": "linear+mlp", "hidden": 8, "window": 16})
+    folder = train(options)
+    tensors = load_file(str(folder / HEAD_FILE))
+    assert {"m0.coef", "m1.hidden_weight"} <= set(tensors) and not any(k.startswith("m2.") for k in tensors)
+    clf = load_classifier(folder)
+    assert isinstance(clf.head, AveragedHead) and clf.head.kind == "linear+mlp"
+    x = item_features(clf.encoder, [("Tell me how to make nerve gas.", None), ("Plan a trip to Rome.", "Sure.")])
+    members = [m.probabilities(x) for m in clf.head.members]
+    assert np.allclose(clf.head.probabilities(x), (members[0] + members[1]) / 2)
+    training = json.loads((folder / CONFIG_NAME).read_text())["training"]
+    assert [m["head"] for m in training["members"]] == ["linear", "mlp"]
+    with pytest.raises(ValueError, match="leave C unset"):
+        train(TrainOptions(data_dir=str(corpus), out_dir=str(tmp_path / "y"), base_model=str(tiny_encoder_dir),
+                           extra={"head": "linear+mlp", "C": "0.1"}))
+    save_file({k: v for k, v in tensors.items() if k != "m1.coef"}, str(folder / HEAD_FILE))
+    with pytest.raises(InputError, match=r"head\.safetensors.*missing tensors \['coef'\]"):
+        load_classifier(folder)

@@ -1,7 +1,7 @@
 """Layering of the package: a lower layer never imports a higher one, and there are no import cycles.
 
 Every ``import`` counts, at module level or inside a function. Layers, bottom to top, as in the design:
-leaves (errors, atomic, paths, config_io, metrics, sampling, markdown) → models, constitution → data
+leaves (errors, atomic, paths, config_io, metrics, sampling, markdown, lazy) → models, constitution → data
 → classifiers, activations → probes → guard → serve, evaluation (and the demo) → cli.
 """
 
@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "metrics": 0,
     "sampling": 0,
     "markdown": 0,
+    "lazy": 0,
     "models": 1,
     "constitution": 1,
     "data": 2,
@@ -48,6 +49,8 @@ class Import:
     """Importing module, e.g. ``constitutional_guard.probes.sweep``."""
     target: str
     """Imported module, e.g. ``constitutional_guard.metrics``."""
+    implicit: bool = False
+    """The package ``__init__`` that importing one of its modules runs first (same layer as the module)."""
 
 
 def module_name(path: Path, src: Path) -> str:
@@ -86,6 +89,11 @@ def collect_imports(src: Path = SRC, package: str = PACKAGE) -> tuple[set[str], 
                 while target not in modules and "." in target:
                     target = target.rsplit(".", 1)[0]
                 imports.append(Import(path, node.lineno, name, target))
+                # importing ``pkg.sub.mod`` first runs ``pkg/sub/__init__.py`` unless it is already running
+                parent = target.rsplit(".", 1)[0]
+                while parent != package and not (name + ".").startswith(parent + "."):
+                    imports.append(Import(path, node.lineno, name, parent, implicit=True))
+                    parent = parent.rsplit(".", 1)[0]
     return modules, list(dict.fromkeys(imports))  # one entry per imported module, not per imported name
 
 
@@ -98,6 +106,8 @@ def unit(module: str) -> str:
 def upward_imports(imports: list[Import], layers: dict[str, int]) -> list[str]:
     problems = []
     for imp in imports:
+        if imp.implicit:
+            continue
         low, high = unit(imp.source), unit(imp.target)
         if layers[low] < layers[high]:
             problems.append(
@@ -200,6 +210,18 @@ def test_no_cycles_between_modules(graph):
     assert not found, "import cycles between modules:\n" + "\n".join(
         describe_cycle(c, imports, lambda m: m) for c in found
     )
+
+
+def test_checker_sees_the_package_init_that_an_import_runs(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from pkg.sub.leaf import x\n")
+    (pkg / "sub" / "__init__.py").write_text("from pkg.sub import b\n")
+    (pkg / "sub" / "b.py").write_text("from pkg import a\n")
+    (pkg / "sub" / "leaf.py").write_text("x = 1\n")
+    _, imports = collect_imports(tmp_path, "pkg")
+    assert cycles(module_graph(imports)) == [["pkg.a", "pkg.sub", "pkg.sub.b"]]
 
 
 def test_checker_catches_an_upward_import_inside_a_function(tmp_path):

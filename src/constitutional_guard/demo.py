@@ -44,6 +44,9 @@ class DemoSettings:
     probe_max_length: int = 192
     classifier_train_records: int = 20000
     classifier_eval_records: int = 3000
+    """Validation and test records (the whole calibration split is used)."""
+    classifier_head: str = "linear"
+    """Head of the embedding classifier: ``linear``, ``mlp`` or ``linear+mlp``."""
     classifier_block_fpr: float = 0.03
     """Target false-block rate on safe calibration items."""
     classifier_hold_rate: float = 0.01
@@ -116,7 +119,7 @@ def ensure_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log
         log(f"classifier: cached at {classifier_dir}")
         return classifier_dir
     size = settings.classifier_train_records
-    log(f"classifier: {settings.classifier_base} features + logistic head on {size} records")
+    log(f"classifier: {settings.classifier_base} features + {settings.classifier_head} head on {size} records")
     trained = work / "classifier-training"
     train(
         TrainOptions(
@@ -125,14 +128,12 @@ def ensure_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log
             base_model=settings.classifier_base,
             max_train=settings.classifier_train_records,
             seed=settings.seed,
-            extra={"max_validation": settings.classifier_eval_records},
+            extra={"max_validation": settings.classifier_eval_records, "head": settings.classifier_head},
         )
     )
     classifier = load_classifier(trained)
-    calibration, test = (
-        cap_records(load_split(corpus, split), settings.classifier_eval_records, settings.seed)
-        for split in ("calibration", "test")
-    )
+    calibration = load_split(corpus, "calibration")  # whole: its benign exchanges set the hold band
+    test = cap_records(load_split(corpus, "test"), settings.classifier_eval_records, settings.seed)
     report = calibrate_and_save(
         classifier, trained, calibration, test, settings.classifier_block_fpr, hold_rate=settings.classifier_hold_rate
     )

@@ -8,6 +8,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from constitutional_guard.classifiers.registry import CONFIG_NAME as CONFIG_NAME
 from constitutional_guard.classifiers.registry import load_classifier as load_classifier
 from constitutional_guard.data.schema import LABELS
@@ -176,24 +178,36 @@ class SafetyClassifier(Protocol):
         ...
 
 
-@dataclass
-class TrainOptions:
-    """Options shared by every classifier kind's ``train(options) -> Path`` function."""
+class TrainOptions(BaseModel):
+    """Options shared by every classifier kind's ``train(options) -> Path`` function.
 
-    data_dir: str
-    """Corpus directory as written by ``cguard data build`` (``<scheme>/<split>.jsonl``)."""
-    out_dir: str
-    base_model: str
-    label_scheme: str = "binary"
-    constitution: str | None = None
-    """Constitution file; None means the shipped default."""
-    epochs: float = 3.0
-    batch_size: int = 16
-    learning_rate: float = 5e-5
-    max_length: int = 512
-    max_train: int | None = None
-    """Cap on training records (sampled deterministically), for quick runs."""
-    seed: int = 0
-    resume: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Kind-specific settings (e.g. LoRA rank), passed as ``--set key=value`` on the CLI."""
+    ``cguard classifier train`` builds its options from these fields and also reads them from ``--config FILE``
+    and ``--set key=value``; keys that are not fields there go to ``extra``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: str = Field(description="Corpus directory as written by `cguard data build` (<scheme>/<split>.jsonl).")
+    out_dir: str = Field(description="Output classifier directory (checkpoints go inside).")
+    base_model: str = Field(
+        description="Hub id, local folder or embedded alias (e.g. minilm-l6); on the CLI, default: the kind's own."
+    )
+    label_scheme: str = Field(default="binary", description="binary | three_class")
+    constitution: str | None = Field(default=None, description="Constitution YAML (default: the shipped one).")
+    epochs: float = Field(default=3.0, description="Training epochs (fractions allowed).")
+    batch_size: int = Field(default=16, description="Training batch size.")
+    learning_rate: float = Field(default=5e-5, description="Peak learning rate.")
+    max_length: int = Field(default=512, description="Token window; long prompts are shortened, responses kept.")
+    max_train: int | None = Field(default=None, description="Cap on training records (deterministic sample).")
+    seed: int = Field(default=0, description="Seed for sampling, shuffling and initialisation.")
+    resume: bool = Field(default=True, description="Resume from the last checkpoint in the output if there is one.")
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="Kind-specific settings (e.g. LoRA rank); `--set key=value` on the CLI."
+    )
+
+    @field_validator("label_scheme")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if value not in LABELS:
+            raise ValueError(f"must be one of {', '.join(LABELS)}")
+        return value

@@ -5,13 +5,16 @@ A text's features are the encoder's mean-pooled, L2-normalised token states over
 max across windows, so a request buried at the end of a long jailbreak template stays in view. An item's
 features are ``[prompt, response, has_response]`` (zeros for a prompt alone). The head reads standardised
 features: a logistic model, or one ReLU hidden layer under it (``mlp``), which can learn that the same
-response is harmful after one prompt and harmless after another. Only the head is trained, so fitting takes
-seconds to a minute once features exist, which makes retraining per held-out source (leave-source-out
-evaluation) affordable on a CPU.
+response is harmful after one prompt and harmless after another, or the average of both (``linear+mlp``):
+the logistic head generalises best to unseen sources, the MLP catches requests whose words are harmless on
+their own ("how do I make" + a nerve agent); docs/results/guard_quality.md compares them. Only the head is
+trained, so fitting takes seconds to a minute once features exist, which makes retraining per held-out source
+(leave-source-out evaluation) affordable on a CPU.
 
 Directory layout: ``classifier_config.json``, ``head.safetensors`` (``mean``, ``scale``, ``coef``,
-``intercept``, and ``hidden_weight`` / ``hidden_bias`` for an MLP head) and ``encoder/`` (the encoder and its
-tokenizer, so the directory stands alone).
+``intercept``, and ``hidden_weight`` / ``hidden_bias`` for an MLP head; an averaged head stores each member's
+tensors under ``m0.``, ``m1.``, …) and ``encoder/`` (the encoder and its tokenizer, so the directory stands
+alone).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ HEAD_FILE = "head.safetensors"
 ENCODER_DIR = "encoder"
 HEAD_TENSORS = ("mean", "scale", "coef", "intercept")
 HIDDEN_TENSORS = ("hidden_weight", "hidden_bias")
-HEAD_KINDS = ("linear", "mlp")
+HEAD_KINDS = ("linear", "mlp", "linear+mlp")
 
 
 @dataclass
@@ -51,7 +54,7 @@ class EmbeddingConfig(LabelledConfig):
     max_windows: int = 8
     """Windows kept per text (its first and last halves); longer texts lose their middle."""
     head: str = "linear"
-    """``linear`` (logistic) or ``mlp`` (one ReLU hidden layer, then logistic)."""
+    """``linear`` (logistic), ``mlp`` (one ReLU hidden layer, then logistic) or ``linear+mlp`` (their average)."""
     base_model: str = ""
     training: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
@@ -193,6 +196,26 @@ class Head:
     def kind(self) -> str:
         return "linear" if self.hidden_weight is None else "mlp"
 
+    @property
+    def n_features(self) -> int:
+        return int(self.mean.shape[0])
+
+    @property
+    def n_outputs(self) -> int:
+        return int(self.coef.shape[0])
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        names = HEAD_TENSORS if self.hidden_weight is None else (*HEAD_TENSORS, *HIDDEN_TENSORS)
+        return {name: np.ascontiguousarray(getattr(self, name), dtype=np.float32) for name in names}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, np.ndarray]) -> Head:
+        missing = [name for name in HEAD_TENSORS if name not in tensors]
+        if missing:
+            raise ValueError(f"missing tensors {missing}")
+        present = [name for name in (*HEAD_TENSORS, *HIDDEN_TENSORS) if name in tensors]
+        return cls(**{name: tensors[name].astype(np.float64) for name in present})
+
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         z = (features - self.mean) / self.scale
         if self.hidden_weight is not None:
@@ -205,47 +228,84 @@ class Head:
         e = np.exp(logits)
         return e / e.sum(axis=1, keepdims=True)
 
-    def save(self, file: Path) -> None:
-        from safetensors.numpy import save_file
 
-        from constitutional_guard.atomic import atomic_path
+@dataclass(frozen=True)
+class AveragedHead:
+    """The mean of its member heads' probabilities (``linear+mlp``: a logistic and an MLP head)."""
 
-        names = HEAD_TENSORS if self.hidden_weight is None else (*HEAD_TENSORS, *HIDDEN_TENSORS)
-        with atomic_path(file) as tmp:
-            save_file({name: np.ascontiguousarray(getattr(self, name), dtype=np.float32) for name in names}, str(tmp))
+    members: tuple[Head, ...]
 
-    @classmethod
-    def load(cls, file: Path) -> Head:
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
+    def __post_init__(self) -> None:
+        if len(self.members) < 2:
+            raise ValueError("an averaged head needs at least two members")
+        first = self.members[0]
+        for member in self.members[1:]:
+            if (member.n_features, member.n_outputs) != (first.n_features, first.n_outputs):
+                raise ValueError("the members of an averaged head disagree on features or outputs")
 
-        if not file.exists():
-            raise InputError.one(file, "head weights not found")
-        try:
-            tensors = load_file(str(file))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise InputError.one(file, f"not a readable safetensors file: {exc}") from exc
-        missing = [name for name in HEAD_TENSORS if name not in tensors]
-        if missing:
-            raise InputError.one(file, f"missing tensors {missing}")
-        try:
-            present = [name for name in (*HEAD_TENSORS, *HIDDEN_TENSORS) if name in tensors]
-            return cls(**{name: tensors[name].astype(np.float64) for name in present})
-        except ValueError as exc:
-            raise InputError.one(file, str(exc)) from exc
+    @property
+    def kind(self) -> str:
+        return "+".join(member.kind for member in self.members)
+
+    @property
+    def n_features(self) -> int:
+        return self.members[0].n_features
+
+    @property
+    def n_outputs(self) -> int:
+        return self.members[0].n_outputs
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        return np.mean([member.probabilities(features) for member in self.members], axis=0)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {f"m{i}.{name}": t for i, member in enumerate(self.members) for name, t in member.tensors().items()}
+
+
+AnyHead = Head | AveragedHead
+
+
+def save_head(head: AnyHead, file: Path) -> None:
+    from safetensors.numpy import save_file
+
+    from constitutional_guard.atomic import atomic_path
+
+    with atomic_path(file) as tmp:
+        save_file(head.tensors(), str(tmp))
+
+
+def load_head(file: Path) -> AnyHead:
+    """A head from ``head.safetensors``, validated (shapes, finite values); errors name the file."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    if not file.exists():
+        raise InputError.one(file, "head weights not found")
+    try:
+        tensors = load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError.one(file, f"not a readable safetensors file: {exc}") from exc
+    try:
+        if "m0.mean" not in tensors:
+            return Head.from_tensors(tensors)
+        count = 1 + max(int(name.split(".", 1)[0][1:]) for name in tensors)
+        members = [{k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(f"m{i}.")} for i in range(count)]
+        return AveragedHead(tuple(Head.from_tensors(member) for member in members))
+    except ValueError as exc:
+        raise InputError.one(file, str(exc)) from exc
 
 
 class EmbeddingClassifier(ConfigThresholds):
-    """Scores prompts and exchanges with a frozen encoder and a linear head."""
+    """Scores prompts and exchanges with a frozen encoder and a trained head."""
 
     kind = "embedding"
 
-    def __init__(self, encoder: SentenceEncoder, head: Head, config: EmbeddingConfig):
+    def __init__(self, encoder: SentenceEncoder, head: AnyHead, config: EmbeddingConfig):
         expected = 2 * encoder.dim + 1
-        if head.mean.shape[0] != expected:
-            raise ValueError(f"head expects {head.mean.shape[0]} features, the encoder gives {expected}")
-        if head.coef.shape[0] not in (1, len(config.labels)) or (head.coef.shape[0] == 1) != (len(config.labels) == 2):
-            raise ValueError(f"head has {head.coef.shape[0]} outputs for {len(config.labels)} labels")
+        if head.n_features != expected:
+            raise ValueError(f"head expects {head.n_features} features, the encoder gives {expected}")
+        if head.n_outputs not in (1, len(config.labels)) or (head.n_outputs == 1) != (len(config.labels) == 2):
+            raise ValueError(f"head has {head.n_outputs} outputs for {len(config.labels)} labels")
         if head.kind != config.head:
             raise ValueError(f"the config names a {config.head} head but the weights hold a {head.kind} one")
         self.encoder = encoder
@@ -257,7 +317,7 @@ class EmbeddingClassifier(ConfigThresholds):
     def from_pretrained(cls, path: str | Path, **_: Any) -> EmbeddingClassifier:
         folder = Path(path)
         config = load_config(EmbeddingConfig, folder / CONFIG_NAME)
-        head = Head.load(folder / HEAD_FILE)
+        head = load_head(folder / HEAD_FILE)
         if not (folder / ENCODER_DIR).is_dir():
             raise InputError.one(folder / ENCODER_DIR, "encoder folder not found")
         encoder = SentenceEncoder.from_pretrained(folder / ENCODER_DIR, config.window, config.max_windows)
@@ -276,7 +336,7 @@ class EmbeddingClassifier(ConfigThresholds):
         elif encoder_source is None:
             self.encoder.model.save_pretrained(target)
             self.encoder.tokenizer.save_pretrained(target)
-        self.head.save(folder / HEAD_FILE)
+        save_head(self.head, folder / HEAD_FILE)
         self.save_config(folder)
 
     def save_config(self, path: str | Path) -> None:

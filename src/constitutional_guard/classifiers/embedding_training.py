@@ -1,10 +1,11 @@
 """Train an embedding classifier: encode once (cached on disk), fit a weighted logistic head, pick C on validation.
 
 Kind-specific settings (``TrainOptions.extra``): ``prefix_cuts``, ``max_validation``, ``exclude_sources`` and
-``inputs`` as for the exchange classifier; ``head`` (``linear``, the default, which generalises better to
-held-out sources in docs/results/guard_quality.md; or ``mlp``: one ReLU hidden layer of ``hidden`` units,
-256 by default); ``C`` (comma-separated regularisation settings tried on the validation
-split: inverse strengths for a linear head, default 0.03,0.1,0.3,1; L2 penalties for an MLP, default 0.01);
+``inputs`` as for the exchange classifier; ``head`` (``linear``, logistic regression; ``mlp``, one ReLU hidden
+layer of ``hidden`` units, 256 by default; or ``linear+mlp``, the average of both, each member tuned on its own
+default grid: see docs/results/guard_quality.md for how they compare on held-out sources); ``C``
+(comma-separated regularisation settings tried on the validation split: inverse strengths for a linear head,
+default 0.03,0.1,0.3,1; L2 penalties for an MLP, default 0.01; not for ``linear+mlp``);
 ``source_balance`` (default true: within a label, a source's
 weight grows with the square root of its size rather than linearly, so no large source's style decides the
 label); ``window`` and ``max_windows`` (see ``EmbeddingConfig``). ``TrainOptions.max_length`` is not used.
@@ -23,6 +24,9 @@ import numpy as np
 from constitutional_guard.atomic import atomic_path, write_json_atomic
 from constitutional_guard.classifiers.base import TrainOptions
 from constitutional_guard.classifiers.embedding import (
+    HEAD_KINDS,
+    AnyHead,
+    AveragedHead,
     EmbeddingClassifier,
     EmbeddingConfig,
     Head,
@@ -32,8 +36,7 @@ from constitutional_guard.classifiers.embedding import (
 from constitutional_guard.classifiers.exchange_training import training_records
 from constitutional_guard.classifiers.exchange_training import training_settings as exchange_settings
 from constitutional_guard.classifiers.input_format import record_prompt
-from constitutional_guard.data.schema import LABELS, Record
-from constitutional_guard.data.sources.package_data import stable_id
+from constitutional_guard.data.schema import LABELS, Record, stable_id
 from constitutional_guard.errors import InputError
 from constitutional_guard.metrics import auroc
 from constitutional_guard.models.loading import resolve_model
@@ -41,6 +44,7 @@ from constitutional_guard.paths import cache_dir
 
 DEFAULT_BASE_MODEL = "minilm-l6"
 DEFAULT_GRIDS: dict[str, tuple[float, ...]] = {"linear": (0.03, 0.1, 0.3, 1.0), "mlp": (0.01,)}
+AVERAGED = "linear+mlp"
 DEFAULT_HEAD = "linear"
 DEFAULT_HIDDEN = 256
 SHARED_KEYS = ("prefix_cuts", "max_validation", "exclude_sources", "inputs")
@@ -126,23 +130,57 @@ def fit_head(
     seed: int = 0,
     kind: str = DEFAULT_HEAD,
     hidden: int = DEFAULT_HIDDEN,
-) -> tuple[Head, dict[str, Any]]:
+) -> tuple[AnyHead, dict[str, Any]]:
     """A head for each regularisation setting in ``grid``; the one with the best validation AUROC of P(unsafe)
-    is kept. ``kind``: ``linear`` (logistic regression, grid of C) or ``mlp`` (grid of L2 penalties)."""
+    is kept. ``kind``: ``linear`` (logistic regression, grid of C), ``mlp`` (grid of L2 penalties) or
+    ``linear+mlp`` (both, each on its default grid, averaged)."""
+    if kind == AVERAGED:
+        if grid is not None:
+            raise ValueError(f"C: a {AVERAGED} head tunes each member on its own default grid; leave C unset")
+        fitted = [
+            _fit_tuned(x, y, weights, x_val, y_val_unsafe, unsafe_ids, DEFAULT_GRIDS[member], seed, member, hidden)
+            for member in ("linear", "mlp")
+        ]
+        head = AveragedHead(tuple(member for member, _ in fitted))
+        value = _validation_auroc(head, x_val, y_val_unsafe, unsafe_ids)
+        return head, {"head": kind, "members": [info for _, info in fitted], "validation_auroc": value}
+    return _fit_tuned(x, y, weights, x_val, y_val_unsafe, unsafe_ids, grid or DEFAULT_GRIDS[kind], seed, kind, hidden)
+
+
+def _fit_tuned(
+    x: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    x_val: np.ndarray,
+    y_val_unsafe: np.ndarray,
+    unsafe_ids: Sequence[int],
+    grid: Sequence[float],
+    seed: int,
+    kind: str,
+    hidden: int,
+) -> tuple[Head, dict[str, Any]]:
+    """One ``linear`` or ``mlp`` head per setting in ``grid``; the best on validation is kept."""
     mean = x.mean(axis=0)
     scale = np.maximum(x.std(axis=0), 1e-6)
     xs = (x - mean) / scale
     tried: dict[str, float | None] = {}
     best: tuple[float, Head] | None = None
-    for c in grid or DEFAULT_GRIDS[kind]:
+    for c in grid:
         head = _fit_one(xs, y, weights, mean, scale, kind, c, hidden, seed)
-        unsafe = head.probabilities(x_val)[:, list(unsafe_ids)].sum(axis=1)
-        value = auroc(y_val_unsafe, unsafe) if len(x_val) else None
+        value = _validation_auroc(head, x_val, y_val_unsafe, unsafe_ids)
         tried[str(c)] = value
         if best is None or (value is not None and value > best[0]):
             best = (value if value is not None else -1.0, head)
     assert best is not None
     return best[1], {"head": kind, "C_tried": tried, "C": max(tried, key=lambda k: tried[k] or -1.0)}
+
+
+def _validation_auroc(
+    head: AnyHead, x_val: np.ndarray, y_val_unsafe: np.ndarray, unsafe_ids: Sequence[int]
+) -> float | None:
+    if not len(x_val):
+        return None
+    return auroc(y_val_unsafe, head.probabilities(x_val)[:, list(unsafe_ids)].sum(axis=1))
 
 
 def _fit_one(
@@ -180,14 +218,18 @@ def _settings(extra: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown embedding training settings {sorted(unknown)}; known: {sorted(EXTRA_KEYS)}")
     shared = exchange_settings({k: v for k, v in extra.items() if k in SHARED_KEYS})
     head = str(extra.get("head", DEFAULT_HEAD))
-    if head not in DEFAULT_GRIDS:
-        raise ValueError(f"head: {head!r} is not one of {', '.join(DEFAULT_GRIDS)}")
-    grid = extra.get("C", DEFAULT_GRIDS[head])
+    if head not in HEAD_KINDS:
+        raise ValueError(f"head: {head!r} is not one of {', '.join(HEAD_KINDS)}")
+    if head == AVERAGED and "C" in extra:
+        raise ValueError(f"C: a {AVERAGED} head tunes each member on its own default grid; leave C unset")
+    grid = extra.get("C", DEFAULT_GRIDS.get(head))
     return {
         **{k: shared[k] for k in SHARED_KEYS},
         "head": head,
         "hidden": int(extra.get("hidden", DEFAULT_HIDDEN)),
-        "C": tuple(float(c) for c in (str(grid).split(",") if isinstance(grid, str | float | int) else grid)),
+        "C": None if grid is None else tuple(
+            float(c) for c in (str(grid).split(",") if isinstance(grid, str | float | int) else grid)
+        ),
         "source_balance": bool(extra.get("source_balance", True)),
         "window": int(extra.get("window", 128)),
         "max_windows": int(extra.get("max_windows", 8)),

@@ -8,20 +8,15 @@ directory's ``classifier_config.json`` and asks the registry for the class.
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from constitutional_guard.errors import InputError
+from constitutional_guard.lazy import resolve
 
 CONFIG_NAME = "classifier_config.json"
-
-
-def _resolve(spec: str) -> Any:
-    module, _, attribute = spec.partition(":")
-    return getattr(importlib.import_module(module), attribute)
 
 
 @dataclass(frozen=True)
@@ -48,13 +43,13 @@ class ClassifierKind:
     """Reads the constitution when scoring, so a policy edit takes effect without retraining (policy shift)."""
 
     def config_class(self) -> type:
-        return _resolve(self.config)
+        return resolve(self.config)
 
     def classifier_class(self) -> type:
-        return _resolve(self.classifier)
+        return resolve(self.classifier)
 
     def train_function(self) -> Any:
-        return _resolve(self.trainer)
+        return resolve(self.trainer)
 
     def load(self, path: str | Path, **kwargs: Any) -> Any:
         """The classifier saved in ``path`` (a ``SafetyClassifier``)."""

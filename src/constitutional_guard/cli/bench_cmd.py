@@ -58,17 +58,15 @@ def classifier(
     out: Path = typer.Option(Path("bench_classifier.json"), "--out", help="JSON report."),
 ) -> None:
     """Classifier latency (one item at a time) and batched throughput, for prompts and exchanges."""
-    import random
-
     from constitutional_guard.atomic import write_json_atomic
     from constitutional_guard.classifiers.base import load_classifier
     from constitutional_guard.cli.common import console
     from constitutional_guard.data.corpus import load_split
     from constitutional_guard.data.io import read_records
     from constitutional_guard.evaluation.bench_classifier import bench_classifier
+    from constitutional_guard.sampling import sample_uniform
 
-    records = read_records(data) if data.is_file() else load_split(data, "test")
-    records = random.Random(0).sample(records, min(n, len(records)))
+    records = sample_uniform(read_records(data) if data.is_file() else load_split(data, "test"), n, seed=0)
     report = bench_classifier(load_classifier(classifier_dir), records, [int(b) for b in batch_sizes.split(",")])
     report.update({"classifier": str(classifier_dir), "data": str(data)})
     write_json_atomic(out, report)
@@ -183,18 +181,16 @@ def prefix_cache(
     out: Path = typer.Option(Path("bench_prefix_cache.json"), "--out", help="JSON report."),
 ) -> None:
     """Constitutional classifier throughput: cached policy prefix vs recomputing it for every item."""
-    import random
-
     from constitutional_guard.atomic import write_json_atomic
     from constitutional_guard.classifiers.constitutional import ConstitutionalClassifier
     from constitutional_guard.cli.common import console, err_console, exit_on_input_error
     from constitutional_guard.data.corpus import load_split
     from constitutional_guard.data.io import read_records
     from constitutional_guard.evaluation.bench_prefix_cache import bench_prefix_cache
+    from constitutional_guard.sampling import sample_uniform
 
     with exit_on_input_error():
-        records = read_records(data) if data.is_file() else load_split(data, "test")
-        records = random.Random(0).sample(records, min(n, len(records)))
+        records = sample_uniform(read_records(data) if data.is_file() else load_split(data, "test"), n, seed=0)
         if classifier_dir is not None:
             classifier = ConstitutionalClassifier.from_pretrained(classifier_dir, constitution=constitution)
         else:
@@ -223,6 +219,14 @@ def upstream(
     ),
     monitor_chunk_tokens: int | None = typer.Option(None, "--monitor-chunk-tokens", min=1,
                                                     help="Monitor tokens per forward (default: the bundle's, else 8)."),
+    monitor_batch_size: int | None = typer.Option(
+        None, "--monitor-batch-size", min=1, help="Most streams per monitor forward (default: the bundle's, else 16; "
+        "1: one forward per stream)."
+    ),
+    monitor_first_chunk_tokens: int | None = typer.Option(
+        None, "--monitor-first-chunk-tokens", min=1,
+        help="Monitor tokens of a response's first forward (default: the bundle's, else release_lag + 1)."
+    ),
     concurrency: str = typer.Option("1,4,16", "--concurrency", help="Comma-separated numbers of concurrent streams."),
     max_tokens: int = typer.Option(64, "--max-tokens", min=1, help="Completion tokens per request (greedy)."),
     requests_per_stream: int = typer.Option(1, "--requests-per-stream", min=1, help="Sequential requests per stream."),
@@ -237,6 +241,9 @@ def upstream(
     ),
     timeout: float = typer.Option(600.0, "--timeout", min=1.0, help="Per-request limit, seconds."),
     device: str | None = typer.Option(None, "--device", help="Torch device for the stream monitor."),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="Stream monitor dtype, e.g. bfloat16 (default: bfloat16 on CUDA, else float32)."
+    ),
     out: Path = typer.Option(Path("bench_upstream.json"), "--out", help="JSON report."),
 ) -> None:
     """Raw upstream vs the guard in front of it: tokens/s, time to first token, checks per stream, detection."""
@@ -254,7 +261,9 @@ def upstream(
         return tuple(t for t in path.read_text(encoding="utf-8").splitlines() if t.strip()) if path else default
 
     remote = upstream_settings(guard, upstream_url, upstream_model, upstream_api_key_env, required=True,
-                               monitor=monitor, monitor_chunk_tokens=monitor_chunk_tokens)
+                               monitor=monitor, monitor_chunk_tokens=monitor_chunk_tokens,
+                               monitor_batch_size=monitor_batch_size,
+                               monitor_first_chunk_tokens=monitor_first_chunk_tokens)
     try:
         options = UpstreamBenchOptions(
             concurrencies=tuple(int(c) for c in concurrency.split(",")), max_tokens=max_tokens,
@@ -264,9 +273,10 @@ def upstream(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    the_guard = Guard.from_pretrained(guard, device=device, upstream=remote)
+    the_guard = Guard.from_pretrained(guard, device=device, dtype=dtype, upstream=remote)
     report = bench_upstream(the_guard, options, progress=err_console.log)
     report["guard"]["bundle"] = str(guard)
+    report["guard"]["monitor_dtype"] = str(the_guard.lm.dtype).removeprefix("torch.") if the_guard.lm else None
     write_json_atomic(out, report)
     for row in report["results"]:
         raw, guarded = row["raw"], row["guarded"]

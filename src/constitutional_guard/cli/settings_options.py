@@ -4,7 +4,8 @@
 field's description, booleans as ``--x/--no-x``), plus ``--config FILE`` (YAML or JSON mapping) and
 ``--set key=value``. The command receives what was given as one dict; ``build_settings`` merges it (file,
 then ``--set``, then the options) over fixed values and validates it with the model, turning validation
-errors into usage errors that name the field.
+errors into usage errors that name the field. With ``rest_field``, keys that name no field go into that
+(mapping) field instead of being refused: kind-specific settings, say.
 """
 
 from __future__ import annotations
@@ -50,10 +51,16 @@ def settings_options(
     exclude: Iterable[str] = (),
     aliases: dict[str, tuple[str, ...]] | None = None,
     file_option: str = "--config",
+    rest_field: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate a Typer command whose last parameter is ``settings_given: dict``: replace it with one option per
-    field of ``model`` (except ``exclude``; ``aliases`` adds older names) and ``file_option`` / ``--set``."""
-    skipped = set(exclude)
+    field of ``model`` (except ``exclude``; ``aliases`` adds older names) and ``file_option`` / ``--set``.
+
+    ``rest_field`` names a mapping field (given no option) that collects the file's and ``--set``'s other keys."""
+    skipped = set(exclude) | ({rest_field} if rest_field else set())
+    set_help = "A setting as key=value (repeatable); any field above" + (
+        f", or another key (kept in {rest_field})." if rest_field else "."
+    )
     extra_names = aliases or {}
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -68,7 +75,7 @@ def settings_options(
                 continue
             if name in taken:
                 raise TypeError(f"{func.__name__}: parameter {name!r} clashes with a settings field")
-            default = info.get_default(call_default_factory=True)
+            default = None if info.is_required() else info.get_default(call_default_factory=True)
             annotation = info.annotation
             if annotation is bool:
                 decls = [f"{_option_name(name)}/--no-{name.replace('_', '-')}"]
@@ -98,7 +105,7 @@ def settings_options(
             inspect.Parameter(
                 SET_PARAM,
                 inspect.Parameter.KEYWORD_ONLY,
-                default=typer.Option([], "--set", help="A setting as key=value (repeatable); any field above."),
+                default=typer.Option([], "--set", help=set_help),
                 annotation=list[str],
             )
         )
@@ -112,15 +119,21 @@ def settings_options(
                 ("--set", parse_settings(pairs)),
                 ("options", {name: value for name, value in given.items() if value is not None}),
             ]
+            rest: dict[str, Any] = {}
             for source, values in layers:
                 not_here = sorted(set(values) & skipped)
                 unknown = sorted(set(values) - set(model.model_fields))
+                if rest_field is not None:
+                    rest |= {k: values.pop(k) for k in unknown}
+                    unknown = []
                 if unknown or not_here:
                     known = ", ".join(fields)
                     raise typer.BadParameter(
                         f"unknown settings {unknown + not_here}; known: {known}", param_hint=source
                     )
             merged = {k: v for _, values in layers for k, v in values.items()}
+            if rest_field is not None:
+                merged[rest_field] = rest
             return func(*args, **kwargs, **{PARAM: merged})
 
         wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]

@@ -12,8 +12,7 @@ import codecs
 import re
 from collections.abc import Callable
 
-from constitutional_guard.data.schema import Record
-from constitutional_guard.data.sources.package_data import stable_id
+from constitutional_guard.data.schema import Record, stable_id
 from constitutional_guard.data.sources.templates import JailbreakTemplate
 
 DEFAULT_CUTS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75)

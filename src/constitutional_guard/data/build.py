@@ -35,9 +35,16 @@ from constitutional_guard.data.augment import (
 from constitutional_guard.data.card import render_card
 from constitutional_guard.data.corpus import SCHEMES, split_path
 from constitutional_guard.data.io import write_records
-from constitutional_guard.data.schema import SPLITS, THREE_CLASS_LABELS, Record
-from constitutional_guard.data.sources import HUB_ADAPTERS, OFFLINE_SOURCES, load_hub_dataset, load_templates
-from constitutional_guard.data.sources.package_data import DATA_PACKAGES, PackageDataError, stable_id
+from constitutional_guard.data.schema import SPLITS, THREE_CLASS_LABELS, Record, stable_id
+from constitutional_guard.data.sources import load_hub_dataset, load_templates
+from constitutional_guard.data.sources.package_data import DATA_PACKAGES, PackageDataError
+from constitutional_guard.data.sources.registry import (
+    HUB_ADAPTERS,
+    OFFLINE_SOURCES,
+    corpus_sources,
+    hub_adapter,
+    label_mappings,
+)
 from constitutional_guard.data.sources.templates import JailbreakTemplate
 from constitutional_guard.data.splits import (
     DEFAULT_FRACTIONS,
@@ -414,14 +421,11 @@ def build_corpus(
             {"distribution": p.distribution, "version": p.version, "licence": p.licence, "available": p.is_available()}
             for p in DATA_PACKAGES
         ],
-        "sources": {
-            name: {"package": s.package.pip_spec, "kind": s.kind, "licence": s.licence, "description": s.description}
-            for name, s in OFFLINE_SOURCES.items()
-        },
-        "label_mappings": {s.package.distribution: s.label_mapping for s in OFFLINE_SOURCES.values()}
+        "sources": corpus_sources(),
+        "label_mappings": label_mappings()
         | {
             "generated": _generated_mapping(),
-            **{f"hub/{n}": HUB_ADAPTERS[n].label_mapping for n in {parse_hub_spec(h)[0] for h in options.hub}},
+            **{f"hub/{n}": hub_adapter(n).label_mapping for n in {parse_hub_spec(h)[0] for h in options.hub}},
         },
         "skipped_sources": skipped,
         "skipped_rows": skipped_rows,

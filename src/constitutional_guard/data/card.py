@@ -5,12 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from constitutional_guard.data.schema import SPLITS
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines
+from constitutional_guard.markdown import markdown_table as _table
 
 
 def _label_table(table: dict[str, dict[str, int]], first: str) -> list[str]:

@@ -21,8 +21,7 @@ from typing import Any
 import torch
 
 from constitutional_guard.data.refusal import is_refusal
-from constitutional_guard.data.schema import Record
-from constitutional_guard.data.sources.package_data import stable_id
+from constitutional_guard.data.schema import Record, stable_id
 from constitutional_guard.paths import cache_dir
 
 Progress = Callable[[int, int], None]

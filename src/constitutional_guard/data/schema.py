@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -121,3 +122,8 @@ class Record(BaseModel):
     @property
     def label_id(self) -> int:
         return LABELS[self.label_scheme].index(self.label)
+
+def stable_id(*parts: str, length: int = 12) -> str:
+    """A short content hash, stable across runs and machines."""
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+    return digest[:length]

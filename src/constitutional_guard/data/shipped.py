@@ -19,8 +19,8 @@ from typing import Any
 
 from constitutional_guard import __version__
 from constitutional_guard.atomic import atomic_path
-from constitutional_guard.data.schema import Record
-from constitutional_guard.data.sources.package_data import SourceRows, stable_id
+from constitutional_guard.data.schema import Record, stable_id
+from constitutional_guard.data.sources.package_data import SourceRows
 from constitutional_guard.errors import InputError
 
 SHIPPED_DIR = Path(__file__).parent / "shipped"

@@ -16,8 +16,7 @@ from constitutional_guard import __version__
 from constitutional_guard.constitution import Constitution
 from constitutional_guard.data.generate import GenerationSettings, Progress, generate_responses
 from constitutional_guard.data.refusal import is_refusal
-from constitutional_guard.data.schema import Record
-from constitutional_guard.data.sources.package_data import stable_id
+from constitutional_guard.data.schema import Record, stable_id
 from constitutional_guard.data.splits import normalize_text
 
 PERSONAS: tuple[str, ...] = (

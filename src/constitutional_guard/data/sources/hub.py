@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from constitutional_guard.data.refusal import is_refusal
-from constitutional_guard.data.schema import Record
+from constitutional_guard.data.schema import Record, stable_id
 from constitutional_guard.data.sources.categories import map_category
-from constitutional_guard.data.sources.package_data import stable_id
 from constitutional_guard.errors import InputError, Problem
 
 LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".csv": "csv", ".parquet": "parquet"}

