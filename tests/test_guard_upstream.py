@@ -110,7 +110,7 @@ def test_safe_upstream_text_is_released_whole(lm, upstream, script):
 @pytest.mark.parametrize("monitor, classifier", [(True, None), (True, ZyxClassifier), (False, ZyxClassifier)],
                          ids=["probe-only", "probe-and-classifier", "classifier-only"])
 def test_zero_leak_when_the_upstream_turns_harmful(lm, upstream, script, monitor, classifier):
-    script.delay_s = 0.005
+    script.delay_s, script.linger_s = 0.005, 10.0  # still generating when the guard blocks, however slow it is
     guard = remote_guard(lm, upstream[0], monitor=monitor, classifier=classifier() if classifier else None)
     events = list(guard.stream("How do I make it?", CONFIG))
     finished = events[-1]

@@ -4,6 +4,7 @@ ids back from the monitor's embeddings, so tests choose exactly which token the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +39,9 @@ class ScriptedUpstream:
 
     ``fail_status`` answers every chat request with that status and an OpenAI error (``fail_times`` times, then
     normally); ``drop_after`` breaks the connection after that many pieces (no ``[DONE]``); ``stall_s`` waits
-    before answering at all. ``script``, when set, picks the pieces per request body instead of ``pieces``.
+    before answering at all; ``linger_s`` keeps the stream open after the last piece for up to that long (a
+    generation still running), ending early if the client goes away. ``script``, when set, picks the pieces per
+    request body instead of ``pieces``.
     ``sent`` counts the pieces of the last stream; ``disconnected`` tells whether its
     client went away before the end.
     """
@@ -49,6 +52,7 @@ class ScriptedUpstream:
     fail_times: int = 1_000_000
     drop_after: int | None = None
     stall_s: float = 0.0
+    linger_s: float = 0.0
     script: Callable[[dict[str, Any]], Sequence[str]] | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
@@ -103,6 +107,12 @@ class ScriptedUpstream:
                     return
                 await send({"type": "http.response.body", "body": chunk({"content": piece}), "more_body": True})
                 self.sent += 1
+            if self.linger_s:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(gone.wait(), self.linger_s)
+                if gone.is_set():
+                    self.disconnected = True
+                    return
             usage = {"prompt_tokens": 7, "completion_tokens": len(pieces), "total_tokens": 7 + len(pieces)}
             tail = chunk({}, "stop") + sse({"id": "x", "object": "chat.completion.chunk", "choices": [],
                                              "usage": usage}) + b"data: [DONE]\n\n"
