@@ -35,7 +35,7 @@ def trained(tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         data_dir=str(corpus),
         out_dir=str(root / "clf"),
         base_model=str(tiny_encoder_dir),
-        extra={"C": "0.1,1", "window": 16, "max_windows": 4},  # the default (logistic) head
+        extra={"head": "linear", "C": "0.1,1", "window": 16, "max_windows": 4},
     )
     return corpus, train(options)
 
@@ -123,7 +123,7 @@ def test_linear_and_mlp_heads_save_what_they_are(trained: tuple[Path, Path], tin
                                                  tmp_path: Path) -> None:
     from safetensors.numpy import load_file
 
-    corpus, linear_dir = trained  # the default head
+    corpus, linear_dir = trained
     assert set(load_file(str(linear_dir / HEAD_FILE))) == {"mean", "scale", "coef", "intercept"}
     assert load_classifier(linear_dir).head.kind == "linear"
     options = TrainOptions(data_dir=str(corpus), out_dir=str(tmp_path / "mlp"), base_model=str(tiny_encoder_dir),

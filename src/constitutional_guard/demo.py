@@ -4,10 +4,10 @@ Every step is skipped when its artifact already exists, so a second run goes str
 Sizes are capped to keep a first run on a 2-core CPU to minutes; `cguard probe train` and
 `cguard classifier train` train the same components on the whole corpus.
 
-The classifier is the embedding kind (frozen MiniLM, logistic head), chosen on leave-source-out evaluation
-(docs/results/guard_quality.md); it trains in minutes on a CPU. Its thresholds are calibrated for a
-false-block rate and a hold rate on benign traffic; the probe's escalation threshold is calibrated on the
-target model's own answers.
+The classifier is the embedding kind (frozen MiniLM, averaged logistic and MLP heads), chosen on
+leave-source-out evaluation (docs/results/guard_quality.md); it trains in minutes on a CPU. Its thresholds
+are calibrated for a false-block rate and a hold rate on benign traffic; the probe's escalation threshold is
+calibrated on the target model's own answers.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class DemoSettings:
     classifier_train_records: int = 20000
     classifier_eval_records: int = 3000
     """Validation and test records (the whole calibration split is used)."""
-    classifier_head: str = "linear"
+    classifier_head: str = "linear+mlp"
     """Head of the embedding classifier: ``linear``, ``mlp`` or ``linear+mlp``."""
     classifier_block_fpr: float = 0.03
     """Target false-block rate on safe calibration items."""

@@ -45,7 +45,8 @@ from constitutional_guard.paths import cache_dir
 DEFAULT_BASE_MODEL = "minilm-l6"
 DEFAULT_GRIDS: dict[str, tuple[float, ...]] = {"linear": (0.03, 0.1, 0.3, 1.0), "mlp": (0.01,)}
 AVERAGED = "linear+mlp"
-DEFAULT_HEAD = "linear"
+DEFAULT_HEAD = "linear+mlp"
+"""Chosen on leave-source-out AUROC (docs/results/guard_quality.md): above either member, for prompts and exchanges."""
 DEFAULT_HIDDEN = 256
 SHARED_KEYS = ("prefix_cuts", "max_validation", "exclude_sources", "inputs")
 EXTRA_KEYS = {*SHARED_KEYS, "C", "head", "hidden", "source_balance", "window", "max_windows"}

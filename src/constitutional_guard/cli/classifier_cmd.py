@@ -375,7 +375,7 @@ def leave_source_out(
     data: Path = typer.Option(..., "--data", help="Corpus directory (all four splits are read)."),
     output: Path = typer.Option(..., "--output", help="Write results.json, report.md and families.png here."),
     base_model: str = typer.Option("minilm-l6", help="Encoder of the embedding classifier refitted per family."),
-    head: str = typer.Option("linear", help="Head refitted per family: linear, mlp or linear+mlp (their average)."),
+    head: str = typer.Option("linear+mlp", help="Head refitted per family: linear, mlp or linear+mlp (their average)."),
     by: str = typer.Option("source", help="Family of a record: source (pyrit/advbench) or package (pyrit)."),
     min_records: int = typer.Option(50, min=1, help="Hold out every family with at least this many records."),
     block_fpr: float = typer.Option(0.05, min=0.0, max=0.999, help="Target false-block rate on safe items."),
@@ -393,8 +393,10 @@ def leave_source_out(
 
     if by not in lso.FAMILY_KINDS:
         raise typer.BadParameter(f"expected one of {', '.join(lso.FAMILY_KINDS)}", param_hint="--by")
-    if head not in ("mlp", "linear"):
-        raise typer.BadParameter("expected linear or mlp", param_hint="--head")
+    from constitutional_guard.classifiers.embedding import HEAD_KINDS
+
+    if head not in HEAD_KINDS:
+        raise typer.BadParameter(f"expected one of {', '.join(HEAD_KINDS)}", param_hint="--head")
     with progress_bar(transient=True) as bar:
         task = bar.add_task("leave-source-out", total=None)
         report = lso.embedding_leave_source_out(

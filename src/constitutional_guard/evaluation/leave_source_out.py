@@ -261,7 +261,7 @@ def embedding_leave_source_out(
     block_fpr: float = 0.05,
     hold_rate: float = 0.01,
     grid: Sequence[float] | None = None,
-    head: str = "linear",
+    head: str = "linear+mlp",
     max_per_split: int | None = None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
