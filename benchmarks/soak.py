@@ -32,11 +32,12 @@ import httpx
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # tiny_models: test support
 from load_test import HARMFUL_PROMPTS, SAFE_PROMPTS, rss_mb, serve_in_thread, server_metrics
 from scripted_guard import scripted_guard
+from tiny_models import build_tiny_causal_lm
 
 from constitutional_guard.atomic import write_text_atomic
-from constitutional_guard.models.tiny import build_tiny_causal_lm
 from constitutional_guard.serve import ServeSettings, create_app
 
 

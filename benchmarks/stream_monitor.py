@@ -19,6 +19,7 @@ import torch
 
 from constitutional_guard.guard.monitor import StreamMonitor
 from constitutional_guard.models.embedded import materialize
+from constitutional_guard.models.generation import Greedy, token_loop
 from constitutional_guard.models.loading import LoadedModel, load_causal_lm, new_kv_cache
 from constitutional_guard.probes import LinearProbe, ProbeConfig
 
@@ -26,10 +27,8 @@ TEXT = "Vaccines train the immune system to recognise a pathogen without causing
 
 
 def local_loop(lm: LoadedModel, prompt: list[int], ids: list[int]) -> None:
-    cache = new_kv_cache(lm.model)
-    lm.model(input_ids=torch.tensor([prompt]), use_cache=True, **cache)
-    for token in ids:
-        lm.model(input_ids=torch.tensor([[token]]), use_cache=True, output_hidden_states=True, **cache)
+    for _ in token_loop(lm.model, prompt, Greedy(len(ids)), forced_ids=ids):
+        pass
 
 
 def monitored(monitor: StreamMonitor, prompt: list[int], ids: list[int], chunk: int) -> None:

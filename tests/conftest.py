@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from constitutional_guard.models.tiny import build_tiny_causal_lm, build_tiny_encoder
+from tiny_models import build_tiny_causal_lm, build_tiny_encoder
 
 
 @pytest.fixture(scope="session")

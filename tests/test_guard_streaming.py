@@ -1,4 +1,5 @@
-"""The KV-cached token loop: same tokens as ``generate``, one cached forward per token, sampling, stops, batches."""
+"""The KV-cached token loop: same tokens as ``generate``, one cached forward per token, sampling, stops, batches;
+batched text generation as Hugging Face generates it, and probe traces as the loop reads them."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import build_tiny_causal_lm
 
 from constitutional_guard.guard.events import GenerationConfig, GenerationStatus, TextReleased
 from constitutional_guard.guard.guard import Guard
 from constitutional_guard.guard.streaming import generate_batch, token_loop, visible_end
+from constitutional_guard.models.generation import Greedy, generate_texts
 from constitutional_guard.models.loading import load_causal_lm
-from constitutional_guard.models.tiny import build_tiny_causal_lm
 from constitutional_guard.probes import LinearProbe, ProbeConfig
+from constitutional_guard.probes.probe import score_sequence
+from constitutional_guard.probes.trace import trace_response
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +160,47 @@ def test_real_model_guarded_tokens_equal_plain_generate(smollm2_dir: Path):
     out = lm.model.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False)[0, len(ids) :]
     assert result.response == lm.tokenizer.decode(out, skip_special_tokens=True)
     assert result.status is GenerationStatus.COMPLETED
+
+
+TEXT_PROMPTS = ["Hi", "Explain how vaccines work in a few words, please.", "What is the capital of France?"]
+
+
+@torch.inference_mode()
+def hf_generate_texts(lm, prompts: list[str], max_new_tokens: int) -> list[str]:
+    """Hugging Face's ``generate`` on the same left-padded batch, decoded the same way."""
+    encoded = [lm.encode_messages([{"role": "user", "content": p}]) for p in prompts]
+    width = max(len(e) for e in encoded)
+    pad = lm.tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
+    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+    out = lm.model.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
+        eos_token_id=lm.eos_token_ids or None,
+    )
+    return [lm.tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+
+
+def test_batched_texts_match_hugging_face_generate(lm) -> None:
+    ours = generate_texts(lm, TEXT_PROMPTS, Greedy(10))
+    assert ours == hf_generate_texts(lm, TEXT_PROMPTS, 10)
+    assert any(ours), "the model should produce some text"
+
+
+def test_prompt_tokens_are_cut_from_the_left(lm) -> None:
+    short = generate_texts(lm, TEXT_PROMPTS[1:2], Greedy(4), max_prompt_tokens=5)
+    ids = lm.encode_messages([{"role": "user", "content": TEXT_PROMPTS[1]}])[-5:]
+    plain = [s.token_id for s in token_loop(lm.model, ids, Greedy(4), lm.eos_token_ids, output_hidden_states=False)]
+    assert short == [lm.tokenizer.decode(plain, skip_special_tokens=True).strip()]
+
+
+def test_trace_scores_what_the_streaming_loop_reads(lm) -> None:
+    probe = make_probe(lm)
+    trace = trace_response(lm, probe, TEXT_PROMPTS[2], max_new_tokens=8)
+    ids = lm.encode_messages([{"role": "user", "content": TEXT_PROMPTS[2]}])
+    steps = [s for s in token_loop(lm.model, ids, GenerationConfig(max_new_tokens=8), lm.eos_token_ids) if not s.eos]
+    assert trace.tokens == [lm.tokenizer.decode([s.token_id]) for s in steps]
+    streamed = [float(probe.score_hidden_states(s.hidden_states)[0, -1]) for s in steps]
+    assert trace.raw.tolist() == pytest.approx(streamed, abs=1e-4)
+    full = score_sequence(probe, lm, ids + [s.token_id for s in steps])
+    assert full.shape == (len(ids) + len(steps),)
+    assert full[len(ids) :].tolist() == pytest.approx(streamed, abs=1e-4)

@@ -104,7 +104,7 @@ def test_real_cli_models_list_and_validate_error(smollm2_dir: Path, tmp_path: Pa
 
 
 def test_gemma_style_image_text_checkpoint_loads_for_text(tmp_path: Path):
-    from constitutional_guard.models.tiny import build_tiny_image_text_lm
+    from tiny_models import build_tiny_image_text_lm
 
     lm = load_causal_lm(str(build_tiny_image_text_lm(tmp_path)), device="cpu")
     assert type(lm.model).__name__ == "Gemma3ForConditionalGeneration" and lm.processor is not None

@@ -80,6 +80,14 @@ def test_serve_config_must_be_a_mapping(served: list[Any], tmp_path: Path) -> No
     assert result.exit_code == 2 and "expected a mapping of settings" in flat(result.output)
 
 
+def test_a_saved_file_is_a_config_file(served: list[Any], tmp_path: Path) -> None:
+    saved = ServeSettings(auth=False, max_messages=9, max_queued=3).save(tmp_path / "serve.yaml")
+    with pytest.warns(UserWarning, match="api_keys"):  # set by their own options, not from the file
+        result = runner.invoke(app, ["serve", "--guard", str(tmp_path), "--no-auth", "--config", str(saved)])
+    assert result.exit_code == 0, result.output
+    assert (served[0].max_messages, served[0].max_queued) == (9, 3)
+
+
 @pytest.fixture
 def built(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     seen: list[Any] = []

@@ -8,10 +8,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from constitutional_guard.classifiers.registry import CONFIG_NAME as CONFIG_NAME
 from constitutional_guard.classifiers.registry import load_classifier as load_classifier
+from constitutional_guard.config_io import SettingsModel
 from constitutional_guard.data.schema import LABELS
 
 
@@ -178,7 +179,7 @@ class SafetyClassifier(Protocol):
         ...
 
 
-class TrainOptions(BaseModel):
+class TrainOptions(SettingsModel):
     """Options shared by every classifier kind's ``train(options) -> Path`` function.
 
     ``cguard classifier train`` builds its options from these fields and also reads them from ``--config FILE``

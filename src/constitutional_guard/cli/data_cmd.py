@@ -152,10 +152,12 @@ def build(
 ) -> None:
     """Build the corpus: binary and three-class train / validation / calibration / test files, card and summary."""
     from constitutional_guard.cli.common import err_console, progress_bar
+    from constitutional_guard.cli.settings_options import build_settings
     from constitutional_guard.data.build import BuildOptions, build_corpus
 
-    try:
-        options = BuildOptions(
+    options = build_settings(
+        BuildOptions,
+        dict(
             seed=seed,
             constitution=constitution,
             with_generated=with_generated,
@@ -170,9 +172,8 @@ def build(
             tense_rate=tense_rate,
             style_rate=style_rate,
             max_per_source=max_per_source or None,
-        )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        ),
+    )
     with progress_bar() as bar:
         tasks: dict[str, int] = {}
 

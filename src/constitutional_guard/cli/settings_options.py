@@ -115,7 +115,7 @@ def settings_options(
             given = {name: kwargs.pop(name) for name in fields}
             file, pairs = kwargs.pop(FILE_PARAM), kwargs.pop(SET_PARAM)
             layers = [
-                (file_option, read_settings_file(file) if file is not None else {}),
+                (file_option, read_settings_file(file, set(fields), rest_field) if file is not None else {}),
                 ("--set", parse_settings(pairs)),
                 ("options", {name: value for name, value in given.items() if value is not None}),
             ]
@@ -144,19 +144,25 @@ def settings_options(
     return decorate
 
 
-def read_settings_file(path: Path) -> dict[str, Any]:
-    """A YAML (or JSON) mapping of settings."""
-    import yaml
+def read_settings_file(path: Path, names: set[str] | None = None, rest_field: str | None = None) -> dict[str, Any]:
+    """A YAML (or JSON) mapping of settings. A file saved by ``SettingsModel.save`` carries a version stamp:
+    the stamp is dropped, the saved ``rest_field`` mapping is spread out again, and other keys that are not
+    in ``names`` (a newer version's, or settings given by other options) are ignored with a warning. In a
+    hand-written file such keys are errors."""
+    from constitutional_guard.config_io import VERSION_KEY, known_keys, read_mapping
+    from constitutional_guard.errors import InputError
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise typer.BadParameter(f"{path}: not valid YAML or JSON ({exc})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise typer.BadParameter(f"{path}: expected a mapping of settings, got {type(data).__name__}")
-    return data
+        data = read_mapping(path)
+    except InputError as exc:
+        raise typer.BadParameter(str(exc.problems[0]) if exc.problems else str(exc)) from None
+    if VERSION_KEY not in data:
+        return data
+    rest = data.pop(rest_field, None) if rest_field is not None else None
+    if rest_field is None and names is not None:
+        return known_keys(data, names, path)
+    data.pop(VERSION_KEY)
+    return {**(rest if isinstance(rest, dict) else {}), **data}
 
 
 def build_settings(model: type[M], values: dict[str, Any], hint: str | None = None) -> M:

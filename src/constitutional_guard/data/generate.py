@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from constitutional_guard.data.refusal import is_refusal
 from constitutional_guard.data.schema import Record, stable_id
 from constitutional_guard.paths import cache_dir
@@ -65,23 +63,10 @@ def _read_cache(path: Path) -> dict[str, str]:
     return done
 
 
-@torch.inference_mode()
 def _generate_batch(lm: Any, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:
-    tokenizer = lm.tokenizer
-    encoded = [lm.encode_messages([{"role": "user", "content": p}])[-settings.max_prompt_tokens :] for p in prompts]
-    width = max(len(e) for e in encoded)
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=lm.device)
-    attention = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=lm.device)
-    out = lm.model.generate(
-        input_ids=input_ids,
-        attention_mask=attention,
-        max_new_tokens=settings.max_new_tokens,
-        do_sample=False,
-        pad_token_id=pad,
-        eos_token_id=lm.eos_token_ids or None,
-    )
-    return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+    from constitutional_guard.models.generation import Greedy, generate_texts
+
+    return generate_texts(lm, prompts, Greedy(settings.max_new_tokens), settings.max_prompt_tokens)
 
 
 def generate_responses(

@@ -3,6 +3,10 @@
 Modes: (a) plain ``generate`` with KV cache, (b) guarded probe-only, (c) the full cascade (input check, probe,
 second stage, final check), (d) the reference loop that recomputes the whole sequence with every hidden state
 for each new token. Detection latency replays held-out unsafe exchanges through (b) and (c) (output side only).
+
+Modes (a) and (d) are the yardsticks, so they keep their own loops on purpose: (a) is Hugging Face's own
+``generate`` (what the guard's ``models.generation.token_loop`` is measured against) and (d) is the quadratic
+loop the guard replaced. Both still score with the probe's one scorer, ``score_hidden_states``.
 """
 
 from __future__ import annotations

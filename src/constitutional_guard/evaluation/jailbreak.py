@@ -24,9 +24,9 @@ from constitutional_guard.data.schema import Record
 from constitutional_guard.evaluation.judges import Judge
 from constitutional_guard.evaluation.report import pct
 from constitutional_guard.guard.events import GenerationConfig, GenerationStatus
-from constitutional_guard.guard.streaming import generate_batch
 from constitutional_guard.markdown import markdown_table
 from constitutional_guard.metrics import proportion_ci
+from constitutional_guard.models.generation import generate_texts
 
 GROUPS: tuple[str, ...] = ("harmful", "jailbreak", "benign")
 ProgressFn = Callable[[int], None]
@@ -191,9 +191,7 @@ class JailbreakOptions:
 
 def raw_generate(lm: Any, prompts: Sequence[str], config: GenerationConfig) -> list[str]:
     """Plain greedy / sampled generation from the target model without any guard (KV cache, batched)."""
-    ids = [lm.encode_messages([{"role": "user", "content": p}]) for p in prompts]
-    outputs = generate_batch(lm.model, ids, config, lm.tokenizer.pad_token_id, lm.eos_token_ids)
-    return [lm.tokenizer.decode(o.token_ids, skip_special_tokens=True).strip() for o in outputs]
+    return generate_texts(lm, prompts, config)
 
 
 def _done_ids(path: Path) -> dict[str, dict[str, Any]]:

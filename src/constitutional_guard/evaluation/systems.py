@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import torch
-
 from constitutional_guard.classifiers.calibration import score_records
 from constitutional_guard.classifiers.registry import CONFIG_NAME as CLASSIFIER_CONFIG
 from constitutional_guard.classifiers.registry import load_classifier
 from constitutional_guard.data.schema import Record
 from constitutional_guard.errors import InputError
 from constitutional_guard.probes.probe import CONFIG_NAME as PROBE_CONFIG
+from constitutional_guard.probes.probe import score_sequence
 
 
 @runtime_checkable
@@ -72,14 +71,8 @@ class ProbeSystem:
     def threshold(self) -> float:
         return float(self.probe.config.escalation_threshold)
 
-    @torch.inference_mode()
     def score_records(self, records: Sequence[Record]) -> list[float]:
-        scores = []
-        for record in records:
-            ids = torch.tensor([exchange_ids(self.model, record)], device=self.model.device)
-            out = self.model.model(input_ids=ids, output_hidden_states=True)
-            scores.append(float(self.probe.score_hidden_states(out.hidden_states)[0, -1]))
-        return scores
+        return [float(score_sequence(self.probe, self.model, exchange_ids(self.model, r))[-1]) for r in records]
 
 
 def exchange_ids(model: Any, record: Record) -> list[int]:

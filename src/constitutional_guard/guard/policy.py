@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from constitutional_guard.classifiers.base import Verdict
+from constitutional_guard.config_io import SettingsModel
 
 
 class RiskState(StrEnum):
@@ -22,7 +23,7 @@ class RiskState(StrEnum):
     ESCALATE = "escalate"
 
 
-class PolicySettings(BaseModel):
+class PolicySettings(SettingsModel):
     """How the cascade acts on probe risk; stored under ``policy:`` in ``guard.yaml``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -10,7 +10,8 @@ from typing import Any, Protocol
 
 from constitutional_guard.guard.events import FinishReason, GenerationConfig, GuardErrorCode, SourceError
 from constitutional_guard.guard.protocols import TokenProbe
-from constitutional_guard.guard.streaming import ResponseText, token_loop, visible_end
+from constitutional_guard.guard.streaming import ResponseText, visible_end
+from constitutional_guard.models.generation import token_loop
 from constitutional_guard.models.loading import LoadedModel, Message
 
 

@@ -15,8 +15,9 @@ from collections.abc import Generator, Iterator
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
+from constitutional_guard.config_io import SettingsModel
 from constitutional_guard.guard.events import FinishReason, GenerationConfig, GuardErrorCode, SourceError
 from constitutional_guard.guard.monitor import MonitorStream, StreamMonitor
 from constitutional_guard.guard.sources import PieceText, SourceStep, SourceStream, add_time
@@ -25,7 +26,7 @@ from constitutional_guard.models.loading import Message
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
-class UpstreamSettings(BaseModel):
+class UpstreamSettings(SettingsModel):
     """Where the guarded engine runs; stored under ``upstream:`` in ``guard.yaml``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -118,6 +118,15 @@ def check_statistics(config: ProbeConfig, path: Path) -> None:
         raise InputError.one(path, "standard deviations must be > 0", field="feature_std")
 
 
+@torch.inference_mode()
+def score_sequence(probe: Any, lm: Any, input_ids: Sequence[int]) -> torch.Tensor:
+    """P(unsafe) at every position [seq] (float32, CPU) of one token sequence: one full forward of ``lm``
+    (a ``LoadedModel``) without cache, read by ``probe.score_hidden_states`` (any object that has it)."""
+    ids = torch.tensor([list(input_ids)], device=lm.device)
+    out = lm.model(input_ids=ids, output_hidden_states=True, use_cache=False)
+    return probe.score_hidden_states(out.hidden_states)[0]
+
+
 class LinearProbe:
     """A standardised logistic read-out with ``fit`` / ``predict_proba`` and a per-token streaming scorer."""
 
@@ -172,15 +181,19 @@ class LinearProbe:
             return per_layer.sum(1, keepdim=True) + bias
         return per_layer + bias
 
-    def _combine(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(logits).mean(-1)
+    def probabilities(self, per_layer: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """P(unsafe) from per-layer logits ``[..., layers]`` (without bias): ``concat`` adds them into one
+        logit, ``mean`` averages the per-layer probabilities. The one combine step of every scoring path."""
+        if self.config.combine == "concat":
+            return torch.sigmoid(per_layer.sum(-1) + bias[0])
+        return torch.sigmoid(per_layer + bias).mean(-1)
 
     def predict_proba(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
         """P(unsafe) for features [N, layers, hidden] (or [N, layers·hidden]; [N, hidden] for one layer)."""
         x = _as_3d(features, len(self.config.layers), self.config.hidden_size)
         with torch.no_grad():
-            logits = self.logits_from_standardised(self.standardise(x), self.weight, self.bias)
-            return self._combine(logits).numpy().astype(np.float64)
+            per_layer = torch.einsum("nlh,lh->nl", self.standardise(x), self.weight)
+            return self.probabilities(per_layer, self.bias).numpy().astype(np.float64)
 
     def _folded_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Weights with standardisation folded in: ``logit = x·(w/σ) + (b − Σ μ·w/σ)``."""
@@ -193,7 +206,11 @@ class LinearProbe:
         return self._folded
 
     def score_hidden_states(self, hidden_states: Sequence[torch.Tensor]) -> torch.Tensor:
-        """P(unsafe) at every position [batch, seq] (float32, CPU) from a full HF ``hidden_states`` tuple."""
+        """P(unsafe) at every position [batch, seq] (float32, CPU) from a full HF ``hidden_states`` tuple.
+
+        Every path that reads a model's hidden states goes through here: the guard's token loop, batched
+        generation, the stream monitor, ``score_sequence`` (evaluation, traces). Cached features go through
+        ``predict_proba``; both end in ``probabilities``."""
         weight, bias = self._folded_weights()
         if len(hidden_states) <= max(self.config.layers):
             raise ValueError(
@@ -206,10 +223,7 @@ class LinearProbe:
                 state = hidden_states[layer]
                 w = weight[i].to(state.device, torch.float32)
                 logits.append(state.float() @ w)
-            per_layer = torch.stack(logits, -1).cpu()
-            if self.config.combine == "concat":
-                return torch.sigmoid(per_layer.sum(-1) + bias[0])
-            return torch.sigmoid(per_layer + bias).mean(-1)
+            return self.probabilities(torch.stack(logits, -1).cpu(), bias)
 
     def new_smoother(self) -> Smoother:
         return make_smoother(self.config.smoother, self.config.smoother_params)

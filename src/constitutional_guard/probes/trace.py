@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from constitutional_guard.models.generation import Greedy, generate_batch
 from constitutional_guard.models.loading import LoadedModel
-from constitutional_guard.probes.probe import LinearProbe
+from constitutional_guard.probes.probe import LinearProbe, score_sequence
 from constitutional_guard.probes.smoothing import smooth
 
 
@@ -32,20 +33,10 @@ def trace_response(lm: LoadedModel, probe: LinearProbe, prompt: str, max_new_tok
     """Generate greedily, then score every generated token with the probe and its smoother."""
     probe.check_compatible(lm.name, lm.hidden_size)
     prompt_ids = lm.encode_messages([{"role": "user", "content": prompt}])
-    ids = torch.tensor([prompt_ids], device=lm.device)
-    generated = lm.model.generate(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        eos_token_id=lm.eos_token_ids or None,
-        pad_token_id=lm.tokenizer.pad_token_id,
-    )[0]
-    response = generated[len(prompt_ids) :]
-    if len(response) and int(response[-1]) in lm.eos_token_ids:
-        response = response[:-1]
-    full = torch.cat([torch.tensor(prompt_ids, device=lm.device), response])[None]
-    out = lm.model(input_ids=full, output_hidden_states=True, use_cache=False)
-    raw = probe.score_hidden_states(out.hidden_states)[0, len(prompt_ids) :].numpy().astype(np.float64)
+    (output,) = generate_batch(
+        lm.model, [prompt_ids], Greedy(max_new_tokens), lm.tokenizer.pad_token_id, lm.eos_token_ids
+    )
+    response = output.token_ids
+    raw = score_sequence(probe, lm, prompt_ids + response)[len(prompt_ids) :].numpy().astype(np.float64)
     tokens = [lm.tokenizer.decode([int(t)]) for t in response]
     return Trace(prompt, tokens, raw, smooth(raw, probe.new_smoother()), probe.config.escalation_threshold)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from constitutional_guard.config_io import SettingsModel
 from constitutional_guard.errors import InputError
 
 API_KEYS_ENV = "CGUARD_API_KEYS"
 
 
-class ServeSettings(BaseModel):
+class ServeSettings(SettingsModel):
     """How the server authenticates clients and how much work it accepts.
 
     ``cguard serve`` builds its options from these fields (``--max-messages`` …) and also reads them from

@@ -1,8 +1,10 @@
-"""Tiny random models built from configs, for tests and dry runs without any download."""
+"""Tiny random models built from configs (test support): the default test tier and the soak benchmark run on
+them without any download."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -49,6 +51,19 @@ def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 400):
     return fast
 
 
+def _sizes(tokenizer: Any, hidden_size: int, num_layers: int) -> dict[str, Any]:
+    """The config sizes every tiny model shares."""
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden_size,
+        "intermediate_size": hidden_size * 2,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 512,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
 def build_tiny_causal_lm(out_dir: str | Path, num_layers: int = 2, hidden_size: int = 32, seed: int = 0) -> Path:
     """Save a random Llama-architecture causal LM with the tiny tokenizer; returns the folder."""
     import torch
@@ -57,14 +72,8 @@ def build_tiny_causal_lm(out_dir: str | Path, num_layers: int = 2, hidden_size: 
     out = Path(out_dir)
     tokenizer = build_tiny_tokenizer(out)
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
+        **_sizes(tokenizer, hidden_size, num_layers),
         num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
         tie_word_embeddings=True,
@@ -84,15 +93,7 @@ def build_tiny_encoder(out_dir: str | Path, num_layers: int = 2, hidden_size: in
 
     out = Path(out_dir)
     tokenizer = build_tiny_tokenizer(out)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = BertConfig(**_sizes(tokenizer, hidden_size, num_layers))
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(out)
     return out
@@ -117,16 +118,10 @@ def build_tiny_image_text_lm(out_dir: str | Path, num_layers: int = 2, hidden_si
     tokenizer = PreTrainedTokenizerFast.from_pretrained(out, extra_special_tokens=image_tokens)
     boi, eoi, image = tokenizer.convert_tokens_to_ids(list(image_tokens.values()))
     text = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
+        **_sizes(tokenizer, hidden_size, num_layers),
         num_key_value_heads=2,
         head_dim=hidden_size // 4,
-        max_position_embeddings=512,
         sliding_window=64,
-        pad_token_id=tokenizer.pad_token_id,
     )
     vision = SiglipVisionConfig(
         hidden_size=hidden_size, intermediate_size=hidden_size * 2, num_hidden_layers=1, num_attention_heads=4,
