@@ -212,3 +212,22 @@ def test_tense_and_style_rewrites_cover_both_labels(corpus: Path) -> None:
         assert labels["safe"] > 0 and labels["unsafe"] > 0, kind
     tense = [r for r in records if str(r.meta.get("augmentation", "")).startswith("tense_")]
     assert sum(r.is_unsafe for r in tense) == sum(not r.is_unsafe for r in tense)
+
+
+def test_cli_build_reaches_every_setting_through_config_and_set(tmp_path: Path) -> None:
+    config = tmp_path / "build.yaml"
+    config.write_text(
+        "seed: 1\ntemplate_rate: 0.2\nfractions: {train: 0.5, validation: 0.1, calibration: 0.3, test: 0.1}\n"
+    )
+    out = tmp_path / "corpus"
+    args = ["data", "build", "--out", str(out), "--config", str(config), "--set", "cuts=[0.5]"]
+    args += ["--template-rate", "0.1"]
+    for name in SMALL:
+        args += ["--source", name]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    options = json.loads((out / "summary.json").read_text())["options"]
+    assert options["fractions"]["calibration"] == 0.3 and options["cuts"] == [0.5] and options["seed"] == 1
+    assert options["template_rate"] == 0.1  # an option given on the command line wins over the file
+    bad = CliRunner().invoke(app, ["data", "build", "--out", str(out), "--set", "fractions={\"train\": 2}"])
+    assert bad.exit_code == 2 and "fractions" in bad.output

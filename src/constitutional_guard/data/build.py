@@ -109,6 +109,13 @@ class BuildOptions(SettingsModel):
             )
         if self.max_per_source is not None and self.max_per_source < 1:
             raise ValueError(f"BuildOptions.max_per_source must be at least 1 or None, got {self.max_per_source}")
+        if set(self.fractions) != set(SPLITS) or any(v < 0 for v in self.fractions.values()) or abs(
+            sum(self.fractions.values()) - 1
+        ) > 1e-6:
+            raise ValueError(f"BuildOptions.fractions must give {', '.join(SPLITS)} shares summing to 1, "
+                             f"got {self.fractions}")
+        if not all(0 < cut < 1 for cut in self.cuts):
+            raise ValueError(f"BuildOptions.cuts must lie strictly between 0 and 1, got {list(self.cuts)}")
         return self
 
 
