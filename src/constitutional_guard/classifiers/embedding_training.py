@@ -1,4 +1,4 @@
-"""Train an embedding classifier: encode once (cached on disk), fit a weighted logistic head, pick C on validation.
+"""Train an embedding classifier: encode once (cached on disk), fit weighted heads, tune them on validation.
 
 Kind-specific settings (``TrainOptions.extra``): ``prefix_cuts``, ``max_validation``, ``exclude_sources`` and
 ``inputs`` as for the exchange classifier; ``head`` (``linear``, logistic regression; ``mlp``, one ReLU hidden

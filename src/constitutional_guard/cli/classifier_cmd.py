@@ -385,8 +385,8 @@ def leave_source_out(
 ) -> None:
     """Train without each source family, calibrate without it, test on it; report beside the in-distribution split.
 
-    Uses the embedding classifier (frozen encoder, logistic head): features are cached, so each fold is a refit
-    of the head. Families under --min-records stay in every training set.
+    Uses the embedding classifier (frozen encoder, --head as in training): features are cached, so each fold is a
+    refit of the head. Families under --min-records stay in every training set.
     """
     from constitutional_guard.evaluation import leave_source_out as lso
     from constitutional_guard.evaluation.plots import family_outcomes_plot
