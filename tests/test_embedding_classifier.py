@@ -106,6 +106,20 @@ def test_sample_weights_balance_labels_and_damp_large_sources() -> None:
     assert sample_weights(records, source_balance=False)[:100].std() == 0
 
 
+
+def test_constitution_share_fixes_the_policy_examples_weight_within_each_label() -> None:
+    records = [Record(id=f"s{i}", prompt="q", label="safe", source="big") for i in range(96)]
+    records += [Record(id=f"c{i}", prompt="q", label="safe", source="constitution") for i in range(4)]
+    records += [Record(id=f"u{i}", prompt="q", label="unsafe", source="red") for i in range(20)]
+    w = sample_weights(records, constitution_share=0.2)
+    assert w[:100].sum() == pytest.approx(w[100:].sum())  # labels still balanced
+    assert w[96:100].sum() / w[:100].sum() == pytest.approx(0.2)
+    # a label without constitution examples keeps its usual weights
+    assert np.allclose(w[100:], sample_weights(records)[100:])
+    assert np.allclose(sample_weights(records, constitution_share=0.0), sample_weights(records))
+    with pytest.raises(ValueError, match="constitution_share"):
+        sample_weights(records, constitution_share=1.0)
+
 def test_feature_cache_persists_and_merges(tiny_encoder_dir: Path, tmp_path: Path) -> None:
     encoder = SentenceEncoder.from_pretrained(tiny_encoder_dir, window=16)
     first = FeatureCache(tmp_path)

@@ -36,7 +36,7 @@ from constitutional_guard.classifiers.embedding import (
 from constitutional_guard.classifiers.exchange_training import training_records
 from constitutional_guard.classifiers.exchange_training import training_settings as exchange_settings
 from constitutional_guard.classifiers.input_format import record_prompt
-from constitutional_guard.data.schema import LABELS, Record, stable_id
+from constitutional_guard.data.schema import CONSTITUTION_SOURCE, LABELS, Record, stable_id
 from constitutional_guard.errors import InputError
 from constitutional_guard.metrics import auroc
 from constitutional_guard.models.loading import resolve_model
@@ -48,8 +48,9 @@ AVERAGED = "linear+mlp"
 DEFAULT_HEAD = "linear+mlp"
 """Chosen on leave-source-out AUROC (docs/results/guard_quality.md): above either member, for prompts and exchanges."""
 DEFAULT_HIDDEN = 256
+DEFAULT_CONSTITUTION_SHARE = 0.0
 SHARED_KEYS = ("prefix_cuts", "max_validation", "exclude_sources", "inputs")
-EXTRA_KEYS = {*SHARED_KEYS, "C", "head", "hidden", "source_balance", "window", "max_windows"}
+EXTRA_KEYS = {*SHARED_KEYS, "C", "head", "hidden", "source_balance", "constitution_share", "window", "max_windows"}
 
 
 class FeatureCache:
@@ -108,16 +109,33 @@ def record_items(records: Sequence[Record]) -> list[tuple[str, str | None]]:
     return [(record_prompt(r), r.response) for r in records]
 
 
-def sample_weights(records: Sequence[Record], source_balance: bool = True) -> np.ndarray:
-    """Each label gets equal total weight; within a label a source's total grows with √size when balancing."""
-    labels = [r.binary_label for r in records]
-    per_label = Counter(labels)
+def sample_weights(
+    records: Sequence[Record], source_balance: bool = True, constitution_share: float = 0.0
+) -> np.ndarray:
+    """Each label gets equal total weight; within a label a source's total grows with √size when balancing.
+
+    ``constitution_share`` (0 to 1): within each label, the share of its weight that the constitution's own
+    examples (source ``constitution``, augmented copies included) carry, the other sources sharing the rest as
+    above. The policy's examples are few beside public sets; this keeps them from being drowned out.
+    """
+    if not 0.0 <= constitution_share < 1.0:
+        raise ValueError(f"constitution_share must lie in [0, 1), got {constitution_share}")
+    labels = np.array([r.binary_label for r in records])
     per_source = Counter((r.binary_label, r.source) for r in records)
     raw = np.array(
         [1.0 / np.sqrt(per_source[(r.binary_label, r.source)]) if source_balance else 1.0 for r in records]
     )
-    totals = {label: raw[[i for i, x in enumerate(labels) if x == label]].sum() for label in per_label}
-    return np.array([raw[i] * len(records) / (len(per_label) * totals[x]) for i, x in enumerate(labels)])
+    policy = np.array([r.source == CONSTITUTION_SOURCE for r in records])
+    out = np.zeros(len(records))
+    target = len(records) / max(len(set(labels.tolist())), 1)
+    for label in set(labels.tolist()):
+        mask = labels == label
+        groups = [(mask & policy, constitution_share), (mask & ~policy, 1.0 - constitution_share)]
+        if constitution_share == 0.0 or not all(group.any() for group, _ in groups):
+            groups = [(mask, 1.0)]
+        for group, share in groups:
+            out[group] = raw[group] * share * target / raw[group].sum()
+    return out
 
 
 def fit_head(
@@ -232,6 +250,7 @@ def _settings(extra: dict[str, Any]) -> dict[str, Any]:
             float(c) for c in (str(grid).split(",") if isinstance(grid, str | float | int) else grid)
         ),
         "source_balance": bool(extra.get("source_balance", True)),
+        "constitution_share": float(extra.get("constitution_share", DEFAULT_CONSTITUTION_SHARE)),
         "window": int(extra.get("window", 128)),
         "max_windows": int(extra.get("max_windows", 8)),
     }
@@ -264,7 +283,7 @@ def train(options: TrainOptions) -> Path:
     head, chosen = fit_head(
         x,
         y,
-        sample_weights(train_records, settings["source_balance"]),
+        sample_weights(train_records, settings["source_balance"], settings["constitution_share"]),
         x_val,
         np.array([int(r.is_unsafe) for r in val_records]),
         unsafe_ids,
@@ -281,6 +300,7 @@ def train(options: TrainOptions) -> Path:
         "excluded_sources": settings["exclude_sources"],
         "inputs": settings["inputs"],
         "source_balance": settings["source_balance"],
+        "constitution_share": settings["constitution_share"],
         **chosen,
     }
     classifier = EmbeddingClassifier(encoder, head, config)

@@ -381,6 +381,9 @@ def leave_source_out(
     block_fpr: float = typer.Option(0.05, min=0.0, max=0.999, help="Target false-block rate on safe items."),
     hold_rate: float = typer.Option(0.01, min=0.0, max=0.999, help="Target share of safe items held."),
     max_per_split: int | None = typer.Option(None, min=10, help="Cap per split (seeded sample), for quick runs."),
+    constitution_share: float | None = typer.Option(
+        None, min=0.0, max=0.99, help="Share of each label's weight on the constitution's examples (training default)."
+    ),
     seed: int = typer.Option(0),
 ) -> None:
     """Train without each source family, calibrate without it, test on it; report beside the in-distribution split.
@@ -410,6 +413,7 @@ def leave_source_out(
             max_per_split=max_per_split,
             seed=seed,
             progress=lambda step: bar.update(task, description=step),
+            constitution_share=constitution_share,
         )
     output.mkdir(parents=True, exist_ok=True)
     write_json_atomic(output / "results.json", report)

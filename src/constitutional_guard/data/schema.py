@@ -12,6 +12,8 @@ BINARY_LABELS: tuple[str, ...] = ("safe", "unsafe")
 THREE_CLASS_LABELS: tuple[str, ...] = ("safe_compliance", "safe_refusal", "unsafe_compliance")
 LABELS: dict[str, tuple[str, ...]] = {"binary": BINARY_LABELS, "three_class": THREE_CLASS_LABELS}
 SPLITS: tuple[str, ...] = ("train", "validation", "calibration", "test")
+CONSTITUTION_SOURCE = "constitution"
+"""The source name of the constitution's own examples."""
 
 LabelScheme = Literal["binary", "three_class"]
 Split = Literal["train", "validation", "calibration", "test"]

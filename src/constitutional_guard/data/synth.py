@@ -16,7 +16,7 @@ from constitutional_guard import __version__
 from constitutional_guard.constitution import Constitution
 from constitutional_guard.data.generate import GenerationSettings, Progress, generate_responses
 from constitutional_guard.data.refusal import is_refusal
-from constitutional_guard.data.schema import Record, stable_id
+from constitutional_guard.data.schema import CONSTITUTION_SOURCE, Record, stable_id
 from constitutional_guard.data.splits import normalize_text
 
 PERSONAS: tuple[str, ...] = (
@@ -50,7 +50,7 @@ def constitution_examples(constitution: Constitution, origin: str = "constitutio
                             id=f"constitution-{stable_id(prompt)}",
                             prompt=prompt,
                             label=label,
-                            source="constitution",
+                            source=CONSTITUTION_SOURCE,
                             category=cat.name,
                             meta={
                                 "source_file": origin,

@@ -20,7 +20,7 @@ import yaml
 
 from constitutional_guard.atomic import write_json_atomic, write_text_atomic
 from constitutional_guard.constitution import Constitution, load_constitution
-from constitutional_guard.data.schema import Record
+from constitutional_guard.data.schema import CONSTITUTION_SOURCE, Record
 from constitutional_guard.evaluation.judges import Judge
 from constitutional_guard.evaluation.report import pct
 from constitutional_guard.guard.events import GenerationConfig, GenerationStatus
@@ -57,10 +57,10 @@ def constitution_prompts(constitution: Constitution, allowed: bool) -> list[Reco
         for text in category.allowed if allowed else category.disallowed:
             records.append(
                 Record(
-                    id=_item_id("constitution", text),
+                    id=_item_id(CONSTITUTION_SOURCE, text),
                     prompt=text,
                     label="safe" if allowed else "unsafe",
-                    source="constitution",
+                    source=CONSTITUTION_SOURCE,
                     category=category.name,
                     meta={"safety_adjacent": allowed},
                 )

