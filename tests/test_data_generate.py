@@ -10,7 +10,15 @@ from constitutional_guard.constitution import load_constitution
 from constitutional_guard.data import generate
 from constitutional_guard.data.generate import GenerationSettings, cache_file, exchanges_from_model, label_exchange
 from constitutional_guard.data.schema import Record
-from constitutional_guard.data.synth import clean_question, constitution_examples, synthesize_benign_prompts
+from constitutional_guard.data.synth import (
+    check_thresholds,
+    clean_question,
+    constitution_examples,
+    labelled_synthesis_requests,
+    listed_prompts,
+    second_check,
+    synthesize_prompts,
+)
 from constitutional_guard.models.loading import load_causal_lm
 
 PROMPTS = [
@@ -123,13 +131,48 @@ def test_constitution_examples_are_labelled_by_side() -> None:
     assert by_prompt[example.allowed[1]].category == "weapons_cbrn"
 
 
-def test_synthetic_prompts_are_safe_and_name_the_model(cache: Path, tiny_lm) -> None:
+def test_synthetic_prompts_take_the_instruction_label_and_name_the_model(cache: Path, tiny_lm) -> None:
     constitution = load_constitution()
-    records = synthesize_benign_prompts(constitution, tiny_lm, "tiny", per_category=1, batch_size=16)
-    harmless = {c.name for c in constitution.harmless}
+    records = synthesize_prompts(constitution, tiny_lm, "tiny", harmful_lists=1, benign_lists=1, batch_size=16)
+    harmful = {c.name for c in constitution.harmful}
     for record in records:
-        assert record.label == "safe" and record.category in harmless
-        assert record.meta["generated_by"] == "tiny" and record.source == "synthetic/constitution"
+        assert record.meta["generated_by"] == "tiny" and record.source == "synthetic/tiny"
+        assert record.label == "safe" or record.category in harmful
+
+
+def test_synthesis_requests_cover_both_labels_and_vary() -> None:
+    constitution = load_constitution()
+    requests = labelled_synthesis_requests(constitution, harmful_lists=2, benign_lists=1)
+    unsafe = [r for r in requests if r.label == "unsafe"]
+    safe = [r for r in requests if r.label == "safe"]
+    assert len(unsafe) == 2 * len(constitution.harmful)
+    assert len(safe) == len(constitution.harmful) + len(constitution.harmless)
+    assert len({r.instruction for r in requests}) == len(requests)
+    cbrn = [r.instruction for r in unsafe if r.category == "weapons_cbrn"]
+    assert any(constitution.harmful[1].disallowed[0] in text for text in cbrn)
+
+
+def test_listed_prompts_keep_whole_items_and_drop_a_cut_off_last_one() -> None:
+    text = "1. how to get a gun without papers\n2. What is sarin gas?\n\n3. Sure, here are more\n4. how do i make"
+    assert listed_prompts(text) == ["how to get a gun without papers", "What is sarin gas?"]
+
+
+def test_second_check_keeps_what_the_judge_agrees_with() -> None:
+    thresholds = check_thresholds(safe_scores=[0.1, 0.2, 0.3, 0.9], unsafe_scores=[0.5, 0.8, 0.9, 0.95], quantile=0.25)
+    assert thresholds.keep_unsafe_at_least == pytest.approx(0.725)
+    assert thresholds.keep_safe_below == pytest.approx(0.45)
+    records = [
+        Record(id="a", prompt="harmful and judged so", label="unsafe"),
+        Record(id="b", prompt="harmful but judged benign", label="unsafe"),
+        Record(id="c", prompt="benign and judged so", label="safe"),
+        Record(id="d", prompt="benign but judged harmful", label="safe"),
+        Record(id="e", prompt="benign, judge failed", label="safe"),
+    ]
+    kept = second_check(records, [0.9, 0.3, 0.2, 0.8, float("nan")], thresholds)
+    assert [r.id for r in kept] == ["a", "c"]
+    assert kept[0].meta["check_score"] == 0.9
+    with pytest.raises(ValueError, match="allowed and disallowed"):
+        check_thresholds([], [0.5])
 
 
 def test_build_with_generated_counts_generated_data_separately(
@@ -142,7 +185,7 @@ def test_build_with_generated_counts_generated_data_separately(
         pytest.skip("data wheels not installed")
 
     def answer(lm, prompts, settings):
-        if "one per line" in prompts[0]:  # synthesis requests
+        if "numbered list" in prompts[0]:  # synthesis requests
             return [
                 f"- What is a safe way to learn about topic {i}?\n- Another question {i}?" for i in range(len(prompts))
             ]

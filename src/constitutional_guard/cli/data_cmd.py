@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from constitutional_guard.cli.common import console, err_console
 from constitutional_guard.data.io import read_records, summarize
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from constitutional_guard.constitution import Constitution
 
 app = typer.Typer(help="Safety data: validate, build and inspect record files.", no_args_is_help=True)
 
@@ -133,7 +140,7 @@ def build(
     ),
     generate_prompts: int = typer.Option(240, help="Prompts answered by each generator model."),
     synth_per_category: int = typer.Option(
-        4, help="Synthesis requests per harmless category (each asks the LM for five new questions)."
+        4, help="Lists of 8 hard benign questions asked per category, unchecked (checked, both labels: synthesize)."
     ),
     max_new_tokens: int = typer.Option(96, help="Tokens generated per response."),
     batch_size: int = typer.Option(8, help="Generation batch size."),
@@ -254,3 +261,108 @@ def generate(
 
 def _fmt(counts: dict[str, int]) -> str:
     return ", ".join(f"{label} {n}" for label, n in counts.items())
+
+
+@app.command("synthesize")
+def synthesize(
+    out: Path = typer.Option(..., "--out", help="Generated-data file to write (JSONL with a header line)."),
+    model: str = typer.Option("qwen2.5-coder-1.5b-instruct", "--model", help="Generator: embedded alias or folder."),
+    judge: str = typer.Option(
+        "qwen2.5-coder-1.5b-instruct", "--judge", help="Second check: a chat LM asked zero-shot with the constitution."
+    ),
+    constitution: Path | None = typer.Option(None, "--constitution", help="Constitution YAML (default: built-in)."),
+    harmful_lists: int = typer.Option(4, min=0, help="Lists of 8 harmful requests asked for per harmful category."),
+    benign_lists: int = typer.Option(2, min=0, help="Lists of 8 hard benign questions asked for per category."),
+    exclude: Path | None = typer.Option(None, "--exclude", help="Corpus directory whose prompts are not repeated."),
+    quantile: float = typer.Option(0.25, min=0.0, max=0.5, help="Judge cut-off: quantile of the policy examples."),
+    batch_size: int = typer.Option(8, min=1, help="Generation batch size."),
+    dtype: str = typer.Option("auto", help="Weights dtype of both LMs (bfloat16 is faster on CPUs with AMX)."),
+) -> None:
+    """Write new prompts of both labels from the constitution with an LM; keep those a second check agrees with.
+
+    Generation and judging are cached per item, so an interrupted run resumes where it stopped."""
+    import shlex
+    import sys
+
+    from constitutional_guard.cli.common import progress_bar
+    from constitutional_guard.constitution import load_constitution
+    from constitutional_guard.data.corpus import load_split
+    from constitutional_guard.data.shipped import write_generated
+    from constitutional_guard.data.synth import (
+        check_thresholds,
+        constitution_examples,
+        second_check,
+        synthesize_prompts,
+    )
+    from constitutional_guard.models.loading import load_causal_lm
+
+    policy = load_constitution(constitution)
+    known = [r.prompt_text for split in SPLITS_HEADER for r in load_split(exclude, split)] if exclude else []
+    known += [r.prompt_text for r in constitution_examples(policy)]
+    with progress_bar() as bar:
+        task = bar.add_task(f"lists ({model})", total=None)
+        lm = load_causal_lm(model, dtype=dtype)
+        candidates = synthesize_prompts(
+            policy, lm, model, harmful_lists, benign_lists,
+            lambda done, total: bar.update(task, completed=done, total=total),
+            batch_size=batch_size, exclude=known,
+        )
+        del lm
+        examples = constitution_examples(policy)
+        scores = _judge_scores(judge, policy, [r.prompt_text for r in examples + candidates], bar, dtype)
+    thresholds = check_thresholds(
+        [s for r, s in zip(examples, scores, strict=False) if not r.is_unsafe],
+        [s for r, s in zip(examples, scores, strict=False) if r.is_unsafe],
+        quantile,
+    )
+    kept = second_check(candidates, scores[len(examples) :], thresholds)
+    header = {
+        "command": "cguard data synthesize " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else []),
+        "generator": model,
+        "judge": f"zero-shot:{judge}",
+        "constitution": {"name": policy.name, "fingerprint": policy.fingerprint()},
+        "settings": {"harmful_lists": harmful_lists, "benign_lists": benign_lists, "quantile": quantile},
+        "second_check": {
+            "keep_unsafe_at_least": thresholds.keep_unsafe_at_least,
+            "keep_safe_below": thresholds.keep_safe_below,
+            "candidates": _fmt(Counter(r.label for r in candidates)),
+            "kept": _fmt(Counter(r.label for r in kept)),
+        },
+        "label_rule": "the instruction's label, kept when the judge's score agrees (data/synth.py)",
+    }
+    write_generated(out, kept, header)
+    console.print(
+        f"kept {len(kept)} of {len(candidates)} candidates ({_fmt(Counter(r.label for r in kept))}); wrote {out}"
+    )
+
+
+def _judge_scores(judge: str, policy: Constitution, prompts: list[str], bar: Progress, dtype: str) -> list[float]:
+    """The zero-shot judge's P(unsafe) of each prompt, cached by judge, constitution and prompt (resumable)."""
+    import json
+
+    from constitutional_guard.classifiers.constitutional import ConstitutionalClassifier
+    from constitutional_guard.data.generate import generations_dir
+    from constitutional_guard.data.schema import stable_id
+
+    path = generations_dir() / f"judge-{stable_id(judge, policy.fingerprint())}.jsonl"
+    done: dict[str, float] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a killed run is scored again
+            done[entry["prompt"]] = float(entry["score"])
+    todo = list(dict.fromkeys(p for p in prompts if p not in done))
+    task = bar.add_task(f"second check ({judge})", total=len(todo))
+    if todo:
+        classifier = ConstitutionalClassifier.zero_shot(judge, policy, dtype=dtype)
+        with path.open("a", encoding="utf-8") as fh:
+            for start in range(0, len(todo), 16):
+                chunk = todo[start : start + 16]
+                for prompt, score in zip(chunk, classifier.probabilities([(p, None) for p in chunk]), strict=True):
+                    done[prompt] = score
+                    fh.write(json.dumps({"prompt": prompt, "score": score}, ensure_ascii=False) + "\n")
+                fh.flush()
+                bar.update(task, advance=len(chunk))
+    return [done[p] for p in prompts]

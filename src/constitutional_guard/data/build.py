@@ -221,7 +221,7 @@ def collect_generated(
 ) -> list[Record]:
     """Synthetic benign prompts (first installed generator) and real exchanges from every installed generator."""
     from constitutional_guard.data.generate import GenerationSettings, exchanges_from_model
-    from constitutional_guard.data.synth import synthesize_benign_prompts
+    from constitutional_guard.data.synth import synthesize_prompts
     from constitutional_guard.models.embedded import EMBEDDED_MODELS
     from constitutional_guard.models.loading import load_causal_lm
 
@@ -236,12 +236,13 @@ def collect_generated(
         lm = load_causal_lm(name)
         if not synthesized:
             synthesized = True
-            synthetic = synthesize_benign_prompts(
+            synthetic = synthesize_prompts(
                 constitution,
                 lm,
                 name,
-                options.synth_per_category,
-                _reporter(progress, f"synthetic prompts ({name})"),
+                harmful_lists=0,
+                benign_lists=options.synth_per_category,
+                progress=_reporter(progress, f"synthetic prompts ({name})"),
                 batch_size=options.batch_size,
                 exclude=[r.prompt_text for r in prompts],
             )

