@@ -71,6 +71,13 @@ def test_small_families_stay_in_training_and_by_package_groups() -> None:
         leave_source_out(splits, features, lambda _: sigmoid, min_records=10_000)
 
 
+def test_prompts_written_from_the_constitution_are_held_out_with_it() -> None:
+    written = Record(id="s", prompt="q", label="unsafe", source="synthetic/some-lm")
+    policy = Record(id="c", prompt="q", label="unsafe", source="constitution")
+    assert family_of(written) == family_of(policy) == "constitution"
+    assert family_of(written, "package") == family_of(policy, "package") == "constitution"
+
+
 def test_cli_writes_report_plot_and_json(
     tiny_encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

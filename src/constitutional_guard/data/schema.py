@@ -14,6 +14,8 @@ LABELS: dict[str, tuple[str, ...]] = {"binary": BINARY_LABELS, "three_class": TH
 SPLITS: tuple[str, ...] = ("train", "validation", "calibration", "test")
 CONSTITUTION_SOURCE = "constitution"
 """The source name of the constitution's own examples."""
+SYNTHETIC_PREFIX = "synthetic/"
+"""Sources of prompts an LM wrote from the constitution (``synthetic/MODEL``)."""
 
 LabelScheme = Literal["binary", "three_class"]
 Split = Literal["train", "validation", "calibration", "test"]

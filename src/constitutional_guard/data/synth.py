@@ -21,7 +21,7 @@ from constitutional_guard import __version__
 from constitutional_guard.constitution import Constitution
 from constitutional_guard.data.generate import GenerationSettings, Progress, generate_responses
 from constitutional_guard.data.refusal import is_refusal
-from constitutional_guard.data.schema import CONSTITUTION_SOURCE, Record, stable_id
+from constitutional_guard.data.schema import CONSTITUTION_SOURCE, SYNTHETIC_PREFIX, Record, stable_id
 from constitutional_guard.data.splits import normalize_text
 
 PERSONAS: tuple[str, ...] = (
@@ -188,7 +188,7 @@ def synthesize_prompts(
                     id=f"synthetic/{model_name}-{stable_id(prompt)}",
                     prompt=prompt,
                     label=request.label,
-                    source=f"synthetic/{model_name}",
+                    source=f"{SYNTHETIC_PREFIX}{model_name}",
                     category=request.category,
                     meta={
                         "source_file": "constitution",
