@@ -185,7 +185,10 @@ def test_full_offline_build(tmp_path: Path) -> None:
         assert set(summary["counts"]["binary"][split]) == {"safe", "unsafe"}
     check_no_prompt_crosses_splits(load_all(tmp_path / "full", "binary"))
     shipped = len(shipped_generations().records)
-    assert summary["benign"]["prompts"]["real"] > 250 and summary["base_records"]["generated"] == shipped > 0
+    assert summary["benign"]["prompts"]["real"] > 250
+    dropped = sum(v for k, v in summary["dedup"].items() if k.endswith("dropped")) + summary["dedup"]["duplicates"]
+    # LM-written prompts that repeat or nearly repeat a real one give way to it, counted in the dedup report
+    assert 0 < summary["base_records"]["generated"] <= shipped <= summary["base_records"]["generated"] + dropped
     assert summary["benign"]["exchanges"]["generated"] > 0  # the target model's own benign answers
 
 

@@ -46,5 +46,10 @@ def test_round_trip_and_errors(tmp_path: Path) -> None:
 def test_shipped_files_are_valid() -> None:
     for file in shipped_files():
         header, records = read_generated(file)
-        assert header["generator"] and header["command"].startswith("cguard data generate")
-        assert records and all(r.source == f"generated/{header['generator']}" for r in records)
+        command = header["command"]
+        assert header["generator"] and command.startswith(("cguard data generate", "cguard data synthesize"))
+        kind = "generated" if command.startswith("cguard data generate") else "synthetic"
+        assert records and all(r.source == f"{kind}/{header['generator']}" for r in records)
+        if kind == "synthetic":  # prompts of both labels, each agreed by the recorded judge
+            assert header["judge"] and {r.label for r in records} == {"safe", "unsafe"}
+            assert all(r.response is None and "check_score" in r.meta for r in records)

@@ -271,9 +271,9 @@ def synthesize(
         "qwen2.5-coder-1.5b-instruct", "--judge", help="Second check: a chat LM asked zero-shot with the constitution."
     ),
     constitution: Path | None = typer.Option(None, "--constitution", help="Constitution YAML (default: built-in)."),
-    harmful_lists: int = typer.Option(4, min=0, help="Lists of 8 harmful requests asked for per harmful category."),
+    harmful_lists: int = typer.Option(8, min=0, help="Lists of 8 harmful requests asked for per harmful category."),
     benign_lists: int = typer.Option(2, min=0, help="Lists of 8 hard benign questions asked for per category."),
-    exclude: Path | None = typer.Option(None, "--exclude", help="Corpus directory whose prompts are not repeated."),
+    exclude: Path | None = typer.Option(None, "--exclude", help="Corpus whose real prompts are not repeated."),
     quantile: float = typer.Option(0.25, min=0.0, max=0.5, help="Judge cut-off: quantile of the policy examples."),
     batch_size: int = typer.Option(8, min=1, help="Generation batch size."),
     dtype: str = typer.Option("auto", help="Weights dtype of both LMs (bfloat16 is faster on CPUs with AMX)."),
@@ -287,6 +287,7 @@ def synthesize(
     from constitutional_guard.cli.common import progress_bar
     from constitutional_guard.constitution import load_constitution
     from constitutional_guard.data.corpus import load_split
+    from constitutional_guard.data.schema import SYNTHETIC_PREFIX
     from constitutional_guard.data.shipped import write_generated
     from constitutional_guard.data.synth import (
         check_thresholds,
@@ -297,7 +298,8 @@ def synthesize(
     from constitutional_guard.models.loading import load_causal_lm
 
     policy = load_constitution(constitution)
-    known = [r.prompt_text for split in SPLITS_HEADER for r in load_split(exclude, split)] if exclude else []
+    corpus = [r for split in SPLITS_HEADER for r in load_split(exclude, split)] if exclude else []
+    known = [r.prompt_text for r in corpus if not r.source.startswith(SYNTHETIC_PREFIX)]  # not a previous run's
     known += [r.prompt_text for r in constitution_examples(policy)]
     with progress_bar() as bar:
         task = bar.add_task(f"lists ({model})", total=None)

@@ -161,7 +161,7 @@ def synthesize_prompts(
     constitution: Constitution,
     lm: Any,
     model_name: str,
-    harmful_lists: int = 4,
+    harmful_lists: int = 8,
     benign_lists: int = 2,
     progress: Progress | None = None,
     batch_size: int = 8,
