@@ -1,6 +1,8 @@
 """The demo pipeline on the embedded defaults: corpus → probe → classifier → guard bundle, each cached.
 
-Every step is skipped when its artifact already exists, so a second run goes straight to generation.
+Every step is skipped when its artifact already exists, so a second run goes straight to generation. The
+cache remembers the recipe it was built from (package version, settings, constitution, shipped data); when any
+of them changes, the demo is rebuilt rather than serving a bundle from an older recipe.
 Sizes are capped to keep a first run on a 2-core CPU to minutes; `cguard probe train` and
 `cguard classifier train` train the same components on the whole corpus.
 
@@ -12,9 +14,13 @@ calibrated on the target model's own answers.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from constitutional_guard.paths import cache_dir
 
@@ -53,8 +59,39 @@ class DemoSettings:
     """Target share of safe calibration items in the uncertain (hold) band."""
 
 
+RECIPE_FILE = "demo_recipe.json"
+STAGES = ("corpus", "probe", "classifier", "classifier-training")
+
+
 def default_bundle_dir() -> Path:
     return cache_dir() / "demo" / "bundle"
+
+
+def demo_recipe(settings: DemoSettings) -> dict[str, Any]:
+    """What a demo build depends on: package version, settings, default constitution and shipped data files."""
+    from constitutional_guard import __version__
+    from constitutional_guard.constitution import load_constitution
+    from constitutional_guard.data.shipped import shipped_files
+
+    return {
+        "version": __version__,
+        "settings": asdict(settings),
+        "constitution": load_constitution(None).fingerprint(),
+        "shipped": {f.name: hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in shipped_files()},
+    }
+
+
+def _recipe_of(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / RECIPE_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _write_recipe(folder: Path, recipe: dict[str, Any]) -> None:
+    from constitutional_guard.atomic import write_json_atomic
+
+    write_json_atomic(folder / RECIPE_FILE, recipe)
 
 
 def ensure_corpus(work: Path, settings: DemoSettings, log: Log) -> Path:
@@ -148,18 +185,26 @@ def ensure_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log
 
 
 def ensure_demo_bundle(bundle_dir: Path | None = None, settings: DemoSettings | None = None, log: Log = print) -> Path:
-    """Build (or reuse) the demo guard bundle; returns its directory."""
+    """Build (or reuse) the demo guard bundle; returns its directory. A cache from another recipe is rebuilt."""
     from constitutional_guard.guard.bundle import BUNDLE_FILE, build_bundle
 
     settings = settings or DemoSettings()
+    recipe = demo_recipe(settings)
     bundle = bundle_dir or default_bundle_dir()
-    if (bundle / BUNDLE_FILE).exists():
+    if (bundle / BUNDLE_FILE).exists() and _recipe_of(bundle) == recipe:
         log(f"bundle: cached at {bundle}")
         return bundle
     work = cache_dir() / "demo"
+    if _recipe_of(work) != recipe and any((work / stage).exists() for stage in STAGES):
+        log("demo: the cached build comes from another recipe (version, settings, constitution or data); rebuilding")
+        for stage in STAGES:
+            shutil.rmtree(work / stage, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    _write_recipe(work, recipe)
     corpus = ensure_corpus(work, settings, log)
     probe_dir = ensure_probe(work, corpus, settings, log)
     classifier_dir = ensure_classifier(work, corpus, settings, log)
     build_bundle(bundle, probe_dir, classifier_dir, target_model=settings.target_model)
+    _write_recipe(bundle, recipe)
     log(f"bundle: written to {bundle}")
     return bundle

@@ -1,0 +1,60 @@
+"""The demo's cache: reused while the recipe is unchanged, rebuilt when version, settings, constitution or data move."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from constitutional_guard import demo
+from constitutional_guard.guard.bundle import BUNDLE_FILE
+
+
+@pytest.fixture
+def fake_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Stages that only record that they ran and leave a marker file behind."""
+    monkeypatch.setenv("CGUARD_CACHE_DIR", str(tmp_path / "cache"))
+    ran: list[str] = []
+
+    def stage(name: str):
+        def run(work: Path, *args, **kwargs) -> Path:
+            ran.append(name)
+            (work / name).mkdir(parents=True, exist_ok=True)
+            return work / name
+
+        return run
+
+    monkeypatch.setattr(demo, "ensure_corpus", stage("corpus"))
+    monkeypatch.setattr(demo, "ensure_probe", stage("probe"))
+    monkeypatch.setattr(demo, "ensure_classifier", stage("classifier"))
+
+    def bundle(out_dir: Path, *args, **kwargs) -> Path:
+        ran.append("bundle")
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / BUNDLE_FILE).write_text("stub", encoding="utf-8")
+        return Path(out_dir)
+
+    monkeypatch.setattr("constitutional_guard.guard.bundle.build_bundle", bundle)
+    return ran
+
+
+def test_a_cached_demo_is_reused_until_its_recipe_changes(fake_stages: list[str], tmp_path: Path) -> None:
+    logs: list[str] = []
+    first = demo.ensure_demo_bundle(log=logs.append)
+    assert fake_stages == ["corpus", "probe", "classifier", "bundle"]
+    assert demo.ensure_demo_bundle(log=logs.append) == first and len(fake_stages) == 4  # cached
+    leftover = first.parent / "corpus" / "old-artifact"
+    leftover.write_text("from the previous recipe", encoding="utf-8")
+
+    demo.ensure_demo_bundle(settings=demo.DemoSettings(classifier_train_records=100), log=logs.append)
+    assert fake_stages[4:] == ["corpus", "probe", "classifier", "bundle"]
+    assert not leftover.exists() and any("another recipe" in line for line in logs)
+
+
+def test_a_bundle_without_a_recipe_is_rebuilt(fake_stages: list[str]) -> None:
+    bundle = demo.default_bundle_dir()
+    bundle.mkdir(parents=True)
+    (bundle / BUNDLE_FILE).write_text("from an older version", encoding="utf-8")
+    demo.ensure_demo_bundle(log=lambda _: None)
+    assert fake_stages == ["corpus", "probe", "classifier", "bundle"]
+    assert demo.demo_recipe(demo.DemoSettings())["shipped"]  # the shipped data files are part of the recipe
