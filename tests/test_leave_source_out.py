@@ -10,8 +10,8 @@ from test_exchange_classifier import write_corpus
 from typer.testing import CliRunner
 
 from constitutional_guard.cli.app import app
-from constitutional_guard.data.schema import SPLITS, Record
-from constitutional_guard.evaluation.leave_source_out import family_of, leave_source_out, markdown
+from constitutional_guard.data.schema import SPLITS, Record, family_of
+from constitutional_guard.evaluation.leave_source_out import leave_source_out, markdown
 
 FAMILIES = {"red/one": 1, "red/two": 1, "blue/one": 0, "blue/two": 0, "mixed": None}
 

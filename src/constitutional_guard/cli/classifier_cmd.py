@@ -391,11 +391,12 @@ def leave_source_out(
     Uses the embedding classifier (frozen encoder, --head as in training): features are cached, so each fold is a
     refit of the head. Families under --min-records stay in every training set.
     """
+    from constitutional_guard.data.schema import FAMILY_KINDS
     from constitutional_guard.evaluation import leave_source_out as lso
     from constitutional_guard.evaluation.plots import family_outcomes_plot
 
-    if by not in lso.FAMILY_KINDS:
-        raise typer.BadParameter(f"expected one of {', '.join(lso.FAMILY_KINDS)}", param_hint="--by")
+    if by not in FAMILY_KINDS:
+        raise typer.BadParameter(f"expected one of {', '.join(FAMILY_KINDS)}", param_hint="--by")
     from constitutional_guard.classifiers.embedding import HEAD_KINDS
 
     if head not in HEAD_KINDS:

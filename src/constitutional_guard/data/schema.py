@@ -131,3 +131,15 @@ def stable_id(*parts: str, length: int = 12) -> str:
     """A short content hash, stable across runs and machines."""
     digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
     return digest[:length]
+
+
+FAMILY_KINDS = ("source", "package")
+
+
+def family_of(record: Record, by: str = "source") -> str:
+    """The record's source (or its package); prompts an LM wrote from the constitution belong to the constitution's
+    family, so holding out the policy's examples also holds out their paraphrases."""
+    if by not in FAMILY_KINDS:
+        raise ValueError(f"by: expected one of {', '.join(FAMILY_KINDS)}, got {by!r}")
+    source = CONSTITUTION_SOURCE if record.source.startswith(SYNTHETIC_PREFIX) else record.source
+    return source if by == "source" else source.split("/", 1)[0]

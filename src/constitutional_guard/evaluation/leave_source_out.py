@@ -23,25 +23,15 @@ import numpy as np
 
 from constitutional_guard.classifiers.base import Thresholds
 from constitutional_guard.classifiers.calibration import DEFAULT_ALLOW_RECALL, choose_split_thresholds, item_thresholds
-from constitutional_guard.data.schema import CONSTITUTION_SOURCE, SYNTHETIC_PREFIX, Record
+from constitutional_guard.data.schema import Record, family_of
 from constitutional_guard.markdown import markdown_table
 from constitutional_guard.metrics import auroc
 
-FAMILY_KINDS = ("source", "package")
 KINDS = ("prompts", "exchanges")
 Pair = tuple[Thresholds, Thresholds | None]
 """Exchange thresholds, and the prompt thresholds when prompts have their own."""
 Fit = Callable[[str | None], Callable[[np.ndarray], np.ndarray]]
 """Fit without the given family (None: on everything) and return a scorer of feature rows (P(unsafe))."""
-
-
-def family_of(record: Record, by: str = "source") -> str:
-    """The record's source (or its package); prompts an LM wrote from the constitution belong to the constitution's
-    family, so holding out the policy's examples also holds out their paraphrases."""
-    if by not in FAMILY_KINDS:
-        raise ValueError(f"by: expected one of {', '.join(FAMILY_KINDS)}, got {by!r}")
-    source = CONSTITUTION_SOURCE if record.source.startswith(SYNTHETIC_PREFIX) else record.source
-    return source if by == "source" else source.split("/", 1)[0]
 
 
 @dataclass(frozen=True)
