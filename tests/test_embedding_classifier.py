@@ -180,3 +180,48 @@ def test_averaged_head_is_the_mean_of_its_members(trained: tuple[Path, Path], ti
     save_file({k: v for k, v in tensors.items() if k != "m1.coef"}, str(folder / HEAD_FILE))
     with pytest.raises(InputError, match=r"head\.safetensors.*missing tensors \['coef'\]"):
         load_classifier(folder)
+
+
+def test_cross_source_scores_come_from_refits_without_the_record_family(
+    trained: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from constitutional_guard.classifiers import embedding_training
+
+    corpus, folder = trained
+    classifier = load_classifier(folder)
+    seen: list[set[str]] = []
+    weights = embedding_training.sample_weights
+
+    def recording(records, *args):
+        seen.append({r.source for r in records})
+        return weights(records, *args)
+
+    monkeypatch.setattr(embedding_training, "sample_weights", recording)
+    calibration = load_split(corpus, "calibration")
+    stranger = Record(id="new", prompt="Tell me how to bake bread.", label="safe", source="gamma")
+    records = [*calibration, stranger]
+    scores = embedding_training.cross_source_scores(classifier, records, folds=2)
+    assert sorted(map(sorted, seen)) == [["alpha"], ["beta"]]  # one refit per fold, each without its family
+    own = classifier.probabilities([(r.prompt, r.response) for r in records])[:, 1]
+    assert scores[-1] == pytest.approx(own[-1], abs=1e-3)  # a family never trained on keeps its own score (batching)
+    assert not np.allclose(scores[:-1], own[:-1])
+    with pytest.raises(ValueError, match="folds"):
+        embedding_training.cross_source_scores(classifier, records, folds=1)
+
+
+def test_calibrate_cli_cross_source_prompts(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from constitutional_guard.cli.app import app
+
+    corpus, folder = trained
+    copy = tmp_path / "clf"
+    shutil.copytree(folder, copy)
+    args = ["classifier", "calibrate", "--classifier", str(copy), "--data", str(corpus), "--block-fpr", "0.1"]
+    assert CliRunner().invoke(app, [*args, "--cross-source-prompts", "1"]).exit_code == 2
+    result = CliRunner().invoke(app, [*args, "--cross-source-prompts", "2"])
+    assert result.exit_code == 0, result.output
+    calibration = json.loads((copy / CONFIG_NAME).read_text())["calibration"]
+    assert calibration["calibration_scores"].startswith("prompts: cross-source, 2 folds")

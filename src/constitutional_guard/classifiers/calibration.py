@@ -225,12 +225,14 @@ def calibrate(
     allow_recall: float = DEFAULT_ALLOW_RECALL,
     separate_prompts: bool = True,
     hold_rate: float | None = None,
+    calibration_scores: Sequence[float] | None = None,
 ) -> CalibrationReport:
     """Score both splits, set the classifier's (prompt) thresholds from the calibration split, report on test.
 
-    The caller persists the thresholds with ``classifier.save_config(directory)``.
+    ``calibration_scores``: P(unsafe) of the calibration records from elsewhere (cross-source scores), instead of
+    the classifier's own. The caller persists the thresholds with ``classifier.save_config(directory)``.
     """
-    calib_scores = score_records(classifier, calibration)
+    calib_scores = score_records(classifier, calibration) if calibration_scores is None else list(calibration_scores)
     test_scores = score_records(classifier, test)
     report = evaluate_scores(
         calibration, calib_scores, test, test_scores, block_fpr, allow_recall, separate_prompts, hold_rate
@@ -254,11 +256,17 @@ def calibrate_and_save(
     allow_recall: float = DEFAULT_ALLOW_RECALL,
     separate_prompts: bool = True,
     hold_rate: float | None = None,
+    calibration_scores: Sequence[float] | None = None,
+    scores_from: str = "the classifier",
 ) -> CalibrationReport:
-    """Calibrate, record the details in the config where it has room for them, and rewrite the saved config."""
-    report = calibrate(classifier, calibration, test, block_fpr, allow_recall, separate_prompts, hold_rate)
+    """Calibrate, record the details in the config where it has room for them, and rewrite the saved config.
+
+    ``scores_from`` says where ``calibration_scores`` came from, for the record."""
+    report = calibrate(
+        classifier, calibration, test, block_fpr, allow_recall, separate_prompts, hold_rate, calibration_scores
+    )
     config = getattr(classifier, "config", None)
     if hasattr(config, "calibration"):
-        config.calibration = calibration_details(report, calibration, test)
+        config.calibration = {**calibration_details(report, calibration, test), "calibration_scores": scores_from}
     classifier.save_config(directory)
     return report
