@@ -312,10 +312,9 @@ def synthesize(
         del lm
         examples = constitution_examples(policy)
         scores = _judge_scores(judge, policy, [r.prompt_text for r in examples + candidates], bar, dtype)
+    by_example = list(zip(examples, scores[: len(examples)], strict=True))
     thresholds = check_thresholds(
-        [s for r, s in zip(examples, scores, strict=False) if not r.is_unsafe],
-        [s for r, s in zip(examples, scores, strict=False) if r.is_unsafe],
-        quantile,
+        [s for r, s in by_example if not r.is_unsafe], [s for r, s in by_example if r.is_unsafe], quantile
     )
     kept = second_check(candidates, scores[len(examples) :], thresholds)
     header = {
