@@ -8,7 +8,10 @@ default grid: see docs/results/guard_quality.md for how they compare on held-out
 default 0.03,0.1,0.3,1; L2 penalties for an MLP, default 0.01; not for ``linear+mlp``);
 ``source_balance`` (default true: within a label, a source's
 weight grows with the square root of its size rather than linearly, so no large source's style decides the
-label); ``window`` and ``max_windows`` (see ``EmbeddingConfig``). ``TrainOptions.max_length`` is not used.
+label); ``constitution_share`` (default 0: within each label, the share of weight on the constitution's own
+examples; see ``sample_weights``); ``window`` and ``max_windows`` (see ``EmbeddingConfig``).
+``TrainOptions.max_length`` is not used. ``cross_source_scores`` refits a trained classifier's head without each
+fold of source families, for thresholds that hold on new sources.
 """
 
 from __future__ import annotations
@@ -242,6 +245,9 @@ def _settings(extra: dict[str, Any]) -> dict[str, Any]:
     if head == AVERAGED and "C" in extra:
         raise ValueError(f"C: a {AVERAGED} head tunes each member on its own default grid; leave C unset")
     grid = extra.get("C", DEFAULT_GRIDS.get(head))
+    share = float(extra.get("constitution_share", DEFAULT_CONSTITUTION_SHARE))
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"constitution_share: {share} is not in [0, 1)")
     return {
         **{k: shared[k] for k in SHARED_KEYS},
         "head": head,
@@ -250,7 +256,7 @@ def _settings(extra: dict[str, Any]) -> dict[str, Any]:
             float(c) for c in (str(grid).split(",") if isinstance(grid, str | float | int) else grid)
         ),
         "source_balance": bool(extra.get("source_balance", True)),
-        "constitution_share": float(extra.get("constitution_share", DEFAULT_CONSTITUTION_SHARE)),
+        "constitution_share": share,
         "window": int(extra.get("window", 128)),
         "max_windows": int(extra.get("max_windows", 8)),
     }
