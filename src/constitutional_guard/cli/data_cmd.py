@@ -339,31 +339,21 @@ def synthesize(
 
 def _judge_scores(judge: str, policy: Constitution, prompts: list[str], bar: Progress, dtype: str) -> list[float]:
     """The zero-shot judge's P(unsafe) of each prompt, cached by judge, constitution and prompt (resumable)."""
-    import json
-
     from constitutional_guard.classifiers.constitutional import ConstitutionalClassifier
-    from constitutional_guard.data.generate import generations_dir
+    from constitutional_guard.data.generate import generations_dir, prompt_cache_appender, read_prompt_cache
     from constitutional_guard.data.schema import stable_id
 
     path = generations_dir() / f"judge-{stable_id(judge, policy.fingerprint())}.jsonl"
-    done: dict[str, float] = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a killed run is scored again
-            done[entry["prompt"]] = float(entry["score"])
+    done: dict[str, float] = read_prompt_cache(path, "score")
     todo = list(dict.fromkeys(p for p in prompts if p not in done))
     task = bar.add_task(f"second check ({judge})", total=len(todo))
     if todo:
         classifier = ConstitutionalClassifier.zero_shot(judge, policy, dtype=dtype)
-        with path.open("a", encoding="utf-8") as fh:
+        with prompt_cache_appender(path, "score") as append:
             for start in range(0, len(todo), 16):
                 chunk = todo[start : start + 16]
-                for prompt, score in zip(chunk, classifier.probabilities([(p, None) for p in chunk]), strict=True):
-                    done[prompt] = score
-                    fh.write(json.dumps({"prompt": prompt, "score": score}, ensure_ascii=False) + "\n")
-                fh.flush()
+                scores = list(zip(chunk, classifier.probabilities([(p, None) for p in chunk]), strict=True))
+                done.update(scores)
+                append(scores)
                 bar.update(task, advance=len(chunk))
     return [done[p] for p in prompts]

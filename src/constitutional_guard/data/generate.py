@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,10 @@ def cache_file(model_name: str, settings: GenerationSettings) -> Path:
     return generations_dir() / f"{safe_name}-{key}.jsonl"
 
 
-def _read_cache(path: Path) -> dict[str, str]:
-    done: dict[str, str] = {}
+def read_prompt_cache(path: Path, field: str) -> dict[str, Any]:
+    """``{prompt: entry[field]}`` of a per-prompt JSONL cache. A line cut short by a kill ends the read and is
+    dropped from the file, so appends start on a clean line and everything after it is computed again."""
+    done: dict[str, Any] = {}
     if not path.exists():
         return done
     with path.open(encoding="utf-8") as fh:
@@ -58,9 +61,29 @@ def _read_cache(path: Path) -> dict[str, str]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
-                break  # a line cut short by a kill: everything after it is regenerated
-            done[row["prompt"]] = row["response"]
+                break
+            done[row["prompt"]] = row[field]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(
+        "".join(json.dumps({"prompt": p, field: v}, ensure_ascii=False) + "\n" for p, v in done.items()),
+        encoding="utf-8",
+    )
+    os.replace(tmp, path)
     return done
+
+
+@contextmanager
+def prompt_cache_appender(path: Path, field: str) -> Iterator[Callable[[Sequence[tuple[str, Any]]], None]]:
+    """A function that appends ``(prompt, value)`` entries to the cache and fsyncs them (one call per batch)."""
+    with path.open("a", encoding="utf-8") as fh:
+
+        def append(entries: Sequence[tuple[str, Any]]) -> None:
+            for prompt, value in entries:
+                fh.write(json.dumps({"prompt": prompt, field: value}, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+        yield append
 
 
 def _generate_batch(lm: Any, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:
@@ -80,32 +103,19 @@ def generate_responses(
     settings = settings or GenerationSettings()
     unique = list(dict.fromkeys(prompts))
     path = cache_file(model_name, settings)
-    done = _read_cache(path)
-    _rewrite_clean(path, done)
+    done = read_prompt_cache(path, "response")
     todo = [p for p in unique if p not in done]
     if progress:
         progress(len(unique) - len(todo), len(unique))
-    with path.open("a", encoding="utf-8") as fh:
+    with prompt_cache_appender(path, "response") as append:
         for start in range(0, len(todo), settings.batch_size):
             batch = todo[start : start + settings.batch_size]
-            for prompt, response in zip(batch, _generate_batch(lm, batch, settings), strict=True):
-                done[prompt] = response
-                fh.write(json.dumps({"prompt": prompt, "response": response}, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+            answers = list(zip(batch, _generate_batch(lm, batch, settings), strict=True))
+            done.update(answers)
+            append(answers)
             if progress:
                 progress(len(unique) - len(todo) + start + len(batch), len(unique))
     return {p: done[p] for p in unique}
-
-
-def _rewrite_clean(path: Path, done: dict[str, str]) -> None:
-    """Drop a half-written last line left by a killed run, so appends start on a clean line."""
-    if not path.exists():
-        return
-    lines = [json.dumps({"prompt": p, "response": r}, ensure_ascii=False) + "\n" for p, r in done.items()]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(lines), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def label_exchange(prompt_unsafe: bool, response: str) -> str:
