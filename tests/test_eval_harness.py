@@ -135,6 +135,28 @@ def test_views_split_prompts_and_exchanges() -> None:
     assert [v.name for v in views(only_prompts)] == ["p"]
 
 
+def test_default_row_judges_prompts_alone_by_the_prompt_pair(tmp_path: Path) -> None:
+    """The own-threshold row applies what the guard applies: the prompt pair to prompts alone."""
+    classifier = KeywordClassifier()
+    classifier.prompt_thresholds = Thresholds(0.05, 0.05)  # every "how …" prompt (score ≥ 0.1) is flagged
+    test = EvalDataset("test", "mem", _records(12))
+    run = run_evaluation([ClassifierSystem("kw", classifier)], [test], None, tmp_path, EvalOptions(n_boot=20))
+    sets = run.results["results"]["kw"]["datasets"]
+    assert sets["test/prompts"]["default"]["fpr"] == 1.0 and sets["test/prompts"]["default"]["threshold"] == 0.05
+    assert sets["test/exchanges"]["default"]["fpr"] == 0.0 and sets["test/exchanges"]["default"]["threshold"] == 0.5
+    mixed = sets["test"]["default"]
+    assert mixed["threshold"] is None and 0.0 < mixed["fpr"] < 1.0  # one threshold per record
+    assert mixed["ci"]["fpr"] is not None
+
+
+def test_bootstrap_resamples_per_item_thresholds_with_the_items() -> None:
+    labels, scores = [0, 0, 1, 1], [0.3, 0.3, 0.6, 0.6]
+    per_item = [0.2, 0.9, 0.5, 0.5]  # the first safe item is flagged, the second is not
+    (ci,) = bootstrap_cis(labels, scores, [per_item], n_boot=200, seed=0)
+    assert ci["fpr"] == (0.0, 1.0)  # resamples flag none, one or both safe items
+    assert ci["tpr"] == (1.0, 1.0)
+
+
 def test_run_evaluation_scores_each_system_once_per_set(tmp_path: Path) -> None:
     classifier = KeywordClassifier()
     systems = [ClassifierSystem("kw", classifier)]

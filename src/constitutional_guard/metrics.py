@@ -143,7 +143,7 @@ CI_METRICS: tuple[str, ...] = ("tpr", "fpr", "f1", "auroc")
 def bootstrap_cis(
     labels: Sequence[int],
     scores: Sequence[float],
-    thresholds: Sequence[float],
+    thresholds: Sequence[float | Sequence[float]],
     metrics: Sequence[str] = CI_METRICS,
     n_boot: int = 1000,
     alpha: float = 0.05,
@@ -151,7 +151,8 @@ def bootstrap_cis(
 ) -> list[dict[str, tuple[float, float] | None]]:
     """Percentile bootstrap intervals of BinaryMetrics fields at several thresholds from the same resamples.
 
-    Returns one ``{metric: (low, high) or None}`` per threshold; None where no resample defines the metric
+    A threshold is one number or one per item (resampled with the items). Returns one
+    ``{metric: (low, high) or None}`` per threshold; None where no resample defines the metric
     (e.g. FPR on a set without safe items). AUROC is threshold-free, so its interval repeats on every row.
     """
     y, s = _arrays(labels, scores)
@@ -162,7 +163,8 @@ def bootstrap_cis(
         yb, sb = y[idx], s[idx]
         area = auroc(yb, sb) if "auroc" in metrics else None
         for row, threshold in zip(values, thresholds, strict=True):
-            point = binary_metrics(yb, sb, threshold, with_auroc=False).as_dict() | {"auroc": area}
+            t = np.asarray(threshold, dtype=float)
+            point = binary_metrics(yb, sb, t[idx] if t.ndim else t, with_auroc=False).as_dict() | {"auroc": area}
             for metric in metrics:
                 if point[metric] is not None:
                     row[metric].append(point[metric])

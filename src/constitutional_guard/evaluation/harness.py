@@ -131,11 +131,12 @@ def calibrate(labels: Sequence[int], scores: Sequence[float], targets: Sequence[
 def evaluate_set(
     labels: Sequence[int],
     scores: Sequence[float],
-    default_threshold: float,
+    default_threshold: float | Sequence[float],
     calibrated: dict[str, Any] | None,
     options: EvalOptions,
 ) -> dict[str, Any]:
-    """The table at the system's own threshold, the calibrated sweep, the oracle rows and bootstrap CIs."""
+    """The table at the system's own threshold(s) (one, or one per item), the calibrated sweep, the oracle rows
+    and bootstrap CIs."""
     default = binary_metrics(labels, scores, default_threshold).as_dict()
     sweep = [
         {
@@ -240,7 +241,7 @@ def run_evaluation(
                 scores = [by_id[r.id] for r in view.records]
                 run.scores[system.name][view.name] = ScoredSet(view, scores)
                 per_system["datasets"][view.name] = evaluate_set(
-                    view.labels, scores, system.threshold, calibrated, options
+                    view.labels, scores, system.block_thresholds(view.records), calibrated, options
                 )
         results["results"][system.name] = per_system
     return run

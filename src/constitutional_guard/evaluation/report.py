@@ -140,7 +140,9 @@ def render_markdown(results: dict[str, Any], plot_files: dict[str, dict[str, str
     )
     lines += [
         "",
-        "Rates on each dataset at the system's own threshold; square brackets hold 95 % bootstrap intervals "
+        "Rates on each dataset at the system's own thresholds (a classifier's prompt pair for prompts alone, "
+        "so the threshold column reads n/a where they differ within a set); square brackets hold 95 % bootstrap "
+        "intervals "
         f'(sets of at most {results["options"]["ci_max_n"]} items). "n/a": the set lacks the class the rate '
         "needs. The sweep's thresholds are chosen on the calibration data only and then applied to the test set; "
         "the oracle column chooses the threshold on the test set itself and is an upper bound, not a result.",

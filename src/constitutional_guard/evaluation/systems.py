@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from constitutional_guard.classifiers.calibration import score_records
+from constitutional_guard.classifiers.calibration import item_thresholds, score_records
 from constitutional_guard.classifiers.registry import CONFIG_NAME as CLASSIFIER_CONFIG
 from constitutional_guard.classifiers.registry import load_classifier
 from constitutional_guard.data.schema import Record
@@ -30,10 +30,14 @@ class System(Protocol):
 
     name: str
     threshold: float
-    """The system's own operating threshold (flag when score ≥ threshold)."""
+    """The system's own operating threshold (flag when score ≥ threshold), as the report's systems table names it."""
     info: dict[str, Any]
 
     def score_records(self, records: Sequence[Record]) -> list[float]: ...
+
+    def block_thresholds(self, records: Sequence[Record]) -> list[float]:
+        """Each record's own block threshold (flag when score ≥ it)."""
+        ...
 
 
 @dataclass
@@ -47,14 +51,16 @@ class ClassifierSystem:
 
     @property
     def threshold(self) -> float:
-        """The exchange block threshold, applied to every record (prompts alone included).
-
-        A system has one threshold; the classifier's own input check uses ``prompt_thresholds`` instead.
-        """
+        """The exchange block threshold (prompts alone have their own when the classifier keeps a prompt pair)."""
         return float(self.classifier.thresholds.block)
 
     def score_records(self, records: Sequence[Record]) -> list[float]:
         return score_records(self.classifier, records, self.batch_size)
+
+    def block_thresholds(self, records: Sequence[Record]) -> list[float]:
+        """The prompt block threshold for a prompt alone, the exchange one otherwise: what the guard applies."""
+        prompt = getattr(self.classifier, "prompt_thresholds", None)
+        return item_thresholds(records, self.classifier.thresholds, prompt)[1].tolist()
 
 
 @dataclass
@@ -73,6 +79,9 @@ class ProbeSystem:
 
     def score_records(self, records: Sequence[Record]) -> list[float]:
         return [float(score_sequence(self.probe, self.model, exchange_ids(self.model, r))[-1]) for r in records]
+
+    def block_thresholds(self, records: Sequence[Record]) -> list[float]:
+        return [self.threshold] * len(records)
 
 
 def exchange_ids(model: Any, record: Record) -> list[int]:
