@@ -10,7 +10,7 @@ from test_exchange_classifier import write_corpus
 from typer.testing import CliRunner
 
 from constitutional_guard.cli.app import app
-from constitutional_guard.data.schema import SPLITS, Record, family_of
+from constitutional_guard.data.schema import SPLITS, Record, family_folds, family_of
 from constitutional_guard.evaluation.leave_source_out import leave_source_out, markdown
 
 FAMILIES = {"red/one": 1, "red/two": 1, "blue/one": 0, "blue/two": 0, "mixed": None}
@@ -95,3 +95,12 @@ def test_cli_writes_report_plot_and_json(
     bad = CliRunner().invoke(app, ["classifier", "leave-source-out", "--data", str(corpus), "--output", str(out),
                                    "--by", "colour"])
     assert bad.exit_code == 2 and "--by" in bad.output
+
+
+def test_family_folds_deal_families_by_size() -> None:
+    families = ["big"] * 5 + ["mid"] * 3 + ["small"] * 2 + ["tiny"]
+    folds = family_folds(families, 2)
+    assert folds == {"big": 0, "mid": 1, "small": 0, "tiny": 1}  # 7 and 4 records: the largest apart
+    assert set(family_folds(families, 3).values()) == {0, 1, 2}
+    with pytest.raises(ValueError, match="at least 2"):
+        family_folds(families, 1)

@@ -39,7 +39,7 @@ from constitutional_guard.classifiers.embedding import (
 from constitutional_guard.classifiers.exchange_training import training_records
 from constitutional_guard.classifiers.exchange_training import training_settings as exchange_settings
 from constitutional_guard.classifiers.input_format import record_prompt
-from constitutional_guard.data.schema import CONSTITUTION_SOURCE, LABELS, Record, family_of, stable_id
+from constitutional_guard.data.schema import CONSTITUTION_SOURCE, LABELS, Record, family_folds, family_of, stable_id
 from constitutional_guard.errors import InputError
 from constitutional_guard.metrics import auroc
 from constitutional_guard.models.loading import resolve_model
@@ -345,8 +345,6 @@ def cross_source_scores(
     training = classifier.config.training or {}
     if not training.get("data_dir"):
         raise ValueError("cross-source scores need the classifier's training record (train it with this version)")
-    if folds < 2:
-        raise ValueError(f"folds must be at least 2, got {folds}")
     extra = {
         key: training[key]
         for key in ("max_validation", "prefix_cuts", "source_balance", "constitution_share")
@@ -365,15 +363,14 @@ def cross_source_scores(
     )
     settings = _settings(extra)
     train_records, _ = training_records(options, settings)
+    families = np.array([family_of(r) for r in train_records])
+    fold_of = family_folds(families.tolist(), folds)
     config = classifier.config
     cache = FeatureCache.for_encoder(config.base_model, config.window, config.max_windows)
     x = item_features(classifier.encoder, record_items(train_records), cache)
     x_items = item_features(classifier.encoder, record_items(records), cache)
     cache.save()
     y = np.array([r.label_id for r in train_records])
-    families = np.array([family_of(r) for r in train_records])
-    sizes = Counter(families.tolist())
-    fold_of = {family: i % folds for i, family in enumerate(sorted(sizes, key=lambda f: (-sizes[f], f)))}
     item_families = [family_of(r) for r in records]
     unsafe_ids = [classifier.config.labels.index(name) for name in classifier.config.unsafe_labels]
     scores = classifier.head.probabilities(x_items)[:, unsafe_ids].sum(axis=1)

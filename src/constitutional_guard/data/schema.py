@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
@@ -134,6 +135,15 @@ def stable_id(*parts: str, length: int = 12) -> str:
 
 
 FAMILY_KINDS = ("source", "package")
+
+
+def family_folds(families: Iterable[str], folds: int) -> dict[str, int]:
+    """Each family's fold: families dealt to ``folds`` folds in order of size (largest first), so the folds hold
+    about as many records each."""
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
+    sizes = Counter(families)
+    return {family: i % folds for i, family in enumerate(sorted(sizes, key=lambda f: (-sizes[f], f)))}
 
 
 def family_of(record: Record, by: str = "source") -> str:
