@@ -225,3 +225,19 @@ def test_calibrate_cli_cross_source_prompts(trained: tuple[Path, Path], tmp_path
     assert result.exit_code == 0, result.output
     calibration = json.loads((copy / CONFIG_NAME).read_text())["calibration"]
     assert calibration["calibration_scores"].startswith("prompts: cross-source, 2 folds")
+
+
+def test_cross_source_calibration_scores_move_prompts_only(trained: tuple[Path, Path]) -> None:
+    from constitutional_guard.classifiers.calibration import score_records
+    from constitutional_guard.classifiers.embedding_training import cross_source_calibration_scores
+
+    corpus, folder = trained
+    classifier = load_classifier(folder)
+    calibration = load_split(corpus, "calibration")
+    scores, scores_from = cross_source_calibration_scores(classifier, calibration, folds=2)
+    own = np.array(score_records(classifier, calibration))
+    exchange = np.array([r.response is not None for r in calibration])
+    assert exchange.any() and (~exchange).any()
+    assert np.allclose(np.array(scores)[exchange], own[exchange])
+    assert not np.allclose(np.array(scores)[~exchange], own[~exchange])
+    assert scores_from.startswith("prompts: cross-source, 2 folds")

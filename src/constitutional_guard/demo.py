@@ -53,8 +53,11 @@ class DemoSettings:
     """Validation and test records (the whole calibration split is used)."""
     classifier_head: str = "linear+mlp"
     """Head of the embedding classifier: ``linear``, ``mlp`` or ``linear+mlp``."""
-    classifier_block_fpr: float = 0.03
+    classifier_block_fpr: float = 0.05
     """Target false-block rate on safe calibration items."""
+    classifier_cross_source_folds: int = 5
+    """Prompt thresholds are chosen on scores from this many head refits that each leave a fold of source families
+    out, so the false-block target holds on sources the classifier never saw (0: the classifier's own scores)."""
     classifier_hold_rate: float = 0.01
     """Target share of safe calibration items in the uncertain (hold) band."""
 
@@ -147,7 +150,7 @@ def ensure_probe(work: Path, corpus: Path, settings: DemoSettings, log: Log) -> 
 def ensure_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log) -> Path:
     from constitutional_guard.classifiers.base import TrainOptions, load_classifier
     from constitutional_guard.classifiers.calibration import calibrate_and_save
-    from constitutional_guard.classifiers.embedding_training import train
+    from constitutional_guard.classifiers.embedding_training import cross_source_calibration_scores, train
     from constitutional_guard.classifiers.exchange_training import cap_records
     from constitutional_guard.data.corpus import load_split
 
@@ -171,8 +174,15 @@ def ensure_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log
     classifier = load_classifier(trained)
     calibration = load_split(corpus, "calibration")  # whole: its benign exchanges set the hold band
     test = cap_records(load_split(corpus, "test"), settings.classifier_eval_records, settings.seed)
+    scores, scores_from = None, "the classifier"
+    if settings.classifier_cross_source_folds:
+        log(f"classifier: cross-source prompt scores ({settings.classifier_cross_source_folds} folds of sources)")
+        scores, scores_from = cross_source_calibration_scores(
+            classifier, calibration, settings.classifier_cross_source_folds
+        )
     report = calibrate_and_save(
-        classifier, trained, calibration, test, settings.classifier_block_fpr, hold_rate=settings.classifier_hold_rate
+        classifier, trained, calibration, test, settings.classifier_block_fpr,
+        hold_rate=settings.classifier_hold_rate, calibration_scores=scores, scores_from=scores_from,
     )
     metrics = report.test
     log(

@@ -386,3 +386,17 @@ def cross_source_scores(
         scores[rows] = head.probabilities(x_items[rows])[:, unsafe_ids].sum(axis=1)
     return scores
 
+
+def cross_source_calibration_scores(
+    classifier: EmbeddingClassifier, records: Sequence[Record], folds: int = 5
+) -> tuple[list[float], str]:
+    """Calibration scores whose prompts come from ``cross_source_scores`` (exchanges keep the classifier's own),
+    and a line saying so for the classifier's calibration record."""
+    from constitutional_guard.classifiers.calibration import score_records
+
+    scores = score_records(classifier, records)
+    prompts = [i for i, r in enumerate(records) if r.response is None]
+    moved = cross_source_scores(classifier, [records[i] for i in prompts], folds)
+    for i, value in zip(prompts, moved, strict=True):
+        scores[i] = float(value)
+    return scores, f"prompts: cross-source, {folds} folds of sources; exchanges: the classifier"

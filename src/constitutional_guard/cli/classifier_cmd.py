@@ -141,7 +141,7 @@ def calibrate(
     ),
 ) -> None:
     """Choose allow / block thresholds on the calibration split, save them, report test metrics."""
-    from constitutional_guard.classifiers.calibration import calibrate_and_save, calibration_details, score_records
+    from constitutional_guard.classifiers.calibration import calibrate_and_save, calibration_details
 
     if cross_source_prompts == 1:
         raise typer.BadParameter("at least 2 folds (0: off)", param_hint="--cross-source-prompts")
@@ -151,18 +151,13 @@ def calibrate(
     scores, scores_from = None, "the classifier"
     if cross_source_prompts:
         from constitutional_guard.classifiers.embedding import EmbeddingClassifier
-        from constitutional_guard.classifiers.embedding_training import cross_source_scores
+        from constitutional_guard.classifiers.embedding_training import cross_source_calibration_scores
 
         if not isinstance(model, EmbeddingClassifier):
             raise typer.BadParameter("needs an embedding classifier", param_hint="--cross-source-prompts")
         with progress_bar(transient=True) as bar:
             bar.add_task(f"cross-source scores ({cross_source_prompts} folds)", total=None)
-            scores = score_records(model, calib_records)
-            prompts = [i for i, r in enumerate(calib_records) if r.response is None]
-            moved = cross_source_scores(model, [calib_records[i] for i in prompts], cross_source_prompts)
-            for i, value in zip(prompts, moved, strict=True):
-                scores[i] = float(value)
-        scores_from = f"prompts: cross-source, {cross_source_prompts} folds of sources; exchanges: the classifier"
+            scores, scores_from = cross_source_calibration_scores(model, calib_records, cross_source_prompts)
     result = calibrate_and_save(
         model, classifier, calib_records, test_records, block_fpr, recall, not shared_thresholds, hold, scores,
         scores_from,
