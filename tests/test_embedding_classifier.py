@@ -241,3 +241,26 @@ def test_cross_source_calibration_scores_move_prompts_only(trained: tuple[Path, 
     assert np.allclose(np.array(scores)[exchange], own[exchange])
     assert not np.allclose(np.array(scores)[~exchange], own[~exchange])
     assert scores_from.startswith("prompts: cross-source, 2 folds")
+
+
+def test_calibrate_cli_keeps_to_the_inputs_the_classifier_was_trained_on(
+    trained: tuple[Path, Path], tiny_encoder_dir: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from constitutional_guard.cli.app import app
+
+    corpus, _ = trained
+    options = TrainOptions(
+        data_dir=str(corpus), out_dir=str(tmp_path / "prompts"), base_model=str(tiny_encoder_dir),
+        extra={"head": "linear", "C": "0.1,1", "window": 16, "max_windows": 4, "inputs": "prompts"},
+    )
+    folder = train(options)
+    result = CliRunner().invoke(
+        app, ["classifier", "calibrate", "--classifier", str(folder), "--data", str(corpus), "--block-fpr", "0.1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "calibrating on prompts only" in result.output
+    calibration = json.loads((folder / CONFIG_NAME).read_text())["calibration"]
+    prompts = [r for r in load_split(corpus, "calibration") if r.response is None]
+    assert calibration["calibration_records"] == len(prompts) < len(load_split(corpus, "calibration"))

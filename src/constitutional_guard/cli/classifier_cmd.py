@@ -145,8 +145,14 @@ def calibrate(
 
     if cross_source_prompts == 1:
         raise typer.BadParameter("at least 2 folds (0: off)", param_hint="--cross-source-prompts")
+    from constitutional_guard.classifiers.exchange_training import select_inputs
+
     model = load_classifier(classifier)
     calib_records, test_records = _splits(data, calibration, test, label_scheme)
+    inputs = (getattr(getattr(model, "config", None), "training", None) or {}).get("inputs", "all")
+    if inputs != "all":  # a classifier trained on prompts alone (or exchanges) is calibrated on what it scores
+        calib_records, test_records = select_inputs(calib_records, inputs), select_inputs(test_records, inputs)
+        console.print(f"calibrating on {inputs} only (what this classifier was trained on)")
     recall, hold = _allow_targets(allow_recall, hold_rate)
     scores, scores_from = None, "the classifier"
     if cross_source_prompts:
