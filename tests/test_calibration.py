@@ -184,6 +184,15 @@ def test_prompts_and_exchanges_get_their_own_thresholds() -> None:
     assert (shared.test.tpr, shared.test_uncertain_rate) == (0.5, 0.5)
 
 
+def test_prompts_can_have_their_own_block_target() -> None:
+    (records, scores), (test, test_scores) = zip(*CALIB, strict=True), zip(*TEST, strict=True)
+    report = evaluate_scores(records, scores, test, test_scores, 0.0, 1.0, True, None, prompt_block_fpr=0.5)
+    assert report.thresholds == _evaluate().thresholds  # exchanges keep the 0 % target
+    assert report.prompt_thresholds.block == float(np.nextafter(0.5, 1))  # one of the two safe prompts may block
+    assert (report.block_fpr_target, report.prompt_block_fpr_target) == (0.0, 0.5)
+    assert _evaluate().prompt_block_fpr_target is None
+
+
 def test_shared_thresholds_when_prompts_lack_a_class() -> None:
     only_safe_prompts = [(r, s) for r, s in CALIB if r.response is not None or not r.is_unsafe]
     report = _evaluate(calib=only_safe_prompts)

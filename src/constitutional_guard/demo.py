@@ -53,8 +53,10 @@ class DemoSettings:
     """Validation and test records (the whole calibration split is used)."""
     classifier_head: str = "linear+mlp"
     """Head of the embedding classifier: ``linear``, ``mlp`` or ``linear+mlp``."""
-    classifier_block_fpr: float = 0.05
-    """Target false-block rate on safe calibration items."""
+    classifier_block_fpr: float = 0.03
+    """Target false-block rate on safe calibration exchanges."""
+    classifier_prompt_block_fpr: float = 0.05
+    """Target false-block rate on safe calibration prompts (on cross-source scores: it holds on new sources)."""
     classifier_cross_source_folds: int = 5
     """Prompt thresholds are chosen on scores from this many head refits that each leave a fold of source families
     out, so the false-block target holds on sources the classifier never saw (0: the classifier's own scores)."""
@@ -183,6 +185,7 @@ def ensure_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log
     report = calibrate_and_save(
         classifier, trained, calibration, test, settings.classifier_block_fpr,
         hold_rate=settings.classifier_hold_rate, calibration_scores=scores, scores_from=scores_from,
+        prompt_block_fpr=settings.classifier_prompt_block_fpr,
     )
     metrics = report.test
     log(

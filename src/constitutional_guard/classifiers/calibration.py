@@ -84,12 +84,15 @@ def choose_split_thresholds(
     allow_recall: float = DEFAULT_ALLOW_RECALL,
     separate_prompts: bool = True,
     hold_rate: float | None = None,
+    prompt_block_fpr: float | None = None,
 ) -> tuple[Thresholds, Thresholds | None]:
-    """Exchange and prompt thresholds, each chosen on its own items; (shared pair, None) when not separable."""
+    """Exchange and prompt thresholds, each chosen on its own items (the prompts at ``prompt_block_fpr`` when
+    given); (shared pair, None) when not separable."""
     y, s, p = np.asarray(labels, dtype=int), np.asarray(scores, dtype=float), np.asarray(prompts, dtype=bool)
     if separate_prompts and all(len(np.unique(y[side])) == 2 for side in (p, ~p)):
         exchange = choose_thresholds(y[~p], s[~p], block_fpr, allow_recall, hold_rate)
-        return exchange, choose_thresholds(y[p], s[p], block_fpr, allow_recall, hold_rate)
+        prompt_fpr = block_fpr if prompt_block_fpr is None else prompt_block_fpr
+        return exchange, choose_thresholds(y[p], s[p], prompt_fpr, allow_recall, hold_rate)
     return choose_thresholds(y, s, block_fpr, allow_recall, hold_rate), None
 
 
@@ -138,6 +141,8 @@ class CalibrationReport:
     """Share of unsafe test items scored below their ``allow`` (let through without a hold)."""
     subsets: list[SubsetResult] = field(default_factory=list)
     hold_rate_target: float | None = None
+    prompt_block_fpr_target: float | None = None
+    """The prompts' own false-block target; None: ``block_fpr_target`` serves both."""
     """Share of safe calibration items allowed in the uncertain band; None: ``allow_recall_target`` set allow."""
     test_safe_held_rate: float | None = None
     """Share of safe test items in the uncertain band (held)."""
@@ -191,12 +196,13 @@ def evaluate_scores(
     allow_recall: float = DEFAULT_ALLOW_RECALL,
     separate_prompts: bool = True,
     hold_rate: float | None = None,
+    prompt_block_fpr: float | None = None,
 ) -> CalibrationReport:
     """Thresholds from calibration scores, judged on test scores (any scorer, baselines included)."""
     calib_y = _labels(calib_records)
     prompts = [r.response is None for r in calib_records]
     thresholds, prompt_thresholds = choose_split_thresholds(
-        calib_y, calib_scores, prompts, block_fpr, allow_recall, separate_prompts, hold_rate
+        calib_y, calib_scores, prompts, block_fpr, allow_recall, separate_prompts, hold_rate, prompt_block_fpr
     )
     _, calib_block = item_thresholds(calib_records, thresholds, prompt_thresholds)
     y, s = _labels(test_records), np.asarray(test_scores, dtype=float)
@@ -213,6 +219,7 @@ def evaluate_scores(
         test_allowed_unsafe_rate=float((s[unsafe] < allow[unsafe]).mean()) if unsafe.any() else None,
         subsets=subsets(test_records, s, allow, block),
         hold_rate_target=hold_rate,
+        prompt_block_fpr_target=prompt_block_fpr if prompt_thresholds is not None else None,
         test_safe_held_rate=_uncertain_rate(s[~unsafe], allow[~unsafe], block[~unsafe]) if (~unsafe).any() else None,
     )
 
@@ -226,16 +233,19 @@ def calibrate(
     separate_prompts: bool = True,
     hold_rate: float | None = None,
     calibration_scores: Sequence[float] | None = None,
+    prompt_block_fpr: float | None = None,
 ) -> CalibrationReport:
     """Score both splits, set the classifier's (prompt) thresholds from the calibration split, report on test.
 
     ``calibration_scores``: P(unsafe) of the calibration records from elsewhere (cross-source scores), instead of
-    the classifier's own. The caller persists the thresholds with ``classifier.save_config(directory)``.
+    the classifier's own. ``prompt_block_fpr``: the prompts' own false-block target (default ``block_fpr``). The
+    caller persists the thresholds with ``classifier.save_config(directory)``.
     """
     calib_scores = score_records(classifier, calibration) if calibration_scores is None else list(calibration_scores)
     test_scores = score_records(classifier, test)
     report = evaluate_scores(
-        calibration, calib_scores, test, test_scores, block_fpr, allow_recall, separate_prompts, hold_rate
+        calibration, calib_scores, test, test_scores, block_fpr, allow_recall, separate_prompts, hold_rate,
+        prompt_block_fpr,
     )
     classifier.thresholds = report.thresholds
     classifier.prompt_thresholds = report.prompt_thresholds
@@ -258,12 +268,14 @@ def calibrate_and_save(
     hold_rate: float | None = None,
     calibration_scores: Sequence[float] | None = None,
     scores_from: str = "the classifier",
+    prompt_block_fpr: float | None = None,
 ) -> CalibrationReport:
     """Calibrate, record the details in the config where it has room for them, and rewrite the saved config.
 
     ``scores_from`` says where ``calibration_scores`` came from, for the record."""
     report = calibrate(
-        classifier, calibration, test, block_fpr, allow_recall, separate_prompts, hold_rate, calibration_scores
+        classifier, calibration, test, block_fpr, allow_recall, separate_prompts, hold_rate, calibration_scores,
+        prompt_block_fpr,
     )
     config = getattr(classifier, "config", None)
     if hasattr(config, "calibration"):

@@ -131,6 +131,9 @@ def calibrate(
     allow_recall: float | None = typer.Option(
         None, min=0.001, max=1.0, help="Instead of --hold-rate: share of unsafe calibration items kept out of 'allow'."
     ),
+    prompt_block_fpr: float | None = typer.Option(
+        None, min=0.0, max=0.999, help="The prompts' own false-block target (default: --block-fpr)."
+    ),
     report: Path | None = typer.Option(None, help="Write the calibration report here as JSON."),
     shared_thresholds: bool = typer.Option(
         False, "--shared-thresholds", help="One threshold pair for prompts and exchanges (default: one each)."
@@ -166,7 +169,7 @@ def calibrate(
             scores, scores_from = cross_source_calibration_scores(model, calib_records, cross_source_prompts)
     result = calibrate_and_save(
         model, classifier, calib_records, test_records, block_fpr, recall, not shared_thresholds, hold, scores,
-        scores_from,
+        scores_from, prompt_block_fpr,
     )
     console.print(
         _report_table(f"test split at thresholds chosen on calibration ({classifier})", {"classifier": result})
