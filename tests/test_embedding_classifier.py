@@ -221,10 +221,11 @@ def test_calibrate_cli_cross_source_prompts(trained: tuple[Path, Path], tmp_path
     shutil.copytree(folder, copy)
     args = ["classifier", "calibrate", "--classifier", str(copy), "--data", str(corpus), "--block-fpr", "0.1"]
     assert CliRunner().invoke(app, [*args, "--cross-source-prompts", "1"]).exit_code == 2
-    result = CliRunner().invoke(app, [*args, "--cross-source-prompts", "2"])
+    result = CliRunner().invoke(app, [*args, "--cross-source-prompts", "2", "--prompt-block-fpr", "0.2"])
     assert result.exit_code == 0, result.output
     calibration = json.loads((copy / CONFIG_NAME).read_text())["calibration"]
     assert calibration["calibration_scores"].startswith("prompts: cross-source, 2 folds")
+    assert (calibration["block_fpr_target"], calibration["prompt_block_fpr_target"]) == (0.1, 0.2)
 
 
 def test_cross_source_calibration_scores_move_prompts_only(trained: tuple[Path, Path]) -> None:
