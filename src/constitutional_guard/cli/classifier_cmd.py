@@ -132,7 +132,8 @@ def calibrate(
         None, min=0.001, max=1.0, help="Instead of --hold-rate: share of unsafe calibration items kept out of 'allow'."
     ),
     prompt_block_fpr: float | None = typer.Option(
-        None, min=0.0, max=0.999, help="The prompts' own false-block target (default: --block-fpr)."
+        None, min=0.0, max=0.999,
+        help="The prompts' own false-block target where prompts and exchanges get a pair each (default: --block-fpr).",
     ),
     report: Path | None = typer.Option(None, help="Write the calibration report here as JSON."),
     shared_thresholds: bool = typer.Option(
@@ -145,11 +146,10 @@ def calibrate(
 ) -> None:
     """Choose allow / block thresholds on the calibration split, save them, report test metrics."""
     from constitutional_guard.classifiers.calibration import calibrate_and_save, calibration_details
+    from constitutional_guard.classifiers.exchange_training import select_inputs
 
     if cross_source_prompts == 1:
         raise typer.BadParameter("at least 2 folds (0: off)", param_hint="--cross-source-prompts")
-    from constitutional_guard.classifiers.exchange_training import select_inputs
-
     model = load_classifier(classifier)
     calib_records, test_records = _splits(data, calibration, test, label_scheme)
     inputs = (getattr(getattr(model, "config", None), "training", None) or {}).get("inputs", "all")
