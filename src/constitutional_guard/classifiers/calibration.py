@@ -141,11 +141,11 @@ class CalibrationReport:
     """Share of unsafe test items scored below their ``allow`` (let through without a hold)."""
     subsets: list[SubsetResult] = field(default_factory=list)
     hold_rate_target: float | None = None
-    prompt_block_fpr_target: float | None = None
-    """The prompts' own false-block target; None: ``block_fpr_target`` serves both."""
     """Share of safe calibration items allowed in the uncertain band; None: ``allow_recall_target`` set allow."""
     test_safe_held_rate: float | None = None
     """Share of safe test items in the uncertain band (held)."""
+    prompt_block_fpr_target: float | None = None
+    """The prompts' own false-block target; None: ``block_fpr_target`` serves both."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -394,9 +394,11 @@ def cross_source_calibration_scores(
     and a line saying so for the classifier's calibration record."""
     from constitutional_guard.classifiers.calibration import score_records
 
-    scores = score_records(classifier, records)
     prompts = [i for i, r in enumerate(records) if r.response is None]
-    moved = cross_source_scores(classifier, [records[i] for i in prompts], folds)
-    for i, value in zip(prompts, moved, strict=True):
+    exchanges = [i for i, r in enumerate(records) if r.response is not None]
+    scores = [0.0] * len(records)
+    for i, value in zip(prompts, cross_source_scores(classifier, [records[i] for i in prompts], folds), strict=True):
         scores[i] = float(value)
+    for i, value in zip(exchanges, score_records(classifier, [records[i] for i in exchanges]), strict=True):
+        scores[i] = value
     return scores, f"prompts: cross-source, {folds} folds of sources; exchanges: the classifier"
