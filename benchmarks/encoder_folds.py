@@ -144,7 +144,7 @@ def main() -> None:
     tuned = FineTuned(args.fine_tune, args.max_tokens) if args.fine_tune else None
     scores: dict[str, dict[str, list]] = {v: {"y": [], "score": [], "hand": [], "fold_auroc": []} for v in variants}
 
-    for left in folds:
+    for fold, left in enumerate(folds):
         keep = {name: ~np.isin(family[name], left) for name in SPLITS}
         kept = [r for r, k in zip(splits["train"], keep["train"], strict=True) if k]
         weights = sample_weights(kept)
@@ -161,7 +161,7 @@ def main() -> None:
                 h = head.probabilities(f["hand"])[:, 1]
             else:
                 tuned.fit([record_prompt(r) for r in kept], label["train"][keep["train"]], weights,
-                          args.samples, args.lr, folds.index(left))
+                          args.samples, args.lr, fold)
                 texts = [
                     record_prompt(r) for name in SPLITS for r, k in zip(splits[name], keep[name], strict=True) if not k
                 ]
@@ -171,7 +171,7 @@ def main() -> None:
             row["score"] += s.tolist()
             row["hand"].append(h.tolist())
             row["fold_auroc"].append(auroc(y_fold, s) if 0 < y_fold.sum() < len(y_fold) else None)
-        print(f"fold {folds.index(left)} done ({time.perf_counter() - start:.0f} s)", flush=True)
+        print(f"fold {fold} done ({time.perf_counter() - start:.0f} s)", flush=True)
 
     report = {
         "data": args.data,
