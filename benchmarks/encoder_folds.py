@@ -41,7 +41,7 @@ HANDWRITTEN = Path(__file__).with_name("handwritten_prompts.jsonl")
 
 def frozen_features(alias: str, splits: dict[str, list[Record]], hand: list[str]) -> dict[str, np.ndarray]:
     encoder = SentenceEncoder.from_pretrained(resolve_model(alias))
-    cache = FeatureCache.for_encoder(alias, encoder.window, encoder.max_windows)
+    cache = FeatureCache.for_encoder(alias, encoder)
     features = {name: item_features(encoder, record_items(records), cache) for name, records in splits.items()}
     features["hand"] = item_features(encoder, [(text, None) for text in hand], cache)
     cache.save()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import save_file
 from test_exchange_classifier import write_corpus
 
@@ -119,6 +120,21 @@ def test_constitution_share_fixes_the_policy_examples_weight_within_each_label()
     assert np.allclose(sample_weights(records, constitution_share=0.0), sample_weights(records))
     with pytest.raises(ValueError, match="constitution_share"):
         sample_weights(records, constitution_share=1.0)
+
+def test_encoder_dtype_sets_the_feature_cache(trained: tuple[Path, Path], tiny_encoder_dir: Path,
+                                              tmp_path: Path) -> None:
+    full = SentenceEncoder.from_pretrained(tiny_encoder_dir, window=16, dtype="float32")
+    half = SentenceEncoder.from_pretrained(tiny_encoder_dir, window=16, dtype=torch.bfloat16)
+    assert (full.dtype, half.dtype) == (torch.float32, torch.bfloat16)
+    base = str(tiny_encoder_dir)
+    assert FeatureCache.for_encoder(base, full).folder != FeatureCache.for_encoder(base, half).folder
+    rows = half.encode(["alpha text", "beta text"])
+    assert rows.dtype == np.float32 and np.allclose(rows, full.encode(["alpha text", "beta text"]), atol=0.05)
+    classifier = load_classifier(trained[1])
+    assert classifier.config.training["encoder_dtype"] in ("float32", "bfloat16")
+    with pytest.raises(ValueError, match="bfloat16"):  # a bf16 copy of the weights would lose precision
+        EmbeddingClassifier(half, classifier.head, classifier.config).save_pretrained(tmp_path / "copy")
+
 
 def test_feature_cache_persists_and_merges(tiny_encoder_dir: Path, tmp_path: Path) -> None:
     encoder = SentenceEncoder.from_pretrained(tiny_encoder_dir, window=16)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,25 @@ def test_cli_writes_report_plot_and_json(
     bad = CliRunner().invoke(app, ["classifier", "leave-source-out", "--data", str(corpus), "--output", str(out),
                                    "--by", "colour"])
     assert bad.exit_code == 2 and "--by" in bad.output
+    bad = CliRunner().invoke(app, ["classifier", "leave-source-out", "--data", str(corpus), "--output", str(out),
+                                   "--inputs", "tokens"])
+    assert bad.exit_code == 2 and "--inputs" in bad.output
+
+
+def test_cli_holds_out_prompts_alone(tiny_encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CGUARD_CACHE_DIR", str(tmp_path / "cache"))
+    corpus = write_corpus(tmp_path / "corpus", per_split=24)
+    out = tmp_path / "lso"
+    result = CliRunner().invoke(
+        app,
+        ["classifier", "leave-source-out", "--data", str(corpus), "--output", str(out),
+         "--base-model", str(tiny_encoder_dir), "--min-records", "20", "--inputs", "prompts", "--head", "linear"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "results.json").read_text())
+    assert report["classifier"]["inputs"] == "prompts"
+    assert report["leave_source_out"]["outcomes"]["exchanges"]["n"] == 0
+    assert report["leave_source_out"]["outcomes"]["prompts"]["n"] > 0
 
 
 def test_family_folds_deal_families_by_size() -> None:

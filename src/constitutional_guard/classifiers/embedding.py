@@ -35,7 +35,7 @@ from constitutional_guard.classifiers.base import (
 )
 from constitutional_guard.config_io import load_config, save_config
 from constitutional_guard.errors import InputError
-from constitutional_guard.models.loading import default_device
+from constitutional_guard.models.loading import default_device, encoder_dtype, parse_dtype
 
 HEAD_FILE = "head.safetensors"
 ENCODER_DIR = "encoder"
@@ -90,15 +90,24 @@ class SentenceEncoder:
         self._prefix, self._suffix = special_tokens_around(tokenizer)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, window: int = 128, max_windows: int = 8) -> SentenceEncoder:
+    def from_pretrained(
+        cls, path: str | Path, window: int = 128, max_windows: int = 8, dtype: str | torch.dtype | None = None
+    ) -> SentenceEncoder:
+        """``dtype`` None: bf16 where the hardware runs it natively, else float32 (``encoder_dtype``)."""
         from transformers import AutoModel, AutoTokenizer
 
-        model = AutoModel.from_pretrained(path, dtype=torch.float32).to(default_device())
+        device = default_device()
+        resolved = encoder_dtype(device) if dtype is None else parse_dtype(dtype, device)
+        model = AutoModel.from_pretrained(path, dtype=resolved).to(device)
         return cls(model, AutoTokenizer.from_pretrained(path), window, max_windows)
 
     @property
     def dim(self) -> int:
         return 2 * int(self.model.config.hidden_size)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
 
     def windows(self, text: str) -> list[list[int]]:
         """Token windows of one text, with the tokenizer's special tokens around each."""
@@ -334,6 +343,8 @@ class EmbeddingClassifier(ConfigThresholds):
         if encoder_source is not None and Path(encoder_source).resolve() != target.resolve():
             shutil.copytree(encoder_source, target, dirs_exist_ok=True)
         elif encoder_source is None:
+            if self.encoder.dtype != torch.float32:
+                raise ValueError(f"the encoder runs in {self.encoder.dtype}: save from its source folder instead")
             self.encoder.model.save_pretrained(target)
             self.encoder.tokenizer.save_pretrained(target)
         save_head(self.head, folder / HEAD_FILE)

@@ -80,8 +80,11 @@ class FeatureCache:
         return dict(zip(keys, matrix, strict=True)) if len(keys) == len(matrix) else {}
 
     @classmethod
-    def for_encoder(cls, base_model: str, window: int, max_windows: int) -> FeatureCache:
-        key = stable_id(resolve_model(base_model, prepare=False), str(window), str(max_windows))
+    def for_encoder(cls, base_model: str, encoder: SentenceEncoder) -> FeatureCache:
+        """The cache of ``encoder``'s setting (model, window, windows kept, dtype)."""
+        key = stable_id(
+            resolve_model(base_model, prepare=False), str(encoder.window), str(encoder.max_windows), str(encoder.dtype)
+        )
         return cls(cache_dir() / "features" / key)
 
     def encode(self, encoder: SentenceEncoder, texts: Sequence[str]) -> np.ndarray:
@@ -278,7 +281,7 @@ def train(options: TrainOptions) -> Path:
     )
     base = resolve_model(options.base_model)
     encoder = SentenceEncoder.from_pretrained(base, config.window, config.max_windows)
-    cache = FeatureCache.for_encoder(options.base_model, config.window, config.max_windows)
+    cache = FeatureCache.for_encoder(options.base_model, encoder)
     x = item_features(encoder, record_items(train_records), cache)
     x_val = item_features(encoder, record_items(val_records), cache)
     cache.save()
@@ -303,6 +306,7 @@ def train(options: TrainOptions) -> Path:
         "train_examples": len(train_records),
         "train_labels": dict(Counter(r.label for r in train_records)),
         "validation_examples": len(val_records),
+        "encoder_dtype": str(encoder.dtype).removeprefix("torch."),
         "excluded_sources": settings["exclude_sources"],
         "inputs": settings["inputs"],
         "source_balance": settings["source_balance"],
@@ -366,7 +370,7 @@ def cross_source_scores(
     families = np.array([family_of(r) for r in train_records])
     fold_of = family_folds(families.tolist(), folds)
     config = classifier.config
-    cache = FeatureCache.for_encoder(config.base_model, config.window, config.max_windows)
+    cache = FeatureCache.for_encoder(config.base_model, classifier.encoder)
     x = item_features(classifier.encoder, record_items(train_records), cache)
     x_items = item_features(classifier.encoder, record_items(records), cache)
     cache.save()

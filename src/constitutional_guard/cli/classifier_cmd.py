@@ -410,6 +410,9 @@ def leave_source_out(
     constitution_share: float | None = typer.Option(
         None, min=0.0, max=0.99, help="Share of each label's weight on the constitution's examples (training default)."
     ),
+    inputs: str = typer.Option(
+        "all", help="Train and test on all records, or on prompts / exchanges alone (prompts: an input check)."
+    ),
     seed: int = typer.Option(0),
 ) -> None:
     """Train without each source family, calibrate without it, test on it; report beside the in-distribution split.
@@ -427,6 +430,10 @@ def leave_source_out(
 
     if head not in HEAD_KINDS:
         raise typer.BadParameter(f"expected one of {', '.join(HEAD_KINDS)}", param_hint="--head")
+    from constitutional_guard.classifiers.exchange_training import INPUTS
+
+    if inputs not in INPUTS:
+        raise typer.BadParameter(f"expected one of {', '.join(INPUTS)}", param_hint="--inputs")
     with progress_bar(transient=True) as bar:
         task = bar.add_task("leave-source-out", total=None)
         report = lso.embedding_leave_source_out(
@@ -441,6 +448,7 @@ def leave_source_out(
             seed=seed,
             progress=lambda step: bar.update(task, description=step),
             constitution_share=constitution_share,
+            inputs=inputs,
         )
     output.mkdir(parents=True, exist_ok=True)
     write_json_atomic(output / "results.json", report)

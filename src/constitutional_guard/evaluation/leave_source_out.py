@@ -259,10 +259,12 @@ def embedding_leave_source_out(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     constitution_share: float | None = None,
+    inputs: str = "all",
 ) -> dict[str, Any]:
     """Leave-source-out for the embedding classifier on a built corpus (features cached per encoder).
 
-    ``constitution_share``: as for ``sample_weights``; None takes the training default."""
+    ``constitution_share``: as for ``sample_weights``; None takes the training default. ``inputs``: ``all``, or
+    ``prompts`` / ``exchanges`` to train and test on those alone (an input check is a classifier of prompts)."""
     from constitutional_guard.classifiers.embedding import SentenceEncoder, item_features
     from constitutional_guard.classifiers.embedding_training import (
         DEFAULT_CONSTITUTION_SHARE,
@@ -271,7 +273,7 @@ def embedding_leave_source_out(
         record_items,
         sample_weights,
     )
-    from constitutional_guard.classifiers.exchange_training import cap_records, with_prefixes
+    from constitutional_guard.classifiers.exchange_training import cap_records, select_inputs, with_prefixes
     from constitutional_guard.data.augment import DEFAULT_CUTS
     from constitutional_guard.data.corpus import load_split
     from constitutional_guard.data.schema import SPLITS
@@ -280,9 +282,9 @@ def embedding_leave_source_out(
     share = DEFAULT_CONSTITUTION_SHARE if constitution_share is None else constitution_share
     splits = {name: load_split(data_dir, name) for name in SPLITS}
     splits["train"] = with_prefixes(splits["train"], DEFAULT_CUTS)
-    splits = {name: cap_records(records, max_per_split, seed) for name, records in splits.items()}
+    splits = {name: cap_records(select_inputs(rows, inputs), max_per_split, seed) for name, rows in splits.items()}
     encoder = SentenceEncoder.from_pretrained(resolve_model(base_model))
-    cache = FeatureCache.for_encoder(base_model, encoder.window, encoder.max_windows)
+    cache = FeatureCache.for_encoder(base_model, encoder)
     features = {}
     for name, records in splits.items():
         if progress:
@@ -311,5 +313,7 @@ def embedding_leave_source_out(
         return lambda x: fitted.probabilities(x)[:, 1] if len(x) else np.zeros(0)
 
     report = leave_source_out(splits, features, fit, by, min_records, block_fpr, hold_rate, progress)
-    classifier = {"kind": "embedding", "base_model": base_model, "head": head, "constitution_share": share}
+    classifier = {
+        "kind": "embedding", "base_model": base_model, "head": head, "constitution_share": share, "inputs": inputs
+    }
     return {"classifier": classifier, "data": str(data_dir), **report}
