@@ -9,6 +9,8 @@ import pytest
 from constitutional_guard import demo
 from constitutional_guard.guard.bundle import BUNDLE_FILE
 
+STAGES = ["corpus", "probe", "classifier", "input-classifier"]
+
 
 @pytest.fixture
 def fake_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -27,6 +29,7 @@ def fake_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(demo, "ensure_corpus", stage("corpus"))
     monkeypatch.setattr(demo, "ensure_probe", stage("probe"))
     monkeypatch.setattr(demo, "ensure_classifier", stage("classifier"))
+    monkeypatch.setattr(demo, "ensure_input_classifier", stage("input-classifier"))
 
     def bundle(out_dir: Path, *args, **kwargs) -> Path:
         ran.append("bundle")
@@ -41,13 +44,13 @@ def fake_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_a_cached_demo_is_reused_until_its_recipe_changes(fake_stages: list[str], tmp_path: Path) -> None:
     logs: list[str] = []
     first = demo.ensure_demo_bundle(log=logs.append)
-    assert fake_stages == ["corpus", "probe", "classifier", "bundle"]
-    assert demo.ensure_demo_bundle(log=logs.append) == first and len(fake_stages) == 4  # cached
+    assert fake_stages == [*STAGES, "bundle"]
+    assert demo.ensure_demo_bundle(log=logs.append) == first and len(fake_stages) == 5  # cached
     leftover = first.parent / "corpus" / "old-artifact"
     leftover.write_text("from the previous recipe", encoding="utf-8")
 
     demo.ensure_demo_bundle(settings=demo.DemoSettings(classifier_train_records=100), log=logs.append)
-    assert fake_stages[4:] == ["corpus", "probe", "classifier", "bundle"]
+    assert fake_stages[5:] == [*STAGES, "bundle"]
     assert not leftover.exists() and any("another recipe" in line for line in logs)
 
 
@@ -56,5 +59,10 @@ def test_a_bundle_without_a_recipe_is_rebuilt(fake_stages: list[str]) -> None:
     bundle.mkdir(parents=True)
     (bundle / BUNDLE_FILE).write_text("from an older version", encoding="utf-8")
     demo.ensure_demo_bundle(log=lambda _: None)
+    assert fake_stages == [*STAGES, "bundle"]
+
+
+def test_without_an_input_encoder_the_exchange_classifier_checks_prompts(fake_stages: list[str]) -> None:
+    demo.ensure_demo_bundle(settings=demo.DemoSettings(input_classifier_base=""), log=lambda _: None)
     assert fake_stages == ["corpus", "probe", "classifier", "bundle"]
     assert demo.demo_recipe(demo.DemoSettings())["shipped"]  # the shipped data files are part of the recipe

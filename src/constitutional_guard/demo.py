@@ -6,10 +6,12 @@ of them changes, the demo is rebuilt rather than serving a bundle from an older 
 Sizes are capped to keep a first run on a 2-core CPU to minutes; `cguard probe train` and
 `cguard classifier train` train the same components on the whole corpus.
 
-The classifier is the embedding kind (frozen MiniLM, averaged logistic and MLP heads), chosen on
-leave-source-out evaluation (docs/results/guard_quality.md); it trains in minutes on a CPU. Its thresholds
-are calibrated for a false-block rate and a hold rate on benign traffic; the probe's escalation threshold is
-calibrated on the target model's own answers.
+The classifiers are the embedding kind (frozen encoder, averaged logistic and MLP heads), chosen on
+leave-source-out evaluation (docs/results/guard_quality.md); they train in minutes on a CPU. The input check
+reads prompts with all-mpnet-base-v2, the encoder that generalises best to new sources; the exchange classifier
+reads prompt and answer with MiniLM, five times cheaper. Thresholds are calibrated for a false-block rate and a
+hold rate on benign traffic (prompt thresholds on cross-source scores, so they hold on new sources); the probe's
+escalation threshold is calibrated on the target model's own answers.
 """
 
 from __future__ import annotations
@@ -62,10 +64,13 @@ class DemoSettings:
     out, so the false-block target holds on sources the classifier never saw (0: the classifier's own scores)."""
     classifier_hold_rate: float = 0.01
     """Target share of safe calibration items in the uncertain (hold) band."""
+    input_classifier_base: str = "mpnet-base"
+    """Encoder of the input check, a classifier of prompts alone ("": the exchange classifier checks prompts)."""
+    input_classifier_train_prompts: int = 12000
 
 
 RECIPE_FILE = "demo_recipe.json"
-STAGES = ("corpus", "probe", "classifier", "classifier-training")
+STAGES = ("corpus", "probe", "classifier", "classifier-training", "input-classifier", "input-classifier-training")
 
 
 def default_bundle_dir() -> Path:
@@ -197,6 +202,59 @@ def ensure_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log
     return classifier_dir
 
 
+def ensure_input_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log) -> Path:
+    """The input check: a classifier of prompts alone, its block threshold at the prompt false-block target on
+    cross-source scores."""
+    from constitutional_guard.classifiers.base import TrainOptions, load_classifier
+    from constitutional_guard.classifiers.calibration import calibrate_and_save
+    from constitutional_guard.classifiers.embedding_training import cross_source_calibration_scores, train
+    from constitutional_guard.classifiers.exchange_training import cap_records, select_inputs
+    from constitutional_guard.data.corpus import load_split
+
+    classifier_dir = work / "input-classifier"
+    if (classifier_dir / "classifier_config.json").exists():
+        log(f"input check: cached at {classifier_dir}")
+        return classifier_dir
+    size = settings.input_classifier_train_prompts
+    log(f"input check: {settings.input_classifier_base} features + {settings.classifier_head} head on {size} prompts")
+    trained = work / "input-classifier-training"
+    train(
+        TrainOptions(
+            data_dir=str(corpus),
+            out_dir=str(trained),
+            base_model=settings.input_classifier_base,
+            max_train=size,
+            seed=settings.seed,
+            extra={
+                "max_validation": settings.classifier_eval_records,
+                "head": settings.classifier_head,
+                "inputs": "prompts",
+            },
+        )
+    )
+    classifier = load_classifier(trained)
+    calibration = select_inputs(load_split(corpus, "calibration"), "prompts")
+    test = cap_records(select_inputs(load_split(corpus, "test"), "prompts"), settings.classifier_eval_records,
+                       settings.seed)
+    scores, scores_from = None, "the classifier"
+    if settings.classifier_cross_source_folds:
+        log(f"input check: cross-source scores ({settings.classifier_cross_source_folds} folds of sources)")
+        scores, scores_from = cross_source_calibration_scores(
+            classifier, calibration, settings.classifier_cross_source_folds
+        )
+    report = calibrate_and_save(
+        classifier, trained, calibration, test, settings.classifier_prompt_block_fpr,
+        hold_rate=settings.classifier_hold_rate, calibration_scores=scores, scores_from=scores_from,
+    )
+    metrics = report.test
+    log(
+        f"input check: calibrated block threshold {classifier.thresholds.block:.3f}; test AUROC {metrics.auroc:.3f}, "
+        f"recall {metrics.tpr:.2f}, false blocks {metrics.fpr:.1%}, benign held {report.test_safe_held_rate:.1%}"
+    )
+    trained.rename(classifier_dir)
+    return classifier_dir
+
+
 def ensure_demo_bundle(bundle_dir: Path | None = None, settings: DemoSettings | None = None, log: Log = print) -> Path:
     """Build (or reuse) the demo guard bundle; returns its directory. A cache from another recipe is rebuilt."""
     from constitutional_guard.guard.bundle import BUNDLE_FILE, build_bundle
@@ -217,7 +275,8 @@ def ensure_demo_bundle(bundle_dir: Path | None = None, settings: DemoSettings | 
     corpus = ensure_corpus(work, settings, log)
     probe_dir = ensure_probe(work, corpus, settings, log)
     classifier_dir = ensure_classifier(work, corpus, settings, log)
-    build_bundle(bundle, probe_dir, classifier_dir, target_model=settings.target_model)
+    input_dir = ensure_input_classifier(work, corpus, settings, log) if settings.input_classifier_base else None
+    build_bundle(bundle, probe_dir, classifier_dir, input_dir, target_model=settings.target_model)
     _write_recipe(bundle, recipe)
     log(f"bundle: written to {bundle}")
     return bundle

@@ -23,7 +23,7 @@ def demo(
 ) -> None:
     """Build the demo guard (corpus, probe, classifier; cached) and run guarded generation on sample prompts."""
     from constitutional_guard.cli.guard_cmd import stream_to_console
-    from constitutional_guard.demo import DEMO_PROMPTS, default_bundle_dir, ensure_demo_bundle
+    from constitutional_guard.demo import DEMO_PROMPTS, DemoSettings, default_bundle_dir, ensure_demo_bundle
     from constitutional_guard.guard.events import GenerationConfig
     from constitutional_guard.guard.guard import Guard
     from constitutional_guard.models.embedded import materialize
@@ -32,13 +32,16 @@ def demo(
     if print_bundle_dir:
         console.print(str(bundle), highlight=False)
         return
+    settings = DemoSettings()
+    aliases = [settings.target_model, settings.classifier_base, settings.input_classifier_base]
+    aliases = [alias for alias in dict.fromkeys(aliases) if alias]
     with progress_bar() as bar:
-        task = bar.add_task("preparing embedded models", total=2)
-        for alias in ("smollm2-135m-instruct", "minilm-l6"):
+        task = bar.add_task("preparing embedded models", total=len(aliases))
+        for alias in aliases:
             bar.update(task, description=f"preparing {alias}")
             materialize(alias)
             bar.advance(task)
-    ensure_demo_bundle(bundle, log=lambda message: err_console.print(f"[dim]{message}[/]", highlight=False))
+    ensure_demo_bundle(bundle, settings, log=lambda message: err_console.print(f"[dim]{message}[/]", highlight=False))
     guard = Guard.from_pretrained(bundle)
     config = GenerationConfig(max_new_tokens=max_new_tokens)
     outcomes = []

