@@ -54,7 +54,7 @@ def encoder_dtype(device: torch.device) -> torch.dtype:
     """bf16 where the hardware multiplies it natively (CUDA with bf16; CPUs with AMX or AVX512-BF16), else float32.
 
     A frozen sentence encoder's features in bf16 match float32's to a cosine of 0.9999, and mpnet encodes about
-    3x faster on such CPUs (docs/results/guard_quality.md).
+    2.4-3.4x faster on such CPUs (docs/results/guard_quality.md).
     """
     if device.type == "cuda":
         return default_dtype(device)

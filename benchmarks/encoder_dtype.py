@@ -1,0 +1,69 @@
+"""An embedding classifier's encoder in float32 against bfloat16: time, AUROC and decisions on labelled prompts.
+
+Both passes score the same records with the same head, one after the other in one process; the report gives
+each pass's seconds (compare them as a ratio: shared machines are noisy), AUROC, the shares blocked at the
+classifier's thresholds (the prompt pair for prompts alone), and how far the scores and decisions moved.
+
+    python benchmarks/encoder_dtype.py --classifier CLF --data harmful.jsonl --data benign.jsonl --out dtype.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from constitutional_guard.classifiers.base import load_classifier
+from constitutional_guard.classifiers.calibration import item_thresholds
+from constitutional_guard.classifiers.embedding import ENCODER_DIR, EmbeddingClassifier, SentenceEncoder
+from constitutional_guard.data.io import read_records
+from constitutional_guard.metrics import auroc
+
+DTYPES = ("float32", "bfloat16")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--classifier", type=Path, required=True, help="An embedding classifier directory.")
+    parser.add_argument("--data", type=Path, action="append", required=True, help="Labelled records (JSONL).")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    classifier = load_classifier(args.classifier)
+    if not isinstance(classifier, EmbeddingClassifier):
+        raise SystemExit(f"{args.classifier}: not an embedding classifier")
+    records = [r for path in args.data for r in read_records(path)]
+    y = np.array([int(r.is_unsafe) for r in records])
+    items = [(r.prompt, r.response) for r in records]
+    unsafe = [classifier.config.labels.index(name) for name in classifier.config.unsafe_labels]
+    _, block = item_thresholds(records, classifier.thresholds, classifier.prompt_thresholds)
+    report: dict = {"classifier": str(args.classifier), "n_unsafe": int(y.sum()), "n_safe": int((y == 0).sum())}
+    scores = {}
+    for dtype in DTYPES:
+        config = classifier.config
+        classifier.encoder = SentenceEncoder.from_pretrained(
+            args.classifier / ENCODER_DIR, config.window, config.max_windows, dtype=dtype
+        )
+        start = time.perf_counter()
+        scores[dtype] = classifier.probabilities(items)[:, unsafe].sum(axis=1)
+        seconds = time.perf_counter() - start
+        blocked = scores[dtype] >= block
+        report[dtype] = {
+            "seconds": round(seconds, 1),
+            "auroc": auroc(y, scores[dtype]),
+            "unsafe_blocked": float(blocked[y == 1].mean()),
+            "safe_blocked": float(blocked[y == 0].mean()),
+        }
+    moved = np.abs(scores["float32"] - scores["bfloat16"])
+    report["speedup"] = round(report["float32"]["seconds"] / report["bfloat16"]["seconds"], 2)
+    report["score_change_max"], report["score_change_mean"] = float(moved.max()), float(moved.mean())
+    report["decisions_changed"] = int(((scores["float32"] >= block) != (scores["bfloat16"] >= block)).sum())
+    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
