@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from constitutional_guard.atomic import atomic_dir, write_json_atomic, write_text_atomic
+from constitutional_guard.atomic import atomic_dir, atomic_path, write_json_atomic, write_text_atomic
 
 
 @pytest.fixture
@@ -30,8 +30,9 @@ def test_files_and_folders_get_the_umask_permissions(tmp_path: Path, umask_027: 
 def test_a_failed_write_keeps_the_old_content_and_leaves_nothing_behind(tmp_path: Path) -> None:
     target = tmp_path / "notes.txt"
     write_text_atomic(target, "old")
-    with pytest.raises(TypeError):
-        write_json_atomic(target, {"not json": object()})
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half of the new", encoding="utf-8")
+        raise RuntimeError("interrupted")
     assert target.read_text() == "old"
     with pytest.raises(RuntimeError), atomic_dir(tmp_path / "bundle") as folder:
         (folder / "half").write_text("x", encoding="utf-8")
