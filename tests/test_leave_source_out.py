@@ -62,6 +62,30 @@ def test_each_family_is_left_out_of_its_fold() -> None:
     assert "| leave-source-out (pooled) |" in text and "| blue/two | prompts | 0 / 32 |" in text
 
 
+def test_cross_source_thresholds_hold_their_target_on_unseen_sources() -> None:
+    """Every fold model scores the benign records of the family it never saw higher; thresholds chosen on its
+    own calibration scores miss that shift, thresholds chosen on other families' out-of-fold scores see it."""
+    splits, features = make_splits()
+    names = sorted(FAMILIES)
+    for split in SPLITS:
+        features[split][:, 1] = [names.index(r.source) for r in splits[split]]
+
+    def fit(excluded: str | None):
+        def score(x: np.ndarray) -> np.ndarray:
+            unseen = x[:, 1] == (names.index(excluded) if excluded else -1)
+            return np.clip(sigmoid(x) + 0.45 * unseen, 0.0, 1.0)
+
+        return score
+
+    report = leave_source_out(splits, features, fit, min_records=40, block_fpr=0.1, hold_rate=0.0)
+    lso = report["leave_source_out"]
+    own, cross = lso["outcomes"]["prompts"], lso["outcomes_cross_source"]["prompts"]
+    assert own["safe_blocked"] == 1.0 and cross["safe_blocked"] <= 0.3
+    blue = report["families"]["blue/one"]
+    assert blue["cross_source"]["thresholds"]["exchange"]["block"] > blue["thresholds"]["exchange"]["block"]
+    assert "| leave-source-out, cross-source thresholds |" in markdown(report)
+
+
 def test_small_families_stay_in_training_and_by_package_groups() -> None:
     splits, features = make_splits()
     report = leave_source_out(splits, features, lambda _: sigmoid, by="package", min_records=90)

@@ -456,10 +456,15 @@ def leave_source_out(
     family_outcomes_plot(report["families"], output / "families.png")
     columns = ("evaluation", "AUROC prompts", "AUROC exchanges", "benign prompts blocked", "benign prompts held")
     table = Table(*columns, "unsafe prompts blocked", title=f"Leave-source-out by {by} ({data})", show_edge=False)
-    for name in ("in_distribution", "leave_source_out"):
-        block, p = report[name], report[name]["outcomes"]["prompts"]
+    rows = (
+        ("in-distribution", "in_distribution", "outcomes"),
+        ("leave-source-out", "leave_source_out", "outcomes"),
+        ("  cross-source thresholds", "leave_source_out", "outcomes_cross_source"),
+    )
+    for label, name, key in rows:
+        block, p = report[name], report[name][key]["prompts"]
         auroc = block["auroc"]
         cells = (p["safe_blocked"], p["safe_held"], p["unsafe_blocked"])
-        table.add_row(name.replace("_", "-"), _fmt(auroc["prompts"]), _fmt(auroc["exchanges"]), *map(_fmt, cells))
+        table.add_row(label, _fmt(auroc["prompts"]), _fmt(auroc["exchanges"]), *map(_fmt, cells))
     console.print(table)
     console.print(f"wrote {output / 'results.json'}, {output / 'report.md'} and {output / 'families.png'}")

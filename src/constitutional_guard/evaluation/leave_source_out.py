@@ -133,22 +133,34 @@ def leave_source_out(
         },
         "thresholds": _thresholds_dict(thresholds),
     }
-    pooled_records: list[Record] = []
-    pooled_scores: list[np.ndarray] = []
     families: dict[str, Any] = {}
+    scorers: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    calibration_scores: dict[str, np.ndarray] = {}  # each family's calibration records, scored by its own fold
+    scored: dict[str, tuple[list[Record], np.ndarray]] = {}
     for family in held_out:
         if progress:
             progress(family)
         scorer, thresholds = run(family)
         records = [r for name in splits for r, f in zip(splits[name], fam[name], strict=True) if f == family]
-        scores = np.concatenate([scorer(features[name][fam[name] == family]) for name in splits])
-        pooled_records += records
-        pooled_scores.append(scores)
+        by_split = {name: scorer(features[name][fam[name] == family]) for name in splits}
+        scores = np.concatenate(list(by_split.values()))
+        scorers[family], calibration_scores[family] = scorer, by_split["calibration"]
+        scored[family] = (records, scores)
         families[family] = {
             **{kind: asdict(outcomes(*_select(records, scores, kind), thresholds)) for kind in KINDS},
             "thresholds": _thresholds_dict(thresholds),
         }
-    pooled = np.concatenate(pooled_scores) if pooled_scores else np.zeros(0)
+    for family, (records, scores) in scored.items():  # thresholds on scores of sources each fold never saw
+        thresholds = _cross_source_thresholds(
+            family, splits["calibration"], fam["calibration"], features["calibration"], scorers[family],
+            calibration_scores, block_fpr, hold_rate,
+        )
+        families[family]["cross_source"] = {
+            **{kind: asdict(outcomes(*_select(records, scores, kind), thresholds)) for kind in KINDS},
+            "thresholds": _thresholds_dict(thresholds),
+        }
+    pooled_records = [r for records, _ in scored.values() for r in records]
+    pooled = np.concatenate([scores for _, scores in scored.values()])
     return {
         "by": by,
         "min_records": min_records,
@@ -159,10 +171,36 @@ def leave_source_out(
         "in_distribution": in_distribution,
         "leave_source_out": {
             "auroc": _by_kind(pooled_records, pooled),
-            "outcomes": {kind: asdict(_pooled_outcomes(families, kind)) for kind in KINDS},
+            "outcomes": {kind: asdict(_pooled_outcomes([f[kind] for f in families.values()])) for kind in KINDS},
+            "outcomes_cross_source": {
+                kind: asdict(_pooled_outcomes([f["cross_source"][kind] for f in families.values()])) for kind in KINDS
+            },
         },
         "families": families,
     }
+
+
+def _cross_source_thresholds(
+    family: str,
+    records: Sequence[Record],
+    record_families: np.ndarray,
+    features: np.ndarray,
+    scorer: Callable[[np.ndarray], np.ndarray],
+    held_out_scores: dict[str, np.ndarray],
+    block_fpr: float,
+    hold_rate: float,
+) -> Pair:
+    """Thresholds for ``family``'s fold chosen on calibration scores of sources unseen by the model that scored
+    them: every other held-out family's records by its own fold; families too small to hold out (in every
+    training set) by this fold's model. As ``--cross-source-prompts`` calibrates a deployed classifier."""
+    scores = np.zeros(len(records))
+    for other, values in held_out_scores.items():
+        scores[record_families == other] = values
+    rest = ~np.isin(record_families, list(held_out_scores))
+    if rest.any():
+        scores[rest] = scorer(features[rest])
+    keep = record_families != family
+    return _thresholds([r for r, k in zip(records, keep, strict=True) if k], scores[keep], block_fpr, hold_rate)
 
 
 def _select(records: Sequence[Record], scores: np.ndarray, kind: str) -> tuple[list[Record], np.ndarray]:
@@ -170,9 +208,9 @@ def _select(records: Sequence[Record], scores: np.ndarray, kind: str) -> tuple[l
     return [r for r, m in zip(records, mask, strict=True) if m], scores[mask] if len(scores) else scores
 
 
-def _pooled_outcomes(families: dict[str, Any], kind: str) -> Outcomes:
+def _pooled_outcomes(per_family: Sequence[dict[str, Any]]) -> Outcomes:
     """Counts summed over families, each at its own fold's thresholds; AUROC is reported separately."""
-    rows = [Outcomes(**f[kind]) for f in families.values() if f[kind]["n"]]
+    rows = [Outcomes(**o) for o in per_family if o["n"]]
     n_unsafe, n_safe = sum(r.n_unsafe for r in rows), sum(r.n_safe for r in rows)
 
     def mean(field: str, weight: str, total: int) -> float | None:
@@ -213,12 +251,18 @@ def markdown(report: dict[str, Any], title: str = "Leave-source-out evaluation")
         f"Families by {report['by']} with at least {report['min_records']} records are held out in turn "
         f"({len(report['held_out_families'])} families). Thresholds: block at {report['block_fpr_target']:.0%} "
         f"false blocks, hold at most {report['hold_rate_target']:.0%} of safe calibration items, chosen on the "
-        "calibration split (without the held-out family).",
+        "calibration split (without the held-out family): on the fold model's own scores, or on cross-source "
+        "scores (each other family's calibration records scored by the fold that held it out).",
         "",
     ]
     headline = []
-    for name, block in (("in-distribution (test split)", ind), ("leave-source-out (pooled)", lso)):
-        p, e = block["outcomes"]["prompts"], block["outcomes"]["exchanges"]
+    rows = (
+        ("in-distribution (test split)", ind, "outcomes"),
+        ("leave-source-out (pooled)", lso, "outcomes"),
+        ("leave-source-out, cross-source thresholds", lso, "outcomes_cross_source"),
+    )
+    for name, block, key in rows:
+        p, e = block[key]["prompts"], block[key]["exchanges"]
         headline.append([
             name, f(block["auroc"]["prompts"]), f(block["auroc"]["exchanges"]),
             *(pct(o[k]) for o in (p, e) for k in ("unsafe_blocked", "safe_blocked", "safe_held")),
@@ -228,9 +272,10 @@ def markdown(report: dict[str, Any], title: str = "Leave-source-out evaluation")
          "benign prompts held", "unsafe exchanges blocked", "benign exchanges blocked", "benign exchanges held"],
         headline,
     )
+    columns = ("unsafe_blocked", "unsafe_held", "unsafe_allowed", "safe_blocked", "safe_held")
     per_family = [
-        [family, kind, f"{o['n_unsafe']} / {o['n_safe']}", f(o["auroc"]),
-         *(pct(o[k]) for k in ("unsafe_blocked", "unsafe_held", "unsafe_allowed", "safe_blocked", "safe_held"))]
+        [family, kind, f"{o['n_unsafe']} / {o['n_safe']}", f(o["auroc"]), *(pct(o[k]) for k in columns),
+         *(pct(result["cross_source"][kind][k]) for k in ("unsafe_blocked", "safe_blocked"))]
         for family, result in report["families"].items()
         for kind in KINDS
         if (o := result[kind])["n"]
@@ -239,7 +284,8 @@ def markdown(report: dict[str, Any], title: str = "Leave-source-out evaluation")
         "",
         *markdown_table(
             ["held-out family", "kind", "n (unsafe / safe)", "AUROC", "unsafe blocked", "unsafe held",
-             "unsafe allowed", "safe blocked", "safe held"],
+             "unsafe allowed", "safe blocked", "safe held", "unsafe blocked (cross-source thresholds)",
+             "safe blocked (cross-source thresholds)"],
             per_family,
         ),
     ]
