@@ -67,6 +67,7 @@ class DemoSettings:
     input_classifier_base: str = "mpnet-base"
     """Encoder of the input check, a classifier of prompts alone ("": the exchange classifier checks prompts)."""
     input_classifier_train_prompts: int = 12000
+    """Training prompts of the input check (validation and test capped as for the exchange classifier)."""
 
 
 RECIPE_FILE = "demo_recipe.json"
