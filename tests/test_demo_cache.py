@@ -66,3 +66,32 @@ def test_without_an_input_encoder_the_exchange_classifier_checks_prompts(fake_st
     demo.ensure_demo_bundle(settings=demo.DemoSettings(input_classifier_base=""), log=lambda _: None)
     assert fake_stages == ["corpus", "probe", "classifier", "bundle"]
     assert demo.demo_recipe(demo.DemoSettings())["shipped"]  # the shipped data files are part of the recipe
+
+
+def test_the_demo_trains_and_calibrates_its_two_classifiers(
+    tiny_encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_exchange_classifier import write_corpus
+
+    from constitutional_guard.classifiers.base import load_classifier
+
+    monkeypatch.setenv("CGUARD_CACHE_DIR", str(tmp_path / "cache"))
+    corpus = write_corpus(tmp_path / "corpus", per_split=48)
+    settings = demo.DemoSettings(
+        classifier_base=str(tiny_encoder_dir), input_classifier_base=str(tiny_encoder_dir),
+        classifier_train_records=200, input_classifier_train_prompts=200, classifier_eval_records=100,
+        classifier_head="linear", classifier_cross_source_folds=2,
+    )
+    logs: list[str] = []
+    work = tmp_path / "work"
+    exchanges = load_classifier(demo.ensure_classifier(work, corpus, settings, logs.append))
+    prompts = load_classifier(demo.ensure_input_classifier(work, corpus, settings, logs.append))
+    assert exchanges.config.prompt_block is not None and prompts.config.prompt_block is None  # prompts alone: one pair
+    assert exchanges.config.training["inputs"] == "all" and prompts.config.training["inputs"] == "prompts"
+    assert "cross-source" in prompts.config.calibration["calibration_scores"]
+    assert prompts.config.calibration["block_fpr_target"] == settings.classifier_prompt_block_fpr
+    assert any(line.startswith("input check: calibrated block threshold") and "(prompts)" not in line for line in logs)
+    assert any(line.startswith("classifier: calibrated block threshold") and "(prompts)" in line for line in logs)
+    assert not (work / "input-classifier-training").exists()
+    demo.ensure_input_classifier(work, corpus, settings, logs.append)
+    assert logs[-1].startswith("input check: cached")

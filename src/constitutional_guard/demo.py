@@ -155,105 +155,85 @@ def ensure_probe(work: Path, corpus: Path, settings: DemoSettings, log: Log) -> 
     return probe_dir
 
 
-def ensure_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log) -> Path:
-    from constitutional_guard.classifiers.base import TrainOptions, load_classifier
-    from constitutional_guard.classifiers.calibration import calibrate_and_save
-    from constitutional_guard.classifiers.embedding_training import cross_source_calibration_scores, train
-    from constitutional_guard.classifiers.exchange_training import cap_records
-    from constitutional_guard.data.corpus import load_split
-
-    classifier_dir = work / "classifier"
-    if (classifier_dir / "classifier_config.json").exists():
-        log(f"classifier: cached at {classifier_dir}")
-        return classifier_dir
-    size = settings.classifier_train_records
-    log(f"classifier: {settings.classifier_base} features + {settings.classifier_head} head on {size} records")
-    trained = work / "classifier-training"
-    train(
-        TrainOptions(
-            data_dir=str(corpus),
-            out_dir=str(trained),
-            base_model=settings.classifier_base,
-            max_train=settings.classifier_train_records,
-            seed=settings.seed,
-            extra={"max_validation": settings.classifier_eval_records, "head": settings.classifier_head},
-        )
-    )
-    classifier = load_classifier(trained)
-    calibration = load_split(corpus, "calibration")  # whole: its benign exchanges set the hold band
-    test = cap_records(load_split(corpus, "test"), settings.classifier_eval_records, settings.seed)
-    scores, scores_from = None, "the classifier"
-    if settings.classifier_cross_source_folds:
-        log(f"classifier: cross-source prompt scores ({settings.classifier_cross_source_folds} folds of sources)")
-        scores, scores_from = cross_source_calibration_scores(
-            classifier, calibration, settings.classifier_cross_source_folds
-        )
-    report = calibrate_and_save(
-        classifier, trained, calibration, test, settings.classifier_block_fpr,
-        hold_rate=settings.classifier_hold_rate, calibration_scores=scores, scores_from=scores_from,
-        prompt_block_fpr=settings.classifier_prompt_block_fpr,
-    )
-    metrics = report.test
-    log(
-        f"classifier: calibrated block thresholds {classifier.thresholds.block:.3f} (exchanges), "
-        f"{classifier.prompt_thresholds.block:.3f} (prompts); test AUROC {metrics.auroc:.3f}, recall "
-        f"{metrics.tpr:.2f}, false blocks {metrics.fpr:.1%}, benign held {report.test_safe_held_rate:.1%}"
-    )
-    trained.rename(classifier_dir)
-    return classifier_dir
-
-
-def ensure_input_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log) -> Path:
-    """The input check: a classifier of prompts alone, its block threshold at the prompt false-block target on
-    cross-source scores."""
+def _build_classifier(
+    work: Path,
+    corpus: Path,
+    settings: DemoSettings,
+    log: Log,
+    stage: str,
+    name: str,
+    base: str,
+    max_train: int,
+    inputs: str,
+    block_fpr: float,
+    prompt_block_fpr: float | None,
+) -> Path:
+    """Train an embedding classifier on ``inputs`` (``all`` or ``prompts``), calibrate it on the whole calibration
+    split (prompts on cross-source scores) and cache it under ``work / stage``."""
     from constitutional_guard.classifiers.base import TrainOptions, load_classifier
     from constitutional_guard.classifiers.calibration import calibrate_and_save
     from constitutional_guard.classifiers.embedding_training import cross_source_calibration_scores, train
     from constitutional_guard.classifiers.exchange_training import cap_records, select_inputs
     from constitutional_guard.data.corpus import load_split
 
-    classifier_dir = work / "input-classifier"
+    classifier_dir = work / stage
     if (classifier_dir / "classifier_config.json").exists():
-        log(f"input check: cached at {classifier_dir}")
+        log(f"{name}: cached at {classifier_dir}")
         return classifier_dir
-    size = settings.input_classifier_train_prompts
-    log(f"input check: {settings.input_classifier_base} features + {settings.classifier_head} head on {size} prompts")
-    trained = work / "input-classifier-training"
+    unit = "prompts" if inputs == "prompts" else "records"
+    log(f"{name}: {base} features + {settings.classifier_head} head on {max_train} {unit}")
+    trained = work / f"{stage}-training"
     train(
         TrainOptions(
             data_dir=str(corpus),
             out_dir=str(trained),
-            base_model=settings.input_classifier_base,
-            max_train=size,
+            base_model=base,
+            max_train=max_train,
             seed=settings.seed,
-            extra={
-                "max_validation": settings.classifier_eval_records,
-                "head": settings.classifier_head,
-                "inputs": "prompts",
-            },
+            extra={"max_validation": settings.classifier_eval_records, "head": settings.classifier_head,
+                   "inputs": inputs},
         )
     )
     classifier = load_classifier(trained)
-    calibration = select_inputs(load_split(corpus, "calibration"), "prompts")
-    test = cap_records(select_inputs(load_split(corpus, "test"), "prompts"), settings.classifier_eval_records,
-                       settings.seed)
+    calibration = select_inputs(load_split(corpus, "calibration"), inputs)  # whole: benign exchanges set the hold band
+    test = select_inputs(load_split(corpus, "test"), inputs)
+    test = cap_records(test, settings.classifier_eval_records, settings.seed)
     scores, scores_from = None, "the classifier"
     if settings.classifier_cross_source_folds:
-        log(f"input check: cross-source scores ({settings.classifier_cross_source_folds} folds of sources)")
+        log(f"{name}: cross-source prompt scores ({settings.classifier_cross_source_folds} folds of sources)")
         scores, scores_from = cross_source_calibration_scores(
             classifier, calibration, settings.classifier_cross_source_folds
         )
     report = calibrate_and_save(
-        classifier, trained, calibration, test, settings.classifier_prompt_block_fpr,
-        hold_rate=settings.classifier_hold_rate, calibration_scores=scores, scores_from=scores_from,
+        classifier, trained, calibration, test, block_fpr, hold_rate=settings.classifier_hold_rate,
+        calibration_scores=scores, scores_from=scores_from, prompt_block_fpr=prompt_block_fpr,
     )
+    blocks = f"{classifier.thresholds.block:.3f}"
+    if classifier.config.prompt_block is not None:  # prompts have a pair of their own
+        blocks += f" (exchanges), {classifier.prompt_thresholds.block:.3f} (prompts)"
     metrics = report.test
     log(
-        f"input check: calibrated block threshold {classifier.thresholds.block:.3f}; test AUROC {metrics.auroc:.3f}, "
-        f"recall {metrics.tpr:.2f}, false blocks {metrics.fpr:.1%}, benign held {report.test_safe_held_rate:.1%}"
+        f"{name}: calibrated block threshold {blocks}; test AUROC {metrics.auroc:.3f}, recall {metrics.tpr:.2f}, "
+        f"false blocks {metrics.fpr:.1%}, benign held {report.test_safe_held_rate:.1%}"
     )
     trained.rename(classifier_dir)
     return classifier_dir
+
+
+def ensure_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log) -> Path:
+    """The exchange classifier (it also holds a prompt pair, used when the bundle has no input check)."""
+    return _build_classifier(
+        work, corpus, settings, log, "classifier", "classifier", settings.classifier_base,
+        settings.classifier_train_records, "all", settings.classifier_block_fpr, settings.classifier_prompt_block_fpr,
+    )
+
+
+def ensure_input_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log) -> Path:
+    """The input check: a classifier of prompts alone, blocking at the prompt target on cross-source scores."""
+    return _build_classifier(
+        work, corpus, settings, log, "input-classifier", "input check", settings.input_classifier_base,
+        settings.input_classifier_train_prompts, "prompts", settings.classifier_prompt_block_fpr, None,
+    )
 
 
 def ensure_demo_bundle(bundle_dir: Path | None = None, settings: DemoSettings | None = None, log: Log = print) -> Path:
