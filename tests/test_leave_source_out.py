@@ -103,25 +103,25 @@ def test_prompts_written_from_the_constitution_are_held_out_with_it() -> None:
     assert family_of(written, "package") == family_of(policy, "package") == "constitution"
 
 
+def run_cli(corpus: Path, out: Path, *options: str):
+    return CliRunner().invoke(
+        app, ["classifier", "leave-source-out", "--data", str(corpus), "--output", str(out), *options]
+    )
+
+
 def test_cli_writes_report_plot_and_json(
     tiny_encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CGUARD_CACHE_DIR", str(tmp_path / "cache"))
     corpus = write_corpus(tmp_path / "corpus", per_split=24)
     out = tmp_path / "lso"
-    result = CliRunner().invoke(
-        app,
-        ["classifier", "leave-source-out", "--data", str(corpus), "--output", str(out),
-         "--base-model", str(tiny_encoder_dir), "--min-records", "20"],
-    )
+    result = run_cli(corpus, out, "--base-model", str(tiny_encoder_dir), "--min-records", "20")
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} >= {"results.json", "report.md", "families.png"}
     assert "| alpha | prompts |" in (out / "report.md").read_text()
-    bad = CliRunner().invoke(app, ["classifier", "leave-source-out", "--data", str(corpus), "--output", str(out),
-                                   "--by", "colour"])
+    bad = run_cli(corpus, out, "--by", "colour")
     assert bad.exit_code == 2 and "--by" in bad.output
-    bad = CliRunner().invoke(app, ["classifier", "leave-source-out", "--data", str(corpus), "--output", str(out),
-                                   "--inputs", "tokens"])
+    bad = run_cli(corpus, out, "--inputs", "tokens")
     assert bad.exit_code == 2 and "--inputs" in bad.output
 
 
@@ -129,11 +129,8 @@ def test_cli_holds_out_prompts_alone(tiny_encoder_dir: Path, tmp_path: Path, mon
     monkeypatch.setenv("CGUARD_CACHE_DIR", str(tmp_path / "cache"))
     corpus = write_corpus(tmp_path / "corpus", per_split=24)
     out = tmp_path / "lso"
-    result = CliRunner().invoke(
-        app,
-        ["classifier", "leave-source-out", "--data", str(corpus), "--output", str(out),
-         "--base-model", str(tiny_encoder_dir), "--min-records", "20", "--inputs", "prompts", "--head", "linear"],
-    )
+    options = ("--base-model", str(tiny_encoder_dir), "--min-records", "20", "--inputs", "prompts", "--head", "linear")
+    result = run_cli(corpus, out, *options)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "results.json").read_text())
     assert report["classifier"]["inputs"] == "prompts"
