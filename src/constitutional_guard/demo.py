@@ -55,8 +55,9 @@ class DemoSettings:
     """Validation and test records (the whole calibration split is used)."""
     classifier_head: str = "linear+mlp"
     """Head of the embedding classifier: ``linear``, ``mlp`` or ``linear+mlp``."""
-    classifier_block_fpr: float = 0.03
-    """Target false-block rate on safe calibration exchanges."""
+    classifier_block_fpr: float = 0.01
+    """Target false-block rate on safe calibration exchanges (1 %: on held-out sources end to end, 95 % of benign
+    prompts completed and 3.5 % of harmful answers judged unsafe, against 92.5 % and 2.0 % at 3 %)."""
     classifier_prompt_block_fpr: float = 0.05
     """Target false-block rate on safe calibration prompts (on cross-source scores: it holds on new sources)."""
     classifier_cross_source_folds: int = 5
