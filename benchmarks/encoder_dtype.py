@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from constitutional_guard.classifiers.base import load_classifier
-from constitutional_guard.classifiers.calibration import item_thresholds
+from constitutional_guard.classifiers.calibration import item_thresholds, score_records
 from constitutional_guard.classifiers.embedding import ENCODER_DIR, EmbeddingClassifier, SentenceEncoder
 from constitutional_guard.data.io import read_records
 from constitutional_guard.metrics import auroc
@@ -37,8 +37,6 @@ def main() -> None:
         raise SystemExit(f"{args.classifier}: not an embedding classifier")
     records = [r for path in args.data for r in read_records(path)]
     y = np.array([int(r.is_unsafe) for r in records])
-    items = [(r.prompt, r.response) for r in records]
-    unsafe = [classifier.config.labels.index(name) for name in classifier.config.unsafe_labels]
     _, block = item_thresholds(records, classifier.thresholds, classifier.prompt_thresholds)
     report: dict = {"classifier": str(args.classifier), "n_unsafe": int(y.sum()), "n_safe": int((y == 0).sum())}
     scores = {}
@@ -48,7 +46,7 @@ def main() -> None:
             args.classifier / ENCODER_DIR, config.window, config.max_windows, dtype=dtype
         )
         start = time.perf_counter()
-        scores[dtype] = classifier.probabilities(items)[:, unsafe].sum(axis=1)
+        scores[dtype] = np.array(score_records(classifier, records))
         seconds = time.perf_counter() - start
         blocked = scores[dtype] >= block
         report[dtype] = {

@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from constitutional_guard.classifiers.base import load_classifier
-from constitutional_guard.classifiers.calibration import DEFAULT_HOLD_RATE, choose_thresholds
+from constitutional_guard.classifiers.calibration import DEFAULT_HOLD_RATE, choose_thresholds, score_records
 from constitutional_guard.classifiers.embedding import EmbeddingClassifier
 from constitutional_guard.classifiers.embedding_training import cross_source_scores
 from constitutional_guard.classifiers.exchange_training import select_inputs
-from constitutional_guard.classifiers.input_format import record_prompt
 from constitutional_guard.data.corpus import load_split
 from constitutional_guard.data.io import read_records
 from constitutional_guard.data.schema import Record
@@ -50,15 +49,14 @@ def main() -> None:
     classifier = load_classifier(args.classifier)
     if not isinstance(classifier, EmbeddingClassifier):
         raise SystemExit(f"{args.classifier}: not an embedding classifier")
-    unsafe = [classifier.config.labels.index(name) for name in classifier.config.unsafe_labels]
     calibration = select_inputs(load_split(classifier.config.training["data_dir"], "calibration"), "prompts")
     y_cal = np.array([int(r.is_unsafe) for r in calibration])
     calibration_scores = {
         "cross-source": cross_source_scores(classifier, calibration, args.folds),
-        "own": classifier.probabilities([(record_prompt(r), None) for r in calibration])[:, unsafe].sum(axis=1),
+        "own": np.array(score_records(classifier, calibration)),
     }
     test = [r for path in args.test for r in read_records(path)]
-    scores = classifier.probabilities([(record_prompt(r), None) for r in test])[:, unsafe].sum(axis=1)
+    scores = np.array(score_records(classifier, test))
     groups = np.array([group_of(r) for r in test])
     report: dict = {
         "classifier": str(args.classifier),
