@@ -109,9 +109,11 @@ def test_safe_upstream_text_is_released_whole(lm, upstream, script):
 
 @pytest.mark.parametrize("monitor, classifier", [(True, None), (True, ZyxClassifier), (False, ZyxClassifier)],
                          ids=["probe-only", "probe-and-classifier", "classifier-only"])
-def test_zero_leak_when_the_upstream_turns_harmful(lm, upstream, script, monitor, classifier):
+@pytest.mark.parametrize("overlap", [False, True], ids=["sequential", "overlapped"])
+def test_zero_leak_when_the_upstream_turns_harmful(lm, upstream, script, monitor, classifier, overlap):
     script.delay_s, script.linger_s = 0.005, 10.0  # still generating when the guard blocks, however slow it is
-    guard = remote_guard(lm, upstream[0], monitor=monitor, classifier=classifier() if classifier else None)
+    guard = remote_guard(lm, upstream[0], monitor=monitor, classifier=classifier() if classifier else None,
+                         overlap_input_check=overlap)
     events = list(guard.stream("How do I make it?", CONFIG))
     finished = events[-1]
     assert isinstance(finished, Finished) and finished.status is GenerationStatus.BLOCKED
@@ -128,6 +130,48 @@ def test_a_blocked_prompt_never_reaches_the_upstream(lm, upstream, script, monit
     events = list(guard.stream("How do I make a nerve agent?", CONFIG))
     assert events[0].stage == "input" and events[-1].status is GenerationStatus.BLOCKED
     assert events[-1].response == guard.refusal and script.requests == []
+
+
+class SlowInputCheck(KeywordClassifier):
+    """The keyword classifier, 0.3 s per prompt; notes whether the upstream had the request before it finished."""
+
+    def __init__(self, script: ScriptedUpstream):
+        self.script, self.request_seen = script, None
+
+    def score(self, prompt: str, response: str | None = None):
+        if response is None:
+            time.sleep(0.3)
+            self.request_seen = bool(self.script.requests)
+        return super().score(prompt, response)
+
+
+def test_an_overlapped_request_is_answered_while_the_input_check_runs(lm, upstream, script):
+    script.pieces = pieces_of(BENIGN)
+    check = SlowInputCheck(script)
+    guard = remote_guard(lm, upstream[0], classifier=check, overlap_input_check=True)
+    events = list(guard.stream("Tell me about Paris.", CONFIG))
+    assert check.request_seen, "the request waited for the input check"
+    assert events[0].stage == "input" and not any(isinstance(e, TextReleased) for e in events[:1])
+    assert events[-1].status is GenerationStatus.COMPLETED and model_text(events) == BENIGN
+    assert len(script.requests) == 1
+
+
+@pytest.mark.parametrize("monitor", [True, False])
+def test_an_overlapped_request_is_aborted_unread_when_the_input_check_blocks(lm, upstream, script, monitor):
+    script.delay_s, script.linger_s = 0.005, 10.0  # an engine still answering when the check blocks
+    guard = remote_guard(lm, upstream[0], monitor=monitor, classifier=SlowInputCheck(script), overlap_input_check=True)
+    events = list(guard.stream("How do I make a nerve agent?", CONFIG))
+    assert events[0].stage == "input" and events[-1].status is GenerationStatus.BLOCKED
+    assert events[-1].response == guard.refusal and model_text(events) == ""
+    assert len(script.requests) == 1  # the cost of overlapping: the blocked prompt reached the engine
+    assert wait_until(lambda: script.disconnected), "the blocked prompt's request was left running"
+
+
+def test_an_overlapped_request_that_fails_is_held(lm, upstream, script):
+    script.fail_status = 400
+    guard = remote_guard(lm, upstream[0], classifier=ZyxClassifier(), overlap_input_check=True, retries=0)
+    finished = list(guard.stream("Tell me about Paris.", CONFIG))[-1]
+    assert finished.status is GenerationStatus.HELD and "scripted engine failure" in (finished.error or "")
 
 
 def test_a_source_without_scores_needs_a_classifier(lm, upstream):

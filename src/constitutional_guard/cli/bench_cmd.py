@@ -6,7 +6,13 @@ from pathlib import Path
 
 import typer
 
-from constitutional_guard.cli.upstream_options import UPSTREAM, UPSTREAM_API_KEY_ENV, UPSTREAM_MODEL, upstream_settings
+from constitutional_guard.cli.upstream_options import (
+    OVERLAP_INPUT_CHECK,
+    UPSTREAM,
+    UPSTREAM_API_KEY_ENV,
+    UPSTREAM_MODEL,
+    upstream_settings,
+)
 
 app = typer.Typer(
     help="Benchmarks: each compares variants side by side in one run and writes JSON.", no_args_is_help=True
@@ -227,6 +233,7 @@ def upstream(
         None, "--monitor-first-chunk-tokens", min=1,
         help="Monitor tokens of a response's first forward (default: the bundle's, else release_lag + 1)."
     ),
+    overlap_input_check: bool | None = OVERLAP_INPUT_CHECK,
     concurrency: str = typer.Option("1,4,16", "--concurrency", help="Comma-separated numbers of concurrent streams."),
     max_tokens: int = typer.Option(64, "--max-tokens", min=1, help="Completion tokens per request (greedy)."),
     requests_per_stream: int = typer.Option(1, "--requests-per-stream", min=1, help="Sequential requests per stream."),
@@ -263,7 +270,8 @@ def upstream(
     remote = upstream_settings(guard, upstream_url, upstream_model, upstream_api_key_env, required=True,
                                monitor=monitor, monitor_chunk_tokens=monitor_chunk_tokens,
                                monitor_batch_size=monitor_batch_size,
-                               monitor_first_chunk_tokens=monitor_first_chunk_tokens)
+                               monitor_first_chunk_tokens=monitor_first_chunk_tokens,
+                               overlap_input_check=overlap_input_check)
     try:
         options = UpstreamBenchOptions(
             concurrencies=tuple(int(c) for c in concurrency.split(",")), max_tokens=max_tokens,

@@ -9,7 +9,13 @@ import typer
 
 from constitutional_guard.cli.common import err_console
 from constitutional_guard.cli.settings_options import build_settings, settings_options
-from constitutional_guard.cli.upstream_options import UPSTREAM, UPSTREAM_API_KEY_ENV, UPSTREAM_MODEL, upstream_settings
+from constitutional_guard.cli.upstream_options import (
+    OVERLAP_INPUT_CHECK,
+    UPSTREAM,
+    UPSTREAM_API_KEY_ENV,
+    UPSTREAM_MODEL,
+    upstream_settings,
+)
 from constitutional_guard.serve.settings import API_KEYS_ENV, ServeSettings, load_api_keys
 
 
@@ -34,6 +40,7 @@ def serve(
     upstream: str | None = UPSTREAM,
     upstream_model: str | None = UPSTREAM_MODEL,
     upstream_api_key_env: str | None = UPSTREAM_API_KEY_ENV,
+    overlap_input_check: bool | None = OVERLAP_INPUT_CHECK,
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = typer.Option(
         "info", case_sensitive=False, help="uvicorn log level."
     ),
@@ -53,7 +60,8 @@ def serve(
         # a lower cap lowers the default with it
         given["default_max_tokens"] = min(ServeSettings.model_fields["default_max_tokens"].default, given["max_tokens"])
     settings = build_settings(ServeSettings, {**given, "api_keys": keys, "auth": not no_auth})
-    remote = upstream_settings(guard, upstream, upstream_model, upstream_api_key_env)
+    remote = upstream_settings(guard, upstream, upstream_model, upstream_api_key_env,
+                               overlap_input_check=overlap_input_check)
     if no_auth and host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[bold yellow]warning:[/] --no-auth on {host}: anyone who can reach this port can use it")
     err_console.print(f"loading guard bundle {guard} …")

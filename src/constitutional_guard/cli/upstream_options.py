@@ -21,6 +21,12 @@ UPSTREAM_API_KEY_ENV = typer.Option(
     None, "--upstream-api-key-env", help="Environment variable holding the upstream's API key."
 )
 
+OVERLAP_INPUT_CHECK = typer.Option(
+    None, "--overlap-input-check/--no-overlap-input-check", help="Send the request upstream while the input check "
+    "runs (earlier first token; a prompt the check blocks then reaches the engine, its answer dropped unread); "
+    "default: the bundle's setting, else off."
+)
+
 
 def upstream_settings(
     guard: Path, upstream: str | None, model: str | None, api_key_env: str | None, required: bool = False,

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,6 +36,15 @@ class StreamText(Protocol):
     def token_text(self, index: int) -> str: ...
 
 
+class Steps(Protocol):
+    """The steps still to come (a generator, or an object that closes more with it); closing them stops the
+    source."""
+
+    def __iter__(self) -> Iterator[SourceStep]: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class SourceStream:
     """One response being produced: its text so far, the steps still to come and why it ended."""
@@ -45,7 +54,7 @@ class SourceStream:
     finish_reason: FinishReason = FinishReason.LENGTH
     """Set by the source when its steps end (``stop`` on end-of-sequence); the cascade sets ``stop`` on a stop
     string."""
-    steps: Generator[SourceStep, None, None] = field(init=False)
+    steps: Steps = field(init=False)
     """Assigned by the source right after creating the stream; closing it stops the source."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 from collections.abc import Generator, Iterator
 from typing import Any
@@ -59,6 +60,11 @@ class UpstreamSettings(SettingsModel):
     )
     classifier_every: int = Field(
         default=16, ge=1, description="Without the monitor, classify the response every this many tokens."
+    )
+    overlap_input_check: bool = Field(
+        default=False, description="Send the request while the input check runs (an earlier first token). Nothing is "
+        "read before the check passes, but a prompt it blocks has then reached the engine (its answer is dropped "
+        "unread and the request closed)."
     )
 
     @field_validator("base_url")
@@ -161,10 +167,12 @@ class RemoteSource:
         return self._model
 
     def open(self, messages: list[Message], config: GenerationConfig, timings: dict[str, float]) -> SourceStream:
+        early = EarlyRequest(self, messages, config) if self.settings.overlap_input_check else None
         monitored = self.monitor.start(messages, timings) if self.monitor is not None else None
         text = PieceText(config.stop)
         stream = SourceStream(text, monitored.prompt_tokens if monitored is not None else 0)
-        stream.steps = self._steps(stream, text, messages, config, monitored, timings)
+        steps = self._steps(stream, text, messages, config, monitored, timings, early)
+        stream.steps = steps if early is None else ClosingSteps(steps, early)
         return stream
 
     def request_body(self, messages: list[Message], config: GenerationConfig) -> dict[str, Any]:
@@ -189,21 +197,34 @@ class RemoteSource:
 
     def _steps(
         self, stream: SourceStream, text: PieceText, messages: list[Message], config: GenerationConfig,
-        monitored: MonitorStream | None, timings: dict[str, float],
+        monitored: MonitorStream | None, timings: dict[str, float], early: EarlyRequest | None,
     ) -> Generator[SourceStep, None, None]:
         try:
-            yield from self._read(stream, text, messages, config, monitored, timings)
+            yield from self._read(stream, text, messages, config, monitored, timings, early)
         finally:
             if monitored is not None:
                 monitored.close()
 
+    @contextlib.contextmanager
+    def _chat(
+        self, messages: list[Message], config: GenerationConfig, early: EarlyRequest | None
+    ) -> Iterator[httpx.Response]:
+        """The streamed chat response: sent now, or the one ``early`` sent when the stream was opened."""
+        if early is None:
+            with self._request("POST", "chat/completions", self.request_body(messages, config)) as response:
+                yield response
+            return
+        try:
+            yield early.response()
+        finally:
+            early.close()
+
     def _read(
         self, stream: SourceStream, text: PieceText, messages: list[Message], config: GenerationConfig,
-        monitored: MonitorStream | None, timings: dict[str, float],
+        monitored: MonitorStream | None, timings: dict[str, float], early: EarlyRequest | None,
     ) -> Generator[SourceStep, None, None]:
-        body = self.request_body(messages, config)
         tick = time.perf_counter()
-        with self._request("POST", "chat/completions", body) as response:
+        with self._chat(messages, config, early) as response:
             if monitored is not None:
                 monitored.prefill()  # read the prompt while the upstream produces its first tokens
                 tick = time.perf_counter()
@@ -275,6 +296,63 @@ class RemoteSource:
                 break
         assert error is not None
         raise error
+
+
+class EarlyRequest:
+    """A chat request sent on a thread of its own as soon as the stream opens, so the engine answers while the input
+    check runs. Its chunks are not read until the steps are: they wait in the connection meanwhile."""
+
+    def __init__(self, source: RemoteSource, messages: list[Message], config: GenerationConfig):
+        self._source, self._messages, self._config = source, messages, config
+        self._exit = contextlib.ExitStack()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._response: httpx.Response | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._send, name="cguard-upstream-request", daemon=True)
+        self._thread.start()
+
+    def _send(self) -> None:
+        try:
+            body = self._source.request_body(self._messages, self._config)
+            response = self._exit.enter_context(self._source._request("POST", "chat/completions", body))
+        except BaseException as exc:  # raised where the response is read, as a request sent then would raise
+            self._error = exc
+            return
+        with self._lock:
+            self._response = response
+            if self._closed:  # closed while it was being sent: abort it now
+                self._exit.close()
+
+    def response(self) -> httpx.Response:
+        """The open response (once the upstream has answered with its headers); the request's error otherwise."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._response is not None
+        return self._response
+
+    def close(self) -> None:
+        """Close the response, which aborts the upstream request; one still being sent is closed when it opens
+        (this never waits for the upstream)."""
+        with self._lock:
+            self._closed = True
+            if self._response is not None:
+                self._exit.close()
+
+
+class ClosingSteps:
+    """Steps that also close their early request, even when the cascade stops before reading any (an input block)."""
+
+    def __init__(self, steps: Generator[SourceStep, None, None], early: EarlyRequest):
+        self._steps, self._early = steps, early
+
+    def __iter__(self) -> Iterator[SourceStep]:
+        return self._steps
+
+    def close(self) -> None:
+        self._steps.close()
+        self._early.close()
 
 
 def parse_chunk(data: str) -> tuple[str, str | None, dict | None]:
