@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,19 @@ def minilm_dir() -> Path:
     from constitutional_guard.models.embedded import materialize
 
     return materialize("minilm-l6")
+
+
+@pytest.fixture
+def wheel_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, str]], Path]:
+    """Writes ``{path: text}`` files under a folder standing in for the installed data wheels (one folder per
+    package module) and makes the wheel readers read from it; returns that folder."""
+    from constitutional_guard.data.sources import package_data
+
+    def write(files: dict[str, str]) -> Path:
+        for name, text in files.items():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_text(text, encoding="utf-8")
+        monkeypatch.setattr(package_data, "_package_root", lambda package: tmp_path / package.module)
+        return tmp_path
+
+    return write

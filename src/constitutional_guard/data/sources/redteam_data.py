@@ -19,36 +19,20 @@ Label mapping (binary prompts):
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from constitutional_guard.constitution import Constitution
-from constitutional_guard.data.schema import Record, stable_id
-from constitutional_guard.data.sources.categories import map_category
 from constitutional_guard.data.sources.package_data import (
     APLOMB,
     FORGELM,
     REDHARNESS,
     STRONGREJECT,
     TEMAQ,
-    DataPackage,
     SourceRows,
+    load_json_list,
+    prompt_record,
     read_commented_csv,
 )
 from constitutional_guard.errors import InputError
-
-
-def _record(
-    package: DataPackage, source: str, file: Path, row: int, prompt: str, label: str, category: str | None
-) -> Record:
-    unsafe = label == "unsafe"
-    return Record(
-        id=f"{source}-{stable_id(prompt)}",
-        prompt=prompt,
-        label=label,
-        source=source,
-        category=map_category(prompt, unsafe=unsafe) or map_category(category, unsafe=unsafe),
-        meta={**package.provenance(file, row), "source_category": category},
-    )
 
 
 def strongreject(constitution: Constitution | None = None) -> SourceRows:
@@ -63,7 +47,7 @@ def strongreject(constitution: Constitution | None = None) -> SourceRows:
             out.skipped["AdvBench row (read from pyrit)"] += 1
         else:
             out.records.append(
-                _record(STRONGREJECT, "strongreject/prompts", file, line, prompt, "unsafe", row.get("category"))
+                prompt_record(STRONGREJECT, "strongreject/prompts", file, line, prompt, "unsafe", row.get("category"))
             )
     return out
 
@@ -78,24 +62,14 @@ def temaq_probes(constitution: Constitution | None = None) -> SourceRows:
             if not prompt or prompt.startswith("#"):
                 out.skipped["blank line"] += 1
                 continue
-            out.records.append(_record(TEMAQ, "temaq/probes", file, line, prompt, label, None))
+            out.records.append(prompt_record(TEMAQ, "temaq/probes", file, line, prompt, label, None))
     return out
-
-
-def _json(file: Path) -> object:
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError.one(file, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
 
 
 def redharness_behaviors(constitution: Constitution | None = None) -> SourceRows:
     """Requests a model should refuse (``unsafe``) or answer (``safe``, look-alikes included)."""
     file = REDHARNESS.path("datasets/data/demo_behaviors.json")
-    data = _json(file)
-    behaviors = data.get("behaviors") if isinstance(data, dict) else None
-    if not isinstance(behaviors, list):
-        raise InputError.one(file, "expected a list under 'behaviors'", line=1, field="behaviors")
+    behaviors = load_json_list(file, "behaviors")
     labels = {"should_refuse": "unsafe", "should_comply": "safe"}
     out = SourceRows()
     for index, item in enumerate(behaviors):
@@ -109,7 +83,7 @@ def redharness_behaviors(constitution: Constitution | None = None) -> SourceRows
             out.skipped["blank prompt"] += 1
             continue
         out.records.append(
-            _record(REDHARNESS, "redharness/behaviors", file, index, prompt, label, item.get("category"))
+            prompt_record(REDHARNESS, "redharness/behaviors", file, index, prompt, label, item.get("category"))
         )
     return out
 
@@ -117,17 +91,14 @@ def redharness_behaviors(constitution: Constitution | None = None) -> SourceRows
 def aplomb_anchors(constitution: Constitution | None = None) -> SourceRows:
     """Plain benign instructions and XSTest-style look-alikes (``safe``)."""
     file = APLOMB.path("data/benign_anchors_v1.json")
-    data = _json(file)
-    prompts = data.get("benign") if isinstance(data, dict) else None
-    if not isinstance(prompts, list):
-        raise InputError.one(file, "expected a list under 'benign'", line=1, field="benign")
+    prompts = load_json_list(file, "benign")
     out = SourceRows()
     for index, text in enumerate(prompts):
         prompt = str(text or "").strip()
         if not prompt:
             out.skipped["blank prompt"] += 1
             continue
-        out.records.append(_record(APLOMB, "aplomb/benign_anchors", file, index, prompt, "safe", None))
+        out.records.append(prompt_record(APLOMB, "aplomb/benign_anchors", file, index, prompt, "safe", None))
     return out
 
 
@@ -149,5 +120,5 @@ def forgelm_probes(constitution: Constitution | None = None) -> SourceRows:
             out.skipped["jailbreak request (not harmful content)"] += 1
         else:
             label = "safe" if category == "benign-control" else "unsafe"
-            out.records.append(_record(FORGELM, "forgelm/probes", file, line, prompt, label, category))
+            out.records.append(prompt_record(FORGELM, "forgelm/probes", file, line, prompt, label, category))
     return out
