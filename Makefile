@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: install demo test test-fast lint clean engine-test
+.PHONY: install demo test test-fast test-cuda lint clean engine-test
 
 $(STAMP): pyproject.toml requirements-embedded.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: $(STAMP) lint
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not real"
+
+# The tiny-model tier on a GPU (install with a CUDA torch: make test-cuda TORCH_SPEC="torch>=2.4").
+test-cuda: $(STAMP)
+	CGUARD_TEST_DEVICE=cuda $(BIN)/pytest -m "not real and not engine"
 
 $(VLLM_STAMP):
 	$(PYTHON) -m venv $(VLLM_VENV)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tiny_models import build_tiny_causal_lm, build_tiny_encoder
+from tiny_models import DEVICE, build_tiny_causal_lm, build_tiny_encoder
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +22,7 @@ def sharp_model_dir(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory)
 
     from constitutional_guard.models.loading import load_causal_lm
 
-    lm = load_causal_lm(str(tiny_lm_dir), device="cpu")
+    lm = load_causal_lm(str(tiny_lm_dir), device=DEVICE)
     torch.manual_seed(0)
     with torch.no_grad():
         for param in lm.model.parameters():

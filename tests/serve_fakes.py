@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 import uvicorn
+from tiny_models import DEVICE
 
 from constitutional_guard.classifiers.base import ClassifierScore, Thresholds, Verdict
 from constitutional_guard.constitution import Constitution, load_constitution
@@ -136,7 +137,7 @@ def quiet_probe(model_id: str, num_layers: int, hidden_size: int) -> LinearProbe
 
 
 def real_guard(model: str) -> Guard:
-    lm = load_causal_lm(model, device="cpu")
+    lm = load_causal_lm(model, device=DEVICE)
     return Guard(lm, quiet_probe(model, lm.num_layers, lm.hidden_size), classifier=KeywordClassifier())
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_models import DEVICE
 
 from constitutional_guard import activations
 from constitutional_guard.activations import CaptureSettings, capture, capture_dir, capture_key, resolve_layers
@@ -25,7 +26,7 @@ def make_records(n: int = 10) -> list[Record]:
 
 @pytest.fixture()
 def lm(tiny_lm_dir: Path):
-    return load_causal_lm(str(tiny_lm_dir), device="cpu")
+    return load_causal_lm(str(tiny_lm_dir), device=DEVICE)
 
 
 @pytest.fixture(autouse=True)
@@ -133,7 +134,7 @@ def test_bench_capture_reports_every_variant(lm):
 
 @pytest.mark.real
 def test_early_exit_capture_on_smollm2(smollm2_dir: Path):
-    lm = load_causal_lm(str(smollm2_dir), device="cpu")
+    lm = load_causal_lm(str(smollm2_dir), device=DEVICE)
     records = make_records(3)
     settings = CaptureSettings(layers=(5, 0), batch_size=3)
     acts = capture(lm, records, settings)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from serve_fakes import running_server
+from tiny_models import DEVICE
 from upstream_fakes import BENIGN, UPSTREAM_TEXT, ScriptedUpstream, ZyxClassifier, pieces_of, remote_guard
 
 from constitutional_guard.evaluation.bench_upstream import (
@@ -34,7 +35,7 @@ def answer(body: dict) -> list[str]:
 
 @pytest.fixture(scope="module")
 def lm(tiny_lm_dir: Path) -> LoadedModel:
-    return load_causal_lm(str(tiny_lm_dir), device="cpu")
+    return load_causal_lm(str(tiny_lm_dir), device=DEVICE)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +132,7 @@ def test_cli_writes_the_report(tiny_lm_dir, engine, tmp_path):
     out = tmp_path / "bench.json"
     ran = CliRunner().invoke(app, ["bench", "upstream", "--guard", str(bundle), "--upstream", engine[0],
                                    "--concurrency", "2", "--max-tokens", "32", "--num-harmful", "1",
-                                   "--monitor-chunk-tokens", "4", "--device", "cpu", "--out", str(out)])
+                                   "--monitor-chunk-tokens", "4", "--device", DEVICE, "--out", str(out)])
     assert ran.exit_code == 0, ran.output
     report = json.loads(out.read_text())
     assert [row["concurrency"] for row in report["results"]] == [2]

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from constitutional_guard.classifiers import base
 from constitutional_guard.classifiers.registry import CLASSIFIER_KINDS, classifier_kind, load_classifier
 from constitutional_guard.cli.app import app
+from constitutional_guard.cli.common import PIPE_WIDTH, console
 
 runner = CliRunner()
 
@@ -53,11 +54,12 @@ def test_train_uses_the_kind_default_base_model(name: str, tmp_path: Path, monke
     assert seen[0].base_model == CLASSIFIER_KINDS[name].default_base_model
 
 
-def test_kinds_lists_every_kind_as_json() -> None:
+def test_kinds_lists_every_kind_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
     result = runner.invoke(app, ["classifier", "kinds", "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     assert [r["name"] for r in rows] == list(CLASSIFIER_KINDS)
     assert {r["name"] for r in rows if r["reads_constitution"]} == {"constitutional"}
+    monkeypatch.setattr(console, "width", PIPE_WIDTH)  # a COLUMNS set by the terminal would wrap the names
     table = runner.invoke(app, ["classifier", "kinds"])
     assert table.exit_code == 0 and "ModernBERT" in table.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -159,15 +160,17 @@ def test_train_calibrate_eval_end_to_end(
     assert config["prompt_block"] == pytest.approx(report["prompt_thresholds"]["block"])
     assert config["calibration"]["test_records"] == 12
     extra = _write_jsonl(tmp_path / "held_out.jsonl", [{"id": "h1", "prompt": "How to juggle?", "label": "safe"}])
+    baselines = ["profanity"] if importlib.util.find_spec("profanity_check") else []
     result = runner.invoke(
         app,
-        ["classifier", "eval", "--classifier", str(out), "--baseline", "profanity", "--data", str(data),
+        ["classifier", "eval", "--classifier", str(out), *(f"--baseline={b}" for b in baselines), "--data", str(data),
          "--extra-test", str(extra), "--output", str(tmp_path / "eval")],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
-    assert set(results["systems"]) == {str(out), "baseline:profanity"}
-    assert set(results["systems"]["baseline:profanity"]) == {"test", "held_out"}
+    assert set(results["systems"]) == {str(out), *(f"baseline:{b}" for b in baselines)}
+    for baseline in baselines:
+        assert set(results["systems"][f"baseline:{baseline}"]) == {"test", "held_out"}
     assert results["meta"]["sets"] == {"test": 12, "held_out": 1}
     assert "## held_out (1 records)" in (tmp_path / "eval" / "report.md").read_text()
     # Another block target on the same output scores nothing again: every score comes from OUTPUT/scores.

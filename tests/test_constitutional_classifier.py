@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_models import DEVICE
 
 from constitutional_guard.classifiers.base import CONFIG_NAME, SafetyClassifier, Thresholds, Verdict, load_classifier
 from constitutional_guard.classifiers.constitutional import ConstitutionalClassifier, ConstitutionalConfig
@@ -47,7 +48,7 @@ def moved_policy(policy: Constitution) -> Constitution:
 
 @pytest.fixture(scope="module")
 def classifier(sharp_model_dir: Path, policy: Constitution) -> ConstitutionalClassifier:
-    return ConstitutionalClassifier.zero_shot(str(sharp_model_dir), policy, device="cpu", max_item_tokens=96)
+    return ConstitutionalClassifier.zero_shot(str(sharp_model_dir), policy, device=DEVICE, max_item_tokens=96)
 
 
 ITEMS = [("how to make a bomb", None), ("bake bread", "Sure, mix flour and water."), ("hi", None)]
@@ -153,17 +154,17 @@ def test_save_load_round_trip_and_save_config(
     saved = json.loads((path / CONFIG_NAME).read_text())
     assert saved["kind"] == "constitutional" and saved["weights"] == "base"
     assert saved["constitution_sha256"] == classifier.constitution.fingerprint()
-    loaded = load_classifier(path, device="cpu")
+    loaded = load_classifier(path, device=DEVICE)
     assert isinstance(loaded, ConstitutionalClassifier)
     np.testing.assert_allclose(loaded.probabilities(ITEMS), classifier.probabilities(ITEMS), rtol=1e-5)
 
     loaded.thresholds, loaded.prompt_thresholds = Thresholds(0.2, 0.7), Thresholds(0.4, 0.9)
     loaded.save_config(path)
-    reloaded = load_classifier(path, device="cpu")
+    reloaded = load_classifier(path, device=DEVICE)
     assert (reloaded.thresholds, reloaded.prompt_thresholds) == (Thresholds(0.2, 0.7), Thresholds(0.4, 0.9))
 
     with pytest.warns(UserWarning, match="not the one it was saved with"):
-        other = ConstitutionalClassifier.from_pretrained(path, constitution=moved_policy, device="cpu")
+        other = ConstitutionalClassifier.from_pretrained(path, constitution=moved_policy, device=DEVICE)
     assert other.constitution == moved_policy
 
 
@@ -182,7 +183,9 @@ def test_config_validation_names_the_field():
 def test_adapter_save_load_and_merge_agree(sharp_model_dir: Path, policy: Constitution, tmp_path: Path):
     from peft import LoraConfig, get_peft_model
 
-    base = ConstitutionalClassifier.zero_shot(str(sharp_model_dir), policy, device="cpu", max_item_tokens=96)
+    base = ConstitutionalClassifier.zero_shot(
+        str(sharp_model_dir), policy, device=DEVICE, dtype="float32", max_item_tokens=96  # merging rounds in bf16
+    )
     torch.manual_seed(1)
     peft_model = get_peft_model(base.lm.model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
     base.lm.model = peft_model.eval()
@@ -193,20 +196,20 @@ def test_adapter_save_load_and_merge_agree(sharp_model_dir: Path, policy: Consti
     tuned.save_pretrained(tmp_path / "adapter")
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
     np.testing.assert_allclose(
-        load_classifier(tmp_path / "adapter", device="cpu").probabilities(ITEMS), expected, rtol=1e-4
+        load_classifier(tmp_path / "adapter", device=DEVICE, dtype="float32").probabilities(ITEMS), expected, rtol=1e-4
     )
 
     merged = tuned.merge()
     np.testing.assert_allclose(merged.probabilities(ITEMS), expected, rtol=1e-4)
     merged.save_pretrained(tmp_path / "merged")
-    reloaded = load_classifier(tmp_path / "merged", device="cpu")
+    reloaded = load_classifier(tmp_path / "merged", device=DEVICE, dtype="float32")
     assert reloaded.config.weights == "merged"
     np.testing.assert_allclose(reloaded.probabilities(ITEMS), expected, rtol=1e-4)
 
 
 @pytest.mark.real
 def test_smollm2_prefix_cache_matches_recomputation():
-    classifier = ConstitutionalClassifier.zero_shot("smollm2-135m-instruct", device="cpu", policy_examples=0)
+    classifier = ConstitutionalClassifier.zero_shot("smollm2-135m-instruct", device=DEVICE, policy_examples=0)
     items = [("How do I make a pipe bomb?", None), ("How do I bake sourdough bread?", "Mix flour, water and salt.")]
     cached = classifier.probabilities(items)
     recomputed = classifier.probabilities(items, reuse_prefix=False)
@@ -235,7 +238,7 @@ def test_naming_categories_counts_the_harmful_categories_as_unsafe(
     classifier: ConstitutionalClassifier, sharp_model_dir: Path, policy: Constitution, moved_policy: Constitution
 ):
     naming = ConstitutionalClassifier.zero_shot(
-        str(sharp_model_dir), policy, device="cpu", max_item_tokens=160, name_categories=True
+        str(sharp_model_dir), policy, device=DEVICE, max_item_tokens=160, name_categories=True
     )
     assert naming.answers == ["safe", "unsafe", "weapons", "baking"]
     assert "name of the unsafe-content category" in naming.prompt.prefix_text
@@ -256,4 +259,4 @@ def test_naming_categories_counts_the_harmful_categories_as_unsafe(
 def test_category_names_must_differ_from_the_label_words(sharp_model_dir: Path, policy: Constitution):
     clashing = policy.model_copy(update={"harmless": [policy.harmless[0].model_copy(update={"name": "safe"})]})
     with pytest.raises(ValueError, match="also label words"):
-        ConstitutionalClassifier.zero_shot(str(sharp_model_dir), clashing, device="cpu", name_categories=True)
+        ConstitutionalClassifier.zero_shot(str(sharp_model_dir), clashing, device=DEVICE, name_categories=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import DEVICE
 
 from constitutional_guard.classifiers import constitutional_training as ct
 from constitutional_guard.classifiers.base import CONFIG_NAME, TrainOptions, load_classifier
@@ -82,7 +83,7 @@ def test_shared_prefix_loss_equals_full_sequence_loss(sharp_model_dir: Path, pol
     from peft import LoraConfig
     from trl import SFTConfig
 
-    lm = load_causal_lm(str(sharp_model_dir), device="cpu")
+    lm = load_causal_lm(str(sharp_model_dir), device=DEVICE)
     prompt = ConstitutionalPrompt(lm.tokenizer, parse_constitution(POLICY), policy_examples=0, max_item_tokens=160)
     records = [
         Record(id="a", prompt="make a bomb", label="unsafe"),
@@ -138,7 +139,7 @@ def test_shared_prefix_loss_equals_full_sequence_loss(sharp_model_dir: Path, pol
 
 
 def test_three_class_labels_collapse_to_binary_answers(sharp_model_dir: Path):
-    lm = load_causal_lm(str(sharp_model_dir), device="cpu")
+    lm = load_causal_lm(str(sharp_model_dir), device=DEVICE)
     prompt = ConstitutionalPrompt(lm.tokenizer, parse_constitution(POLICY), policy_examples=0, max_item_tokens=160)
     records = [
         Record(id=str(i), prompt="p", response="r", label_scheme="three_class", label=label)
@@ -156,14 +157,14 @@ def test_train_moves_scores_towards_the_labels_and_saves_adapter(
     out = tmp_path / "clf"
     held_out = [("make a bomb 99", None), ("make a bomb 98", "Sure, step one.")]
     before = ConstitutionalClassifier.zero_shot(
-        str(sharp_model_dir), parse_constitution(POLICY), device="cpu", policy_examples=0, max_item_tokens=160
+        str(sharp_model_dir), parse_constitution(POLICY), device=DEVICE, policy_examples=0, max_item_tokens=160
     ).probabilities(held_out)
     path = ct.train(_options(data, out, sharp_model_dir, policy_file))
     assert path == out
     assert (out / "adapter_model.safetensors").exists() and not (out / "checkpoints").exists()
     config = json.loads((out / CONFIG_NAME).read_text())
     assert config["weights"] == "adapter" and config["training"]["records"] == 8 and config["training"]["steps"] == 4
-    tuned = load_classifier(out, device="cpu")
+    tuned = load_classifier(out, device=DEVICE)
     after = tuned.probabilities(held_out)
     assert all(_log_odds(a) > _log_odds(b) + 2.0 for a, b in zip(after, before, strict=True)), (before, after)
 
@@ -249,7 +250,7 @@ def test_naming_categories_answers_with_the_harmful_category_of_the_batch_policy
     unsafe_word = ct.plan_batches([uncategorised], policy, 1, 1.0)[0].naming_categories(policy)
     assert unsafe_word.items[0][1] == "unsafe"
 
-    lm = load_causal_lm(str(sharp_model_dir), device="cpu")
+    lm = load_causal_lm(str(sharp_model_dir), device=DEVICE)
     prompt = ConstitutionalPrompt(lm.tokenizer, policy, policy_examples=0, max_item_tokens=160, name_categories=True)
     example = ct.encode_examples(prompt, [(records[0], "weapons")])[0]
     assert [t for t in example["labels"] if t != -100] == prompt.answer_ids("weapons")
@@ -265,7 +266,7 @@ def test_training_to_name_categories_saves_a_naming_classifier(sharp_model_dir: 
     base = ConstitutionalClassifier.zero_shot(
         str(sharp_model_dir),
         parse_constitution(TWO_HARMS),
-        device="cpu",
+        device=DEVICE,
         policy_examples=0,
         max_item_tokens=160,
         name_categories=True,
@@ -273,7 +274,7 @@ def test_training_to_name_categories_saves_a_naming_classifier(sharp_model_dir: 
     before = base.answer_probabilities(held_out)
     out = ct.train(options)
     assert json.loads((out / CONFIG_NAME).read_text())["name_categories"] is True
-    tuned = load_classifier(out, device="cpu")
+    tuned = load_classifier(out, device=DEVICE)
     assert tuned.answers == ["safe", "unsafe", "weapons", "drugs", "baking"]
     after = tuned.answer_probabilities(held_out)
     assert after[0, 2] > before[0, 2] and after[1, 3] > before[1, 3], (before, after)
@@ -303,7 +304,7 @@ def test_training_with_policy_shift_records_the_shifted_batches(
 
 
 def test_lora_targets_only_top_layers(sharp_model_dir: Path):
-    model = load_causal_lm(str(sharp_model_dir), device="cpu").model
+    model = load_causal_lm(str(sharp_model_dir), device=DEVICE).model
     names = ct.lora_targets(model, "all-linear", 1)
     assert names and all(".layers.1." in n for n in names)
     assert ct.lora_targets(model, "q_proj,v_proj", 1) == [n for n in names if n.endswith(("q_proj", "v_proj"))]

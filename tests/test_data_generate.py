@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tiny_models import DEVICE
 
 from constitutional_guard.constitution import load_constitution
 from constitutional_guard.data import generate
@@ -41,7 +42,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_lm(tiny_lm_dir: Path):
-    return load_causal_lm(str(tiny_lm_dir), device="cpu")
+    return load_causal_lm(str(tiny_lm_dir), device=DEVICE)
 
 
 def test_labels_from_prompt_and_refusal() -> None:

@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 from serve_fakes import quiet_probe, running_server
+from tiny_models import DEVICE
 from upstream_fakes import TokenIdProbe
 
 from constitutional_guard.guard.events import GenerationConfig, GenerationStatus, TextReleased
@@ -78,7 +79,7 @@ def engine(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="module")
 def lm(smollm2_dir: Path) -> LoadedModel:
-    return load_causal_lm(str(smollm2_dir), device="cpu", dtype="float32")
+    return load_causal_lm(str(smollm2_dir), device=DEVICE, dtype="float32")
 
 
 @pytest.fixture(scope="module")

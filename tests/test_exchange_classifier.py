@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import DEVICE
 
 from constitutional_guard.classifiers import exchange_training
 from constitutional_guard.classifiers.base import (
@@ -57,7 +58,7 @@ def make_classifier(encoder_dir: Path, scheme: str = "binary", max_length: int =
     config = ExchangeConfig.for_scheme(scheme, max_length=max_length, base_model=str(encoder_dir))
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(encoder_dir, num_labels=len(config.labels))
-    return ExchangeClassifier(model, AutoTokenizer.from_pretrained(encoder_dir), config, device="cpu", batch_size=3)
+    return ExchangeClassifier(model, AutoTokenizer.from_pretrained(encoder_dir), config, device=DEVICE, batch_size=3)
 
 
 def test_scores_are_probabilities_and_follow_thresholds(tiny_encoder_dir: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import DEVICE
 
 from constitutional_guard.classifiers.base import ClassifierScore, Thresholds
 from constitutional_guard.errors import InputError
@@ -126,7 +127,7 @@ def nan_probe(model_id: str) -> LinearProbe:
 
 
 def test_non_finite_probe_score_holds_everything(tiny_lm_dir: Path):
-    lm = load_causal_lm(str(tiny_lm_dir), device="cpu")
+    lm = load_causal_lm(str(tiny_lm_dir), device=DEVICE)
     guard = Guard(lm, nan_probe(str(tiny_lm_dir)), classifier=ScoreClassifier(0.01))
     events = list(guard.stream("Hello", GenerationConfig(max_new_tokens=6, ignore_eos=True)))
     assert not any(isinstance(e, TextReleased) for e in events)
@@ -136,7 +137,7 @@ def test_non_finite_probe_score_holds_everything(tiny_lm_dir: Path):
 
 
 def test_non_finite_classifier_score_holds(tiny_lm_dir: Path, probe_dir: Path):
-    lm = load_causal_lm(str(tiny_lm_dir), device="cpu")
+    lm = load_causal_lm(str(tiny_lm_dir), device=DEVICE)
     guard = Guard(lm, LinearProbe.from_pretrained(probe_dir), classifier=ScoreClassifier(math.nan))
     result = guard.generate("Hello", GenerationConfig(max_new_tokens=4, ignore_eos=True))
     assert result.status == GenerationStatus.HELD and result.response == ""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import DEVICE
 from typer.testing import CliRunner
 
 from constitutional_guard.classifiers.exchange import ExchangeClassifier, ExchangeConfig
@@ -44,7 +45,7 @@ def test_build_writes_a_self_contained_bundle_that_loads(artifacts: dict[str, Pa
     assert bundle.policy.release_lag == 2
     for name in ("probe/probe.safetensors", "classifier/classifier_config.json", "constitution.yaml"):
         assert (artifacts["bundle"] / name).exists()
-    guard = Guard.from_pretrained(artifacts["bundle"], device="cpu")
+    guard = Guard.from_pretrained(artifacts["bundle"], device=DEVICE)
     assert guard.thresholds.escalate == 0.9 and guard.input_classifier is guard.classifier
     result = guard.generate("Hello there", GenerationConfig(max_new_tokens=5, ignore_eos=True))
     assert result.status == "completed" and result.completion_tokens == 5
@@ -79,11 +80,11 @@ def test_probe_for_another_model_is_refused(artifacts: dict[str, Path], tmp_path
     target = read_bundle(artifacts["bundle"]).target_model
     build_bundle(tmp_path / "bundle", tmp_path / "probe", target_model=target)
     with pytest.raises(ValueError, match="train a probe for that model"):
-        Guard.from_pretrained(tmp_path / "bundle", device="cpu")
+        Guard.from_pretrained(tmp_path / "bundle", device=DEVICE)
 
 
 def test_latency_benchmark_times_every_mode_on_equal_tokens(artifacts: dict[str, Path], tmp_path: Path):
-    guard = Guard.from_pretrained(artifacts["bundle"], device="cpu")
+    guard = Guard.from_pretrained(artifacts["bundle"], device=DEVICE)
     records = [
         Record(id=f"u{i}", prompt="Tell me how.", response="Sure, step one is this.", label="unsafe", split="test")
         for i in range(3)
@@ -113,7 +114,7 @@ def test_cli_build_generate_and_bench(artifacts: dict[str, Path], tmp_path: Path
     png, out = tmp_path / "trace.png", tmp_path / "result.json"
     ran = runner.invoke(
         app,
-        ["generate", "--guard", str(bundle), "--prompt", "Hello", "--max-new-tokens", "6", "--device", "cpu",
+        ["generate", "--guard", str(bundle), "--prompt", "Hello", "--max-new-tokens", "6", "--device", DEVICE,
          "--trace", str(png), "--json", str(out)],
     )
     assert ran.exit_code == 0, ran.output
@@ -124,7 +125,7 @@ def test_cli_build_generate_and_bench(artifacts: dict[str, Path], tmp_path: Path
     timed = runner.invoke(
         app,
         ["bench", "latency", "--guard", str(bundle), "--new-tokens", "3", "--num-prompts", "1", "--json", str(bench),
-         "--device", "cpu"],
+         "--device", DEVICE],
     )
     assert timed.exit_code == 0, timed.output
     assert {"baseline_tok_s", "probe_tok_s", "cascade_tok_s", "reference_tok_s", "new_tokens"} <= set(
@@ -136,7 +137,7 @@ def test_cli_generate_prints_only_released_text_on_stdout(artifacts: dict[str, P
     runner = CliRunner()
     out = tmp_path / "result.json"
     args = ["generate", "--guard", str(artifacts["bundle"]), "-p", "Hello", "--max-new-tokens", "6",
-            "--device", "cpu", "--json", str(out)]
+            "--device", DEVICE, "--json", str(out)]
     quiet = runner.invoke(app, args)
     assert quiet.exit_code == 0, quiet.output
     result = json.loads(out.read_text())
@@ -151,7 +152,7 @@ def test_cli_generate_prints_only_released_text_on_stdout(artifacts: dict[str, P
 
 
 def test_stream_ends_with_one_finished_event(artifacts: dict[str, Path]):
-    guard = Guard.from_pretrained(artifacts["bundle"], device="cpu")
+    guard = Guard.from_pretrained(artifacts["bundle"], device=DEVICE)
     events = list(guard.stream([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
                                GenerationConfig(max_new_tokens=4)))
     assert isinstance(events[-1], Finished) and sum(isinstance(e, Finished) for e in events) == 1

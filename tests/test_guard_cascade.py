@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import DEVICE
 
 from constitutional_guard.classifiers.base import ClassifierScore, Thresholds, Verdict
 from constitutional_guard.guard.events import (
@@ -97,7 +98,7 @@ class KeywordClassifier:
 
 @pytest.fixture(scope="module")
 def lm(tiny_lm_dir: Path):
-    return load_causal_lm(str(tiny_lm_dir), device="cpu")
+    return load_causal_lm(str(tiny_lm_dir), device=DEVICE)
 
 
 def first_token_of(lm, text: str, marker: str) -> int:

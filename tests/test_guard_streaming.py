@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import build_tiny_causal_lm
+from tiny_models import DEVICE, build_tiny_causal_lm
 
 from constitutional_guard.guard.events import GenerationConfig, GenerationStatus, TextReleased
 from constitutional_guard.guard.guard import Guard
@@ -24,7 +24,7 @@ from constitutional_guard.probes.trace import trace_response
 def lm(tmp_path_factory: pytest.TempPathFactory):
     """A tiny random model with larger weights, so that greedy decoding does not repeat one token."""
     folder = build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-varied"), seed=3)
-    loaded = load_causal_lm(str(folder), device="cpu")
+    loaded = load_causal_lm(str(folder), device=DEVICE, dtype="float32")  # paths compared exactly
     with torch.no_grad():
         for param in loaded.model.parameters():
             param.mul_(8.0)
@@ -71,7 +71,7 @@ def test_hidden_states_of_the_loop_equal_a_full_recompute(lm):
     full = lm.hidden_states(ids + [s.token_id for s in steps])
     for step in steps:
         for layer, tensor in enumerate(step.hidden_states):
-            torch.testing.assert_close(tensor[0, 0], full[layer][len(ids) + step.index], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(tensor[0, 0].cpu(), full[layer][len(ids) + step.index], atol=1e-4, rtol=1e-4)
 
 
 def test_sampling_is_seeded_and_top_k_one_is_greedy(lm):
@@ -152,7 +152,7 @@ def test_cached_loops_pass_the_cache_under_its_current_name(lm):
 
 @pytest.mark.real
 def test_real_model_guarded_tokens_equal_plain_generate(smollm2_dir: Path):
-    lm = load_causal_lm("smollm2-135m-instruct", device="cpu")
+    lm = load_causal_lm("smollm2-135m-instruct", device=DEVICE)
     guard = Guard(lm, make_probe(lm))
     config = GenerationConfig(max_new_tokens=16)
     result = guard.generate("Name three primary colours.", config)

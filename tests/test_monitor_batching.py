@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 from serve_fakes import running_server
+from tiny_models import DEVICE
 from upstream_fakes import BENIGN, HARMFUL, TAIL, ScriptedUpstream, pieces_of, remote_guard
 
 from constitutional_guard.guard.events import Finished, GenerationConfig, GenerationStatus, TextReleased
@@ -25,7 +26,7 @@ TEXTS = [BENIGN, HARMFUL, TAIL + BENIGN, BENIGN + HARMFUL]
 
 @pytest.fixture(scope="module")
 def lm(tiny_lm_dir: Path) -> LoadedModel:
-    return load_causal_lm(str(tiny_lm_dir), device="cpu")
+    return load_causal_lm(str(tiny_lm_dir), device=DEVICE, dtype="float32")  # paths compared exactly
 
 
 def random_probe(layers: list[int]) -> LinearProbe:
@@ -201,7 +202,7 @@ def test_guarded_streams_side_by_side_one_fails_closed(lm):
 @pytest.mark.real
 def test_batched_scores_on_smollm2(smollm2_dir: Path):
     """SmolLM2 with a random probe at layer 18 (a truncated stack): batched scores equal one stream at a time."""
-    lm = load_causal_lm(str(smollm2_dir), device="cpu")
+    lm = load_causal_lm(str(smollm2_dir), device=DEVICE)
     torch.manual_seed(0)
     probe = LinearProbe(ProbeConfig(model_id="smollm2", hidden_size=lm.hidden_size, layers=[18]),
                         torch.randn(1, lm.hidden_size) / lm.hidden_size**0.5, torch.zeros(1))

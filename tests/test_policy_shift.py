@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import DEVICE
 from typer.testing import CliRunner
 
 from constitutional_guard.classifiers.base import Thresholds
@@ -138,7 +139,7 @@ harmless:
 """
     )
     ConstitutionalClassifier.zero_shot(
-        str(sharp_model_dir), policy, device="cpu", policy_examples=0, max_item_tokens=160, name_categories=True
+        str(sharp_model_dir), policy, device=DEVICE, policy_examples=0, max_item_tokens=160, name_categories=True
     ).save_pretrained(tmp_path / "clf")
     records = [
         Record(id=f"{cat}{i}", prompt=f"{text} {i}", label="unsafe", category=cat, split="test")

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_models import DEVICE
 from typer.testing import CliRunner
 
 from constitutional_guard.activations import CaptureSettings
@@ -136,7 +137,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_train_and_evaluate_on_tiny_model(tiny_lm_dir: Path, data_dir: Path, tmp_path: Path):
     from constitutional_guard.probes.pipeline import load_splits
 
-    lm = load_causal_lm(str(tiny_lm_dir), device="cpu")
+    lm = load_causal_lm(str(tiny_lm_dir), device=DEVICE)
     splits = capture_splits(lm, load_splits(data_dir), CaptureSettings(layers=(1, 2)))
     examples = build_examples(splits["train"].acts, splits["train"].records, [2], "both")
     n_exchanges = sum(1 for r in splits["train"].records if r.response)
@@ -161,7 +162,7 @@ def test_train_and_evaluate_on_tiny_model(tiny_lm_dir: Path, data_dir: Path, tmp
     from constitutional_guard.activations import encode_record
 
     ids, n_prompt = encode_record(lm, record, CaptureSettings(layers=(1, 2)))
-    hidden = lm.model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+    hidden = lm.model(input_ids=torch.tensor([ids], device=lm.device), output_hidden_states=True).hidden_states
     streamed = probe.score_hidden_states(hidden)[0, n_prompt:].numpy()
     acts = splits["test"].acts
     cached = probe.predict_proba(acts.token_features([1, 2])[acts.offsets[1] : acts.offsets[2]])
@@ -172,7 +173,7 @@ def test_cli_train_eval_sweep(tiny_lm_dir: Path, data_dir: Path, tmp_path: Path)
     runner = CliRunner()
     out = tmp_path / "probe"
     result = runner.invoke(app, ["probe", "train", "--data", str(data_dir), "--model", str(tiny_lm_dir),
-                                 "--layers", "1,2", "--out", str(out), "--device", "cpu"])
+                                 "--layers", "1,2", "--out", str(out), "--device", DEVICE])
     assert result.exit_code == 0, result.output
     assert (out / "probe.safetensors").exists() and (out / "eval_test.json").exists()
     assert "final-token AUROC" in result.output

@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 from serve_fakes import quiet_probe, real_guard, running_server
+from tiny_models import DEVICE
 
 from constitutional_guard.guard.bundle import build_bundle
 from constitutional_guard.models.loading import load_causal_lm
@@ -61,7 +62,7 @@ def free_port() -> int:
 
 
 def test_cguard_serve_command(tiny_lm_dir, tmp_path):
-    lm = load_causal_lm(str(tiny_lm_dir), device="cpu")
+    lm = load_causal_lm(str(tiny_lm_dir), device=DEVICE)
     probe_dir = quiet_probe(str(tiny_lm_dir), lm.num_layers, lm.hidden_size).save_pretrained(tmp_path / "probe")
     bundle = build_bundle(tmp_path / "bundle", probe_dir)
     keys = tmp_path / "keys.txt"

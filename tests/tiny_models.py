@@ -3,8 +3,13 @@ them without any download."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
+
+DEVICE = os.environ.get("CGUARD_TEST_DEVICE", "cpu")
+"""Where the tests run their models: CPU unless ``CGUARD_TEST_DEVICE`` names another torch device (``make
+test-cuda`` sets ``cuda``)."""
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
