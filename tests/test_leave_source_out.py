@@ -47,7 +47,7 @@ def test_each_family_is_left_out_of_its_fold() -> None:
         seen[excluded] = trained_on
         return sigmoid
 
-    report = leave_source_out(splits, features, fit, min_records=40, block_fpr=0.1, hold_rate=0.0)
+    report = leave_source_out(splits, features, fit, min_records=40, block_fpr=0.1, hold_rate=0.0).report
     assert report["held_out_families"] == sorted(FAMILIES)
     assert set(seen) == {None, *FAMILIES}
     for family in FAMILIES:
@@ -77,7 +77,7 @@ def test_cross_source_thresholds_hold_their_target_on_unseen_sources() -> None:
 
         return score
 
-    report = leave_source_out(splits, features, fit, min_records=40, block_fpr=0.1, hold_rate=0.0)
+    report = leave_source_out(splits, features, fit, min_records=40, block_fpr=0.1, hold_rate=0.0).report
     lso = report["leave_source_out"]
     own, cross = lso["outcomes"]["prompts"], lso["outcomes_cross_source"]["prompts"]
     assert own["safe_blocked"] == 1.0 and cross["safe_blocked"] <= 0.3
@@ -86,9 +86,32 @@ def test_cross_source_thresholds_hold_their_target_on_unseen_sources() -> None:
     assert "| leave-source-out, cross-source thresholds |" in markdown(report)
 
 
+def test_every_held_out_record_comes_back_scored_with_its_decision() -> None:
+    """One scored row per held-out record, its decisions adding up to the family's outcomes; the report names
+    the most confident errors: the safe record scored highest among those blocked comes first."""
+    splits, features = make_splits()
+    loud = next(i for i, r in enumerate(splits["test"]) if r.source == "blue/one" and r.response is None)
+    features["test"][loud, 0] = 5.0  # a benign prompt that scores like the worst harmful one
+    result = leave_source_out(splits, features, lambda _: sigmoid, min_records=40, block_fpr=0.1, hold_rate=0.0)
+    assert len(result.scored) == sum(len(records) for records in splits.values())
+    assert len({(i.family, i.record.id) for i in result.scored}) == len(result.scored)
+    for family, outcome in result.report["families"].items():
+        prompts = [i for i in result.scored if i.family == family and i.record.response is None]
+        unsafe = [i for i in prompts if i.record.is_unsafe]
+        if unsafe:
+            blocked = sum(i.decision == "blocked" for i in unsafe) / len(unsafe)
+            assert blocked == pytest.approx(outcome["cross_source"]["prompts"]["unsafe_blocked"])
+        assert all(i.split in SPLITS and i.family == family_of(i.record) for i in prompts)
+    errors = result.report["families"]["blue/one"]["cross_source"]["errors"]
+    assert errors["safe_blocked"][0]["id"] == splits["test"][loud].id and errors["unsafe_allowed"] == []
+    row = next(i for i in result.scored if i.record.id == splits["test"][loud].id).as_dict()
+    assert row["decision"] == "blocked" and row["input"] == "prompt" and row["split"] == "test"
+    assert "## Most confident errors at cross-source thresholds" in markdown(result.report)
+
+
 def test_small_families_stay_in_training_and_by_package_groups() -> None:
     splits, features = make_splits()
-    report = leave_source_out(splits, features, lambda _: sigmoid, by="package", min_records=90)
+    report = leave_source_out(splits, features, lambda _: sigmoid, by="package", min_records=90).report
     assert report["held_out_families"] == ["blue", "red"]  # 96 each; "mixed" has 48
     assert report["family_sizes"]["mixed"] == 48
     assert family_of(splits["train"][0], "package") == "red"
@@ -117,7 +140,11 @@ def test_cli_writes_report_plot_and_json(
     out = tmp_path / "lso"
     result = run_cli(corpus, out, "--base-model", str(tiny_encoder_dir), "--min-records", "20")
     assert result.exit_code == 0, result.output
-    assert {p.name for p in out.iterdir()} >= {"results.json", "report.md", "families.png"}
+    assert {p.name for p in out.iterdir()} >= {"results.json", "report.md", "scores.jsonl", "families.png"}
+    report = json.loads((out / "results.json").read_text())
+    rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    assert len(rows) == sum(report["family_sizes"][f] for f in report["held_out_families"])
+    assert {row["decision"] for row in rows} <= {"blocked", "held", "allowed"}
     assert "| alpha | prompts |" in (out / "report.md").read_text()
     bad = run_cli(corpus, out, "--by", "colour")
     assert bad.exit_code == 2 and "--by" in bad.output

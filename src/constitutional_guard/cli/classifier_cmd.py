@@ -399,7 +399,9 @@ def classify(
 @app.command("leave-source-out")
 def leave_source_out(
     data: Path = typer.Option(..., "--data", help="Corpus directory (all four splits are read)."),
-    output: Path = typer.Option(..., "--output", help="Write results.json, report.md and families.png here."),
+    output: Path = typer.Option(
+        ..., "--output", help="Write results.json, report.md, scores.jsonl and families.png here."
+    ),
     base_model: str = typer.Option("minilm-l6", help="Encoder of the embedding classifier refitted per family."),
     head: str = typer.Option("linear+mlp", help="Head refitted per family: linear, mlp or linear+mlp (their average)."),
     by: str = typer.Option("source", help="Family of a record: source (pyrit/advbench) or package (pyrit)."),
@@ -436,7 +438,7 @@ def leave_source_out(
         raise typer.BadParameter(f"expected one of {', '.join(INPUTS)}", param_hint="--inputs")
     with progress_bar(transient=True) as bar:
         task = bar.add_task("leave-source-out", total=None)
-        report = lso.embedding_leave_source_out(
+        result = lso.embedding_leave_source_out(
             str(data),
             base_model,
             by,
@@ -450,9 +452,11 @@ def leave_source_out(
             constitution_share=constitution_share,
             inputs=inputs,
         )
+    report = result.report
     output.mkdir(parents=True, exist_ok=True)
     write_json_atomic(output / "results.json", report)
     write_text_atomic(output / "report.md", lso.markdown(report))
+    write_text_atomic(output / "scores.jsonl", "".join(json.dumps(i.as_dict()) + "\n" for i in result.scored))
     family_outcomes_plot(report["families"], output / "families.png")
     columns = ("evaluation", "AUROC prompts", "AUROC exchanges", "benign prompts blocked", "benign prompts held")
     table = Table(*columns, "unsafe prompts blocked", title=f"Leave-source-out by {by} ({data})", show_edge=False)
@@ -467,4 +471,4 @@ def leave_source_out(
         cells = (p["safe_blocked"], p["safe_held"], p["unsafe_blocked"])
         table.add_row(label, _fmt(auroc["prompts"]), _fmt(auroc["exchanges"]), *map(_fmt, cells))
     console.print(table)
-    console.print(f"wrote {output / 'results.json'}, {output / 'report.md'} and {output / 'families.png'}")
+    console.print(f"wrote results.json, report.md, scores.jsonl and families.png to {output}")

