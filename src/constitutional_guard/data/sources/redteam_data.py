@@ -18,8 +18,6 @@ Label mapping (binary prompts):
 
 from __future__ import annotations
 
-import json
-
 from constitutional_guard.constitution import Constitution
 from constitutional_guard.data.sources.package_data import (
     APLOMB,
@@ -29,6 +27,7 @@ from constitutional_guard.data.sources.package_data import (
     TEMAQ,
     SourceRows,
     load_json_list,
+    load_jsonl,
     prompt_record,
     read_commented_csv,
 )
@@ -106,13 +105,7 @@ def forgelm_probes(constitution: Constitution | None = None) -> SourceRows:
     """Harmful requests in 17 categories (``unsafe``) and benign controls (``safe``); jailbreak rows left out."""
     file = FORGELM.path("safety_prompts/default_probes.jsonl")
     out = SourceRows()
-    for line, text in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-        if not text.strip():
-            continue
-        try:
-            item = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError.one(file, f"invalid JSON: {exc.msg}", line=line) from None
+    for line, item in load_jsonl(file):
         prompt, category = str(item.get("prompt") or "").strip(), str(item.get("category") or "")
         if not prompt:
             out.skipped["blank prompt"] += 1

