@@ -15,7 +15,7 @@ def test_every_offline_source_resolves_and_is_described():
     for name, source in registry.OFFLINE_SOURCES.items():
         assert source.name == name
         assert callable(resolve(source.reader)), name
-        assert source.kind in ("prompts", "exchanges")
+        assert source.kind in ("prompts", "exchanges", "prompts+exchanges")
         assert source.package in DATA_PACKAGES
         assert source.description and source.licence
         assert source.label_mapping, name
