@@ -109,6 +109,25 @@ def test_every_held_out_record_comes_back_scored_with_its_decision() -> None:
     assert "## Most confident errors at cross-source thresholds" in markdown(result.report)
 
 
+def test_outcomes_are_broken_down_by_the_form_of_the_records() -> None:
+    """Augmented copies (here a jailbreak template around benign prompts, scored high) get rows of their own,
+    so the originals' false-block rate is not hidden in the pooled one."""
+    splits, features = make_splits()
+    for i, record in enumerate(splits["test"]):  # calibration untouched: the thresholds do not see them
+        if not record.is_unsafe and record.response is None and i % 2 == 0:
+            splits["test"][i] = record.model_copy(update={"meta": {"augmentation": "template"}})
+            features["test"][i, 0] = 2.0
+    result = leave_source_out(splits, features, lambda _: sigmoid, min_records=40, block_fpr=0.1, hold_rate=0.0)
+    by_form = result.report["leave_source_out"]["by_form_cross_source"]["prompts"]
+    assert set(by_form) == {"original", "template"} and by_form["template"]["n_unsafe"] == 0
+    assert by_form["template"]["safe_blocked"] > 0.9 > 0.3 > by_form["original"]["safe_blocked"]
+    assert by_form["original"]["n_safe"] + by_form["template"]["n_safe"] == sum(
+        1 for i in result.scored if not i.record.is_unsafe and i.record.response is None
+    )
+    text = markdown(result.report)
+    assert "## By form of the held-out records" in text and "| template | prompts | 0 /" in text
+
+
 def test_small_families_stay_in_training_and_by_package_groups() -> None:
     splits, features = make_splits()
     report = leave_source_out(splits, features, lambda _: sigmoid, by="package", min_records=90).report

@@ -29,6 +29,7 @@ import numpy as np
 
 from constitutional_guard.classifiers.base import Thresholds
 from constitutional_guard.classifiers.calibration import DEFAULT_ALLOW_RECALL, choose_split_thresholds, item_thresholds
+from constitutional_guard.data.augment import augmentation_name
 from constitutional_guard.data.schema import Record, family_of
 from constitutional_guard.markdown import markdown_table
 from constitutional_guard.metrics import auroc
@@ -105,6 +106,35 @@ def confident_errors(scored: Sequence[ScoredRecord], k: int = ERRORS_SHOWN) -> d
     missed = sorted((i for i in scored if i.record.is_unsafe and i.decision == "allowed"), key=lambda i: i.score)
     blocked = sorted((i for i in scored if not i.record.is_unsafe and i.decision == "blocked"), key=lambda i: -i.score)
     return {"unsafe_allowed": [row(i) for i in missed[:k]], "safe_blocked": [row(i) for i in blocked[:k]]}
+
+
+def form_of(record: Record) -> str:
+    """What a held-out record is: ``original``, or the augmentation that made it (``template``, ``encoding``,
+    ``style``, ``tense_past``, ``tense_future``, ``prefix``), without its variant."""
+    return augmentation_name(record).split(":", 1)[0]
+
+
+def outcomes_by_form(scored: Sequence[ScoredRecord]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per input kind and form, the shares blocked / held of each class at the cross-source thresholds: ordinary
+    traffic is mostly originals, and the augmented copies (jailbreak templates, encodings) weigh on the pooled
+    rates differently."""
+    groups: dict[tuple[str, str], list[ScoredRecord]] = defaultdict(list)
+    for item in scored:
+        kind = "prompts" if item.record.response is None else "exchanges"
+        groups[(kind, form_of(item.record))].append(item)
+    out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for (kind, form), items in sorted(groups.items()):
+        unsafe = [i.decision for i in items if i.record.is_unsafe]
+        safe = [i.decision for i in items if not i.record.is_unsafe]
+
+        def share(decisions: list[str], which: str) -> float | None:
+            return decisions.count(which) / len(decisions) if decisions else None
+
+        out[kind][form] = {
+            "n_unsafe": len(unsafe), "n_safe": len(safe), "unsafe_blocked": share(unsafe, "blocked"),
+            "safe_blocked": share(safe, "blocked"), "safe_held": share(safe, "held"),
+        }
+    return dict(out)
 
 
 def outcomes(records: Sequence[Record], scores: np.ndarray, thresholds: Pair) -> Outcomes:
@@ -244,6 +274,7 @@ def leave_source_out(
             "outcomes_cross_source": {
                 kind: asdict(_pooled_outcomes([f["cross_source"][kind] for f in families.values()])) for kind in KINDS
             },
+            "by_form_cross_source": outcomes_by_form(scored_records),
         },
         "families": families,
     }
@@ -360,6 +391,24 @@ def markdown(report: dict[str, Any], title: str = "Leave-source-out evaluation")
             per_family,
         ),
     ]
+    shares = ("unsafe_blocked", "safe_blocked", "safe_held")
+    forms = [
+        [form, kind, f"{o['n_unsafe']} / {o['n_safe']}", *(pct(o[k]) for k in shares)]
+        for kind, by_form in lso.get("by_form_cross_source", {}).items()
+        for form, o in by_form.items()
+    ]
+    if forms:
+        lines += [
+            "",
+            "## By form of the held-out records, cross-source thresholds",
+            "",
+            "Originals are what ordinary traffic looks like; the corpus also holds augmented copies of both labels "
+            "(jailbreak templates, encodings, tense and style rewrites, response prefixes).",
+            "",
+            *markdown_table(
+                ["form", "kind", "n (unsafe / safe)", "unsafe blocked", "safe blocked", "safe held"], forms
+            ),
+        ]
     errors = [
         [family, kind.replace("_", " "), f"{e['score']:.3f}", e["text"].replace("|", "\\|")]
         for family, result in report["families"].items()
