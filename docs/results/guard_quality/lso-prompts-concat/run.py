@@ -68,6 +68,6 @@ def fit(excluded):
 t = time.time()
 rep = leave_source_out(
     splits, features, fit, "source", 50, 0.05, 0.01, lambda m: print(m, round(time.time() - t), flush=True)
-)
+).report
 Path(out).write_text(json.dumps(rep, indent=1), encoding="utf-8")
 print("AUROC", rep["leave_source_out"]["auroc"], "cross-source", rep["leave_source_out"]["outcomes_cross_source"])
