@@ -87,11 +87,10 @@ ERRORS_SHOWN = 3
 """Most confident errors named per family and class in the report."""
 
 
-def decisions(records: Sequence[Record], scores: np.ndarray, thresholds: Pair) -> list[str]:
+def decisions(records: Sequence[Record], scores: np.ndarray, thresholds: Pair) -> np.ndarray:
     """``blocked`` / ``held`` / ``allowed`` per record at its thresholds (the prompt pair for prompts alone)."""
     allow, block = item_thresholds(records, *thresholds)
-    pairs = zip(scores, allow, block, strict=True)
-    return ["blocked" if s >= b else "allowed" if s < a else "held" for s, a, b in pairs]
+    return np.where(scores >= block, "blocked", np.where(scores < allow, "allowed", "held"))
 
 
 def confident_errors(scored: Sequence[ScoredRecord], k: int = ERRORS_SHOWN) -> dict[str, list[dict[str, Any]]]:
@@ -140,9 +139,8 @@ def outcomes_by_form(scored: Sequence[ScoredRecord]) -> dict[str, dict[str, dict
 def outcomes(records: Sequence[Record], scores: np.ndarray, thresholds: Pair) -> Outcomes:
     """Blocked / held / allowed shares per class at each record's thresholds (prompt pair for prompts alone)."""
     y = np.array([int(r.is_unsafe) for r in records], dtype=int)
-    allow, block = item_thresholds(records, *thresholds)
-    blocked, allowed = scores >= block, scores < allow
-    held = ~blocked & ~allowed
+    decided = decisions(records, scores, thresholds)
+    blocked, held, allowed = (decided == name for name in ("blocked", "held", "allowed"))
 
     def share(mask: np.ndarray, cls: int) -> float | None:
         members = y == cls
@@ -230,8 +228,8 @@ def leave_source_out(
         if progress:
             progress(family)
         scorer, thresholds = run(family)
-        records = [r for name in splits for r, f in zip(splits[name], fam[name], strict=True) if f == family]
-        record_splits[family] = [name for name in splits for f in fam[name] if f == family]
+        members = [(name, r) for name in splits for r, f in zip(splits[name], fam[name], strict=True) if f == family]
+        records, record_splits[family] = [r for _, r in members], [name for name, _ in members]
         by_split = {name: scorer(features[name][fam[name] == family]) for name in splits}
         scores = np.concatenate(list(by_split.values()))
         scorers[family], calibration_scores[family] = scorer, by_split["calibration"]
@@ -247,7 +245,7 @@ def leave_source_out(
             calibration_scores, block_fpr, hold_rate,
         )
         items = [
-            ScoredRecord(family, split, record, float(score), decision)
+            ScoredRecord(family, split, record, float(score), str(decision))
             for split, record, score, decision in zip(
                 record_splits[family], records, scores, decisions(records, scores, thresholds), strict=True
             )
