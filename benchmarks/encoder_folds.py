@@ -24,19 +24,22 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from constitutional_guard.classifiers.embedding import SentenceEncoder, item_features
 from constitutional_guard.classifiers.embedding_training import FeatureCache, fit_head, record_items, sample_weights
-from constitutional_guard.classifiers.input_format import record_prompt
+from constitutional_guard.classifiers.input_format import format_input, record_prompt
 from constitutional_guard.data.corpus import load_split
 from constitutional_guard.data.schema import SPLITS, Record, family_folds, family_of
 from constitutional_guard.metrics import auroc
 from constitutional_guard.models.loading import resolve_model
 
 HANDWRITTEN = Path(__file__).with_name("handwritten_prompts.jsonl")
+Item = str | tuple[str, str]
+"""A prompt, or a (prompt, response) exchange."""
 
 
 def frozen_features(alias: str, splits: dict[str, list[Record]], hand: list[str]) -> dict[str, np.ndarray]:
@@ -49,38 +52,57 @@ def frozen_features(alias: str, splits: dict[str, list[Record]], hand: list[str]
 
 
 class FineTuned:
-    """An encoder with a fresh two-way classification head, trained on weighted draws of prompts."""
+    """An encoder with a fresh two-way classification head, trained on weighted draws of prompts or exchanges.
 
-    def __init__(self, alias: str, max_tokens: int, head_tokens: int = 32):
+    A prompt keeps its first ``head_tokens`` and last tokens; an exchange is a sentence pair laid out as the
+    exchange classifier lays it out (``format_input``). On CUDA it trains and scores under bf16 autocast."""
+
+    def __init__(self, alias: str, max_tokens: int, head_tokens: int = 32, device: str = "cpu"):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.path = resolve_model(alias)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.model_class = AutoModelForSequenceClassification
-        self.max_tokens, self.head_tokens = max_tokens - 2, head_tokens
-        self._ids: dict[str, list[int]] = {}
+        self.max_tokens, self.head_tokens = max_tokens, head_tokens
+        self.device = torch.device(device)
+        self._ids: dict[Item, tuple[list[int], list[int]]] = {}
 
-    def ids(self, text: str) -> list[int]:
-        if text not in self._ids:
-            t = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-            if len(t) > self.max_tokens:
-                t = t[: self.head_tokens] + t[-(self.max_tokens - self.head_tokens) :]
-            self._ids[text] = [self.tokenizer.cls_token_id, *t, self.tokenizer.sep_token_id]
-        return self._ids[text]
+    def ids(self, item: Item) -> tuple[list[int], list[int]]:
+        """Token ids and token type ids of a prompt (``str``) or a ``(prompt, response)`` pair."""
+        if item not in self._ids:
+            if isinstance(item, str):
+                t = self.tokenizer(item, add_special_tokens=False, verbose=False)["input_ids"]
+                if len(t) > self.max_tokens - 2:
+                    t = t[: self.head_tokens] + t[-(self.max_tokens - 2 - self.head_tokens) :]
+                ids = [self.tokenizer.cls_token_id, *t, self.tokenizer.sep_token_id]
+                self._ids[item] = (ids, [0] * len(ids))
+            else:
+                encoding = format_input(self.tokenizer, item[0], item[1], self.max_tokens).encoding
+                ids = encoding["input_ids"]
+                self._ids[item] = (ids, encoding.get("token_type_ids") or [0] * len(ids))
+        return self._ids[item]
 
-    @staticmethod
-    def batch(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(map(len, seqs))
+    def batch(self, items: list[Item]) -> dict[str, torch.Tensor]:
+        seqs = [self.ids(item) for item in items]
+        width = max(len(ids) for ids, _ in seqs)
         x = torch.zeros(len(seqs), width, dtype=torch.long)
-        mask = torch.zeros(len(seqs), width, dtype=torch.long)
-        for j, s in enumerate(seqs):
-            x[j, : len(s)], mask[j, : len(s)] = torch.tensor(s), 1
-        return x, mask
+        types, mask = torch.zeros_like(x), torch.zeros_like(x)
+        for j, (ids, kinds) in enumerate(seqs):
+            x[j, : len(ids)], types[j, : len(ids)], mask[j, : len(ids)] = torch.tensor(ids), torch.tensor(kinds), 1
+        batch = {"input_ids": x, "attention_mask": mask}
+        if "token_type_ids" in self.tokenizer.model_input_names:
+            batch["token_type_ids"] = types
+        return {k: v.to(self.device) for k, v in batch.items()}
 
-    def fit(self, texts: list[str], y: np.ndarray, weights: np.ndarray, samples: int, lr: float, seed: int) -> None:
+    def logits(self, model: Any, items: list[Item]) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            return model(**self.batch(items)).logits.float()
+
+    def fit(self, items: list[Item], y: np.ndarray, weights: np.ndarray, samples: int, lr: float, seed: int) -> Any:
+        """Train a fresh model (kept as ``self.model``, the one ``score`` uses by default) and return it."""
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        self.model = self.model_class.from_pretrained(self.path, num_labels=2)
+        self.model = self.model_class.from_pretrained(self.path, num_labels=2, dtype=torch.float32).to(self.device)
         opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.01)
         steps = samples // 32
         schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -89,27 +111,26 @@ class FineTuned:
         p = weights / weights.sum()
         self.model.train()
         for _ in range(steps):
-            pick = rng.choice(len(texts), 32, p=p)
-            x, mask = self.batch([self.ids(texts[i]) for i in pick])
+            pick = rng.choice(len(items), 32, p=p)
             loss = torch.nn.functional.cross_entropy(
-                self.model(input_ids=x, attention_mask=mask).logits, torch.tensor(y[pick])
+                self.logits(self.model, [items[i] for i in pick]), torch.tensor(y[pick], device=self.device)
             )
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
             opt.step()
             schedule.step()
             opt.zero_grad()
+        return self.model
 
     @torch.inference_mode()
-    def score(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        self.model.eval()
-        seqs = [self.ids(t) for t in texts]
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-        out = np.zeros(len(seqs))
+    def score(self, items: list[Item], model: Any = None, batch_size: int = 64) -> np.ndarray:
+        model = self.model if model is None else model
+        model.eval()
+        order = sorted(range(len(items)), key=lambda i: len(self.ids(items[i])[0]))
+        out = np.zeros(len(items))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            x, mask = self.batch([seqs[i] for i in idx])
-            out[idx] = torch.softmax(self.model(input_ids=x, attention_mask=mask).logits, -1)[:, 1].numpy()
+            out[idx] = torch.softmax(self.logits(model, [items[i] for i in idx]), -1)[:, 1].cpu().numpy()
         return out
 
 

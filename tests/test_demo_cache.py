@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,7 @@ def test_the_demo_trains_and_calibrates_its_two_classifiers(
     settings = demo.DemoSettings(
         classifier_base=str(tiny_encoder_dir), input_classifier_base=str(tiny_encoder_dir),
         classifier_train_records=200, input_classifier_train_prompts=200, classifier_eval_records=100,
+        classifier_test_records=30,
         classifier_head="linear", classifier_cross_source_folds=2,
     )
     logs: list[str] = []
@@ -100,10 +102,17 @@ def test_the_demo_trains_and_calibrates_its_two_classifiers(
     prompts = load_classifier(demo.ensure_input_classifier(work, corpus, settings, logs.append))
     assert exchanges.config.prompt_block is not None and prompts.config.prompt_block is None  # prompts alone: one pair
     assert exchanges.config.training["inputs"] == "all" and prompts.config.training["inputs"] == "prompts"
+    assert exchanges.config.calibration["test_records"] == prompts.config.calibration["test_records"] == 30
     assert "cross-source" in prompts.config.calibration["calibration_scores"]
+    # the exchange classifier's prompt pair is unused beside an input check: no refits for it
+    assert "cross-source" not in exchanges.config.calibration["calibration_scores"]
     assert prompts.config.calibration["block_fpr_target"] == settings.classifier_prompt_block_fpr
     assert any(line.startswith("input check: calibrated block threshold") and "(prompts)" not in line for line in logs)
     assert any(line.startswith("classifier: calibrated block threshold") and "(prompts)" in line for line in logs)
     assert not (work / "input-classifier-training").exists()
     demo.ensure_input_classifier(work, corpus, settings, logs.append)
     assert logs[-1].startswith("input check: cached")
+
+    alone = dataclasses.replace(settings, input_classifier_base="")  # the exchange classifier checks prompts
+    exchanges = load_classifier(demo.ensure_classifier(tmp_path / "alone", corpus, alone, logs.append))
+    assert "cross-source" in exchanges.config.calibration["calibration_scores"]

@@ -52,7 +52,9 @@ class DemoSettings:
     probe_max_length: int = 192
     classifier_train_records: int = 20000
     classifier_eval_records: int = 3000
-    """Validation and test records (the whole calibration split is used)."""
+    """Validation records, on which the head's regularisation is chosen (the whole calibration split is used)."""
+    classifier_test_records: int = 1000
+    """Test records behind the metrics the demo prints (they shape nothing in the bundle)."""
     classifier_head: str = "linear+mlp"
     """Head of the embedding classifier: ``linear``, ``mlp`` or ``linear+mlp``."""
     classifier_block_fpr: float = 0.01
@@ -61,14 +63,15 @@ class DemoSettings:
     classifier_prompt_block_fpr: float = 0.05
     """Target false-block rate on safe calibration prompts (on cross-source scores: it holds on new sources)."""
     classifier_cross_source_folds: int = 5
-    """Prompt thresholds are chosen on scores from this many head refits that each leave a fold of source families
-    out, so the false-block target holds on sources the classifier never saw (0: the classifier's own scores)."""
+    """Prompt thresholds of the classifier that checks prompts (the input check; the exchange classifier in a bundle
+    without one) are chosen on scores from this many head refits that each leave a fold of source families out,
+    so the false-block target holds on sources the classifier never saw (0: the classifier's own scores)."""
     classifier_hold_rate: float = 0.01
     """Target share of safe calibration items in the uncertain (hold) band."""
     input_classifier_base: str = "mpnet-base"
     """Encoder of the input check, a classifier of prompts alone ("": the exchange classifier checks prompts)."""
     input_classifier_train_prompts: int = 12000
-    """Training prompts of the input check (validation and test capped as for the exchange classifier)."""
+    """Training prompts of the input check (validation and test records capped as for the exchange classifier)."""
 
 
 RECIPE_FILE = "demo_recipe.json"
@@ -171,9 +174,11 @@ def _build_classifier(
     inputs: str,
     block_fpr: float,
     prompt_block_fpr: float | None,
+    cross_source_folds: int,
 ) -> Path:
     """Train an embedding classifier on ``inputs`` (``all`` or ``prompts``), calibrate it on the whole calibration
-    split (prompts on cross-source scores) and cache it under ``work / stage``."""
+    split (prompts on cross-source scores from ``cross_source_folds`` refits; 0: its own scores) and cache it
+    under ``work / stage``."""
     from constitutional_guard.classifiers.base import TrainOptions, load_classifier
     from constitutional_guard.classifiers.calibration import calibrate_and_save
     from constitutional_guard.classifiers.embedding_training import cross_source_calibration_scores, train
@@ -201,13 +206,11 @@ def _build_classifier(
     classifier = load_classifier(trained)
     calibration = select_inputs(load_split(corpus, "calibration"), inputs)  # whole: benign exchanges set the hold band
     test = select_inputs(load_split(corpus, "test"), inputs)
-    test = cap_records(test, settings.classifier_eval_records, settings.seed)
+    test = cap_records(test, settings.classifier_test_records, settings.seed)
     scores, scores_from = None, "the classifier"
-    if settings.classifier_cross_source_folds:
-        log(f"{name}: cross-source prompt scores ({settings.classifier_cross_source_folds} folds of sources)")
-        scores, scores_from = cross_source_calibration_scores(
-            classifier, calibration, settings.classifier_cross_source_folds
-        )
+    if cross_source_folds:
+        log(f"{name}: cross-source prompt scores ({cross_source_folds} folds of sources)")
+        scores, scores_from = cross_source_calibration_scores(classifier, calibration, cross_source_folds)
     report = calibrate_and_save(
         classifier, trained, calibration, test, block_fpr, hold_rate=settings.classifier_hold_rate,
         calibration_scores=scores, scores_from=scores_from, prompt_block_fpr=prompt_block_fpr,
@@ -225,10 +228,13 @@ def _build_classifier(
 
 
 def ensure_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log) -> Path:
-    """The exchange classifier (it also holds a prompt pair, used when the bundle has no input check)."""
+    """The exchange classifier. It also holds a prompt pair, used when the bundle has no input check; only then
+    is that pair worth cross-source scores (five head refits), else it is calibrated on the classifier's own."""
+    folds = 0 if settings.input_classifier_base else settings.classifier_cross_source_folds
     return _build_classifier(
         work, corpus, settings, log, "classifier", "classifier", settings.classifier_base,
         settings.classifier_train_records, "all", settings.classifier_block_fpr, settings.classifier_prompt_block_fpr,
+        folds,
     )
 
 
@@ -237,6 +243,7 @@ def ensure_input_classifier(work: Path, corpus: Path, settings: DemoSettings, lo
     return _build_classifier(
         work, corpus, settings, log, "input-classifier", "input check", settings.input_classifier_base,
         settings.input_classifier_train_prompts, "prompts", settings.classifier_prompt_block_fpr, None,
+        settings.classifier_cross_source_folds,
     )
 
 

@@ -426,43 +426,30 @@ def markdown(report: dict[str, Any], title: str = "Leave-source-out evaluation")
     return "\n".join(lines) + "\n"
 
 
-def embedding_leave_source_out(
-    data_dir: str,
-    base_model: str = "minilm-l6",
-    by: str = "source",
-    min_records: int = 50,
-    block_fpr: float = 0.05,
-    hold_rate: float = 0.01,
-    grid: Sequence[float] | None = None,
-    head: str = "linear+mlp",
-    max_per_split: int | None = None,
-    seed: int = 0,
-    progress: Callable[[str], None] | None = None,
-    constitution_share: float | None = None,
-    inputs: str = "all",
-) -> LeaveSourceOut:
-    """Leave-source-out for the embedding classifier on a built corpus (features cached per encoder).
-
-    ``constitution_share``: as for ``sample_weights``; None takes the training default. ``inputs``: ``all``, or
-    ``prompts`` / ``exchanges`` to train and test on those alone (an input check is a classifier of prompts)."""
-    from constitutional_guard.classifiers.embedding import SentenceEncoder, item_features
-    from constitutional_guard.classifiers.embedding_training import (
-        DEFAULT_CONSTITUTION_SHARE,
-        FeatureCache,
-        fit_head,
-        record_items,
-        sample_weights,
-    )
+def corpus_splits(
+    data_dir: str, inputs: str = "all", max_per_split: int | None = None, seed: int = 0
+) -> dict[str, list[Record]]:
+    """The four splits of a built corpus as leave-source-out reads them: response prefixes added to train (as
+    training adds them), ``inputs`` selected (``all``, ``prompts`` or ``exchanges``), each split capped by a
+    seeded sample."""
     from constitutional_guard.classifiers.exchange_training import cap_records, select_inputs, with_prefixes
     from constitutional_guard.data.augment import DEFAULT_CUTS
     from constitutional_guard.data.corpus import load_split
     from constitutional_guard.data.schema import SPLITS
-    from constitutional_guard.models.loading import resolve_model
 
-    share = DEFAULT_CONSTITUTION_SHARE if constitution_share is None else constitution_share
     splits = {name: load_split(data_dir, name) for name in SPLITS}
     splits["train"] = with_prefixes(splits["train"], DEFAULT_CUTS)
-    splits = {name: cap_records(select_inputs(rows, inputs), max_per_split, seed) for name, rows in splits.items()}
+    return {name: cap_records(select_inputs(rows, inputs), max_per_split, seed) for name, rows in splits.items()}
+
+
+def embedding_features(
+    splits: dict[str, list[Record]], base_model: str, progress: Callable[[str], None] | None = None
+) -> dict[str, np.ndarray]:
+    """The embedding classifier's feature rows of every split (``FeatureCache``d per encoder setting)."""
+    from constitutional_guard.classifiers.embedding import SentenceEncoder, item_features
+    from constitutional_guard.classifiers.embedding_training import FeatureCache, record_items
+    from constitutional_guard.models.loading import resolve_model
+
     encoder = SentenceEncoder.from_pretrained(resolve_model(base_model))
     cache = FeatureCache.for_encoder(base_model, encoder)
     features = {}
@@ -471,6 +458,22 @@ def embedding_leave_source_out(
             progress(f"features: {name} ({len(records)} records)")
         features[name] = item_features(encoder, record_items(records), cache)
         cache.save()
+    return features
+
+
+def embedding_fit(
+    splits: dict[str, list[Record]],
+    features: dict[str, np.ndarray],
+    by: str = "source",
+    head: str = "linear+mlp",
+    grid: Sequence[float] | None = None,
+    seed: int = 0,
+    constitution_share: float | None = None,
+) -> Fit:
+    """Refit the embedding classifier's head (tuned on validation, weights as in training) without a family."""
+    from constitutional_guard.classifiers.embedding_training import DEFAULT_CONSTITUTION_SHARE, fit_head, sample_weights
+
+    share = DEFAULT_CONSTITUTION_SHARE if constitution_share is None else constitution_share
     train_family = np.array([family_of(r, by) for r in splits["train"]])
     val_family = np.array([family_of(r, by) for r in splits["validation"]])
     y_train = np.array([r.label_id for r in splits["train"]])
@@ -492,6 +495,34 @@ def embedding_leave_source_out(
         )
         return lambda x: fitted.probabilities(x)[:, 1] if len(x) else np.zeros(0)
 
+    return fit
+
+
+def embedding_leave_source_out(
+    data_dir: str,
+    base_model: str = "minilm-l6",
+    by: str = "source",
+    min_records: int = 50,
+    block_fpr: float = 0.05,
+    hold_rate: float = 0.01,
+    grid: Sequence[float] | None = None,
+    head: str = "linear+mlp",
+    max_per_split: int | None = None,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+    constitution_share: float | None = None,
+    inputs: str = "all",
+) -> LeaveSourceOut:
+    """Leave-source-out for the embedding classifier on a built corpus (features cached per encoder).
+
+    ``constitution_share``: as for ``sample_weights``; None takes the training default. ``inputs``: ``all``, or
+    ``prompts`` / ``exchanges`` to train and test on those alone (an input check is a classifier of prompts)."""
+    from constitutional_guard.classifiers.embedding_training import DEFAULT_CONSTITUTION_SHARE
+
+    share = DEFAULT_CONSTITUTION_SHARE if constitution_share is None else constitution_share
+    splits = corpus_splits(data_dir, inputs, max_per_split, seed)
+    features = embedding_features(splits, base_model, progress)
+    fit = embedding_fit(splits, features, by, head, grid, seed, share)
     result = leave_source_out(splits, features, fit, by, min_records, block_fpr, hold_rate, progress)
     classifier = {
         "kind": "embedding", "base_model": base_model, "head": head, "constitution_share": share, "inputs": inputs
