@@ -121,6 +121,15 @@ def test_constitution_share_fixes_the_policy_examples_weight_within_each_label()
     with pytest.raises(ValueError, match="constitution_share"):
         sample_weights(records, constitution_share=1.0)
 
+
+def test_source_balance_setting_must_be_a_boolean() -> None:
+    from constitutional_guard.classifiers.embedding_training import _settings
+
+    assert _settings({"source_balance": False})["source_balance"] is False
+    assert _settings({})["source_balance"] is True
+    with pytest.raises(ValueError, match="source_balance"):
+        _settings({"source_balance": "False"})
+
 def test_encoder_dtype_sets_the_feature_cache(trained: tuple[Path, Path], tiny_encoder_dir: Path,
                                               tmp_path: Path) -> None:
     full = SentenceEncoder.from_pretrained(tiny_encoder_dir, window=16, dtype="float32")

@@ -184,6 +184,28 @@ def test_cli_holds_out_prompts_alone(tiny_encoder_dir: Path, tmp_path: Path, mon
     assert report["leave_source_out"]["outcomes"]["prompts"]["n"] > 0
 
 
+def test_cli_weighs_sources_as_asked(tiny_encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from constitutional_guard.classifiers import embedding_training
+
+    monkeypatch.setenv("CGUARD_CACHE_DIR", str(tmp_path / "cache"))
+    corpus = write_corpus(tmp_path / "corpus", per_split=24)
+    seen: list[bool] = []
+    weights = embedding_training.sample_weights
+
+    def spy(records: list, source_balance: bool = True, constitution_share: float = 0.0) -> np.ndarray:
+        seen.append(source_balance)
+        return weights(records, source_balance, constitution_share)
+
+    monkeypatch.setattr(embedding_training, "sample_weights", spy)
+    options = ("--base-model", str(tiny_encoder_dir), "--min-records", "20", "--inputs", "prompts", "--head", "linear")
+    for flag, expected in (("--source-balance", True), ("--no-source-balance", False)):
+        seen.clear()
+        result = run_cli(corpus, tmp_path / flag, *options, flag)
+        assert result.exit_code == 0, result.output
+        assert seen and set(seen) == {expected}  # every fold's refit
+        assert json.loads((tmp_path / flag / "results.json").read_text())["classifier"]["source_balance"] is expected
+
+
 def test_family_folds_deal_families_by_size() -> None:
     families = ["big"] * 5 + ["mid"] * 3 + ["small"] * 2 + ["tiny"]
     folds = family_folds(families, 2)

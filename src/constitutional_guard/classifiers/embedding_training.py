@@ -251,6 +251,9 @@ def _settings(extra: dict[str, Any]) -> dict[str, Any]:
     share = float(extra.get("constitution_share", DEFAULT_CONSTITUTION_SHARE))
     if not 0.0 <= share < 1.0:
         raise ValueError(f"constitution_share: {share} is not in [0, 1)")
+    balance = extra.get("source_balance", True)
+    if not isinstance(balance, bool):  # bool("false") would be True
+        raise ValueError(f"source_balance: expected true or false, got {balance!r}")
     return {
         **{k: shared[k] for k in SHARED_KEYS},
         "head": head,
@@ -258,7 +261,7 @@ def _settings(extra: dict[str, Any]) -> dict[str, Any]:
         "C": None if grid is None else tuple(
             float(c) for c in (str(grid).split(",") if isinstance(grid, str | float | int) else grid)
         ),
-        "source_balance": bool(extra.get("source_balance", True)),
+        "source_balance": balance,
         "constitution_share": share,
         "window": int(extra.get("window", 128)),
         "max_windows": int(extra.get("max_windows", 8)),

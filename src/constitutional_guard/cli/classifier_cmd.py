@@ -415,6 +415,10 @@ def leave_source_out(
     inputs: str = typer.Option(
         "all", help="Train and test on all records, or on prompts / exchanges alone (prompts: an input check)."
     ),
+    source_balance: bool = typer.Option(
+        True, help="Within a label, a source's total weight grows with the square root of its size (training's "
+        "default); off: with its size."
+    ),
     seed: int = typer.Option(0),
 ) -> None:
     """Train without each source family, calibrate without it, test on it; report beside the in-distribution split.
@@ -451,6 +455,7 @@ def leave_source_out(
             progress=lambda step: bar.update(task, description=step),
             constitution_share=constitution_share,
             inputs=inputs,
+            source_balance=source_balance,
         )
     report = result.report
     output.mkdir(parents=True, exist_ok=True)

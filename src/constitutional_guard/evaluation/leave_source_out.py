@@ -469,6 +469,7 @@ def embedding_fit(
     grid: Sequence[float] | None = None,
     seed: int = 0,
     constitution_share: float | None = None,
+    source_balance: bool = True,
 ) -> Fit:
     """Refit the embedding classifier's head (tuned on validation, weights as in training) without a family."""
     from constitutional_guard.classifiers.embedding_training import DEFAULT_CONSTITUTION_SHARE, fit_head, sample_weights
@@ -485,7 +486,7 @@ def embedding_fit(
         fitted, _ = fit_head(
             features["train"][keep],
             y_train[keep],
-            sample_weights(kept, constitution_share=share),
+            sample_weights(kept, source_balance, constitution_share=share),
             features["validation"][keep_val],
             y_val[keep_val],
             [1],
@@ -512,19 +513,22 @@ def embedding_leave_source_out(
     progress: Callable[[str], None] | None = None,
     constitution_share: float | None = None,
     inputs: str = "all",
+    source_balance: bool = True,
 ) -> LeaveSourceOut:
     """Leave-source-out for the embedding classifier on a built corpus (features cached per encoder).
 
     ``constitution_share``: as for ``sample_weights``; None takes the training default. ``inputs``: ``all``, or
-    ``prompts`` / ``exchanges`` to train and test on those alone (an input check is a classifier of prompts)."""
+    ``prompts`` / ``exchanges`` to train and test on those alone (an input check is a classifier of prompts).
+    ``source_balance``: as for ``sample_weights`` (training's default is on)."""
     from constitutional_guard.classifiers.embedding_training import DEFAULT_CONSTITUTION_SHARE
 
     share = DEFAULT_CONSTITUTION_SHARE if constitution_share is None else constitution_share
     splits = corpus_splits(data_dir, inputs, max_per_split, seed)
     features = embedding_features(splits, base_model, progress)
-    fit = embedding_fit(splits, features, by, head, grid, seed, share)
+    fit = embedding_fit(splits, features, by, head, grid, seed, share, source_balance)
     result = leave_source_out(splits, features, fit, by, min_records, block_fpr, hold_rate, progress)
     classifier = {
-        "kind": "embedding", "base_model": base_model, "head": head, "constitution_share": share, "inputs": inputs
+        "kind": "embedding", "base_model": base_model, "head": head, "constitution_share": share, "inputs": inputs,
+        "source_balance": source_balance,
     }
     return LeaveSourceOut({"classifier": classifier, "data": str(data_dir), **result.report}, result.scored)
