@@ -1,8 +1,8 @@
-"""Held-out end-to-end prompts (sources kept out of the e2e corpus): mpnet alone, beside SmolLM2's layer-18 states,
-and the states alone; the default head trained on the e2e corpus, the block threshold at 5 % false blocks on its
+"""Held-out end-to-end prompts (sources kept out of the e2e corpus): mpnet alone, beside a causal LM's states (SmolLM2
+at layer 18 unless MODEL and LAYER are given), and the states alone; the default head trained on the e2e corpus, the block threshold at 5 % false blocks on its
 calibration split's benign prompts (each classifier's own scores). Run from the repository root:
 
-    python docs/results/guard_quality/e2e-prompts-smollm2-states/run.py E2E_CORPUS HARMFUL BENIGN results.json
+    python docs/results/guard_quality/e2e-prompts-smollm2-states/run.py E2E_CORPUS HARMFUL BENIGN results.json [MODEL LAYER]
 """
 
 import json
@@ -10,6 +10,7 @@ import sys
 
 sys.path.insert(0, "benchmarks")
 corpus, harmful, benign, out_path = sys.argv[1:5]
+model, layer = (sys.argv[5], int(sys.argv[6])) if len(sys.argv) > 6 else ("smollm2-135m-instruct", 18)
 import numpy as np
 from lm_state_lso import cached_states, state_features
 from sklearn.metrics import roc_auc_score
@@ -24,8 +25,8 @@ from constitutional_guard.paths import cache_dir
 
 splits = corpus_splits(corpus, "prompts")
 mp = embedding_features(splits, "mpnet-base")
-lm = load_causal_lm("smollm2-135m-instruct", device="cpu", dtype="bfloat16")
-settings = CaptureSettings(layers=(18,), max_length=256, batch_size=64, max_batch_tokens=4096)
+lm = load_causal_lm(model, device="cpu", dtype="bfloat16")
+settings = CaptureSettings(layers=(layer,), max_length=256, batch_size=64, max_batch_tokens=4096)
 st = cached_states(lm, splits, settings, cache_dir() / "lm-states")
 evals = [Record.model_validate_json(l) for f in (harmful, benign) for l in open(f)]
 enc = SentenceEncoder.from_pretrained(resolve_model("mpnet-base"))
