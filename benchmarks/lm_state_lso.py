@@ -33,6 +33,7 @@ from constitutional_guard.activations import (
     encode_record,
     forward_batch,
     length_batches,
+    template_hash,
 )
 from constitutional_guard.atomic import atomic_path, write_json_atomic, write_text_atomic
 from constitutional_guard.data.schema import SPLITS, Record
@@ -66,11 +67,20 @@ def state_features(lm: LoadedModel, records: Sequence[Record], settings: Capture
 def cached_states(
     lm: LoadedModel, splits: dict[str, list[Record]], settings: CaptureSettings, cache: Path
 ) -> dict[str, np.ndarray]:
-    """``state_features`` of every split, read from or written to ``cache`` (atomic .npy per split)."""
+    """``state_features`` of every split, read from or written to ``cache`` (atomic .npy per split, keyed by the
+    model, its dtype and chat template, the layers, the lengths and the records)."""
     features = {}
     for name in SPLITS:
         key = json.dumps(
-            [lm.name, list(settings.layers), settings.max_length, settings.max_response_tokens, data_hash(splits[name])]
+            [
+                lm.name,
+                str(lm.model.dtype),
+                template_hash(lm),
+                list(settings.layers),
+                settings.max_length,
+                settings.max_response_tokens,
+                data_hash(splits[name]),
+            ]
         )
         path = cache / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
         if not path.exists():
