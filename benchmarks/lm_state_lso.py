@@ -116,7 +116,7 @@ def main() -> None:
     if not set(used) <= set(layers):
         parser.error(f"--use-layers {args.use_layers}: read only from --layers {args.layers}")
     splits = corpus_splits(args.data, args.inputs, args.max_per_split, 0)
-    lm = load_causal_lm(args.model, device="cpu" if not torch.cuda.is_available() else None, dtype=args.dtype)
+    lm = load_causal_lm(args.model, dtype=args.dtype)  # on CUDA when present
     settings = CaptureSettings(
         layers=layers,
         max_length=args.max_length,

@@ -1,6 +1,7 @@
-"""Held-out end-to-end prompts (sources kept out of the e2e corpus): mpnet alone, beside a causal LM's states (SmolLM2
-at layer 18 unless MODEL and LAYER are given), and the states alone; the default head trained on the e2e corpus, the block threshold at 5 % false blocks on its
-calibration split's benign prompts (each classifier's own scores). Run from the repository root:
+"""Held-out end-to-end prompts (sources kept out of the e2e corpus): mpnet alone, beside a causal LM's states
+(SmolLM2 at layer 18 unless MODEL and LAYER are given), and the states alone; the default head trained on the e2e
+corpus, the block threshold at 5 % false blocks on its calibration split's benign prompts (each classifier's own
+scores). Run from the repository root:
 
     python docs/results/guard_quality/e2e-prompts-smollm2-states/run.py E2E_CORPUS HARMFUL BENIGN results.json [MODEL LAYER]
 """
@@ -16,23 +17,18 @@ from lm_state_lso import cached_states, state_features
 from sklearn.metrics import roc_auc_score
 
 from constitutional_guard.activations import CaptureSettings
-from constitutional_guard.classifiers.embedding import SentenceEncoder, item_features
-from constitutional_guard.classifiers.embedding_training import FeatureCache, record_items
 from constitutional_guard.data.schema import Record
 from constitutional_guard.evaluation.leave_source_out import corpus_splits, embedding_features, embedding_fit
-from constitutional_guard.models.loading import load_causal_lm, resolve_model
+from constitutional_guard.models.loading import load_causal_lm
 from constitutional_guard.paths import cache_dir
 
 splits = corpus_splits(corpus, "prompts")
-mp = embedding_features(splits, "mpnet-base")
+evals = [Record.model_validate_json(l) for f in (harmful, benign) for l in open(f)]
+mp = embedding_features({**splits, "eval": evals}, "mpnet-base")
+mp_eval = mp.pop("eval")
 lm = load_causal_lm(model, device="cpu", dtype="bfloat16")
 settings = CaptureSettings(layers=(layer,), max_length=256, batch_size=64, max_batch_tokens=4096)
 st = cached_states(lm, splits, settings, cache_dir() / "lm-states")
-evals = [Record.model_validate_json(l) for f in (harmful, benign) for l in open(f)]
-enc = SentenceEncoder.from_pretrained(resolve_model("mpnet-base"))
-cache = FeatureCache.for_encoder("mpnet-base", enc)
-mp_eval = item_features(enc, record_items(evals), cache)
-cache.save()
 st_eval = state_features(lm, evals, settings).astype(np.float32)
 y = np.array([int(r.is_unsafe) for r in evals])
 adj = np.array([bool((r.meta or {}).get("safety_adjacent")) for r in evals])
