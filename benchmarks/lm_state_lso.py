@@ -2,11 +2,13 @@
 generalise to unseen sources better than a sentence encoder's?
 
 Each record is read as the model reads it while generating (``encode_record``: the chat with its generation
-prompt, the answer teacher-forced after it), through the blocks up to the deepest requested layer only
-(``forward_batch``). Per layer two feature blocks are kept: the last token's hidden state (the assistant header for
-a prompt, the last answer token for an exchange) and the mean over the answer's tokens (over every token for a
-prompt). ``--use-layers`` picks the layers the head reads; ``--encoder`` puts that sentence encoder's features (the
-embedding classifier's, from its cache) beside them. The folds, head, weights and thresholds are
+prompt, the answer teacher-forced after it), through the blocks up to the deepest requested layer only. Per layer
+two feature blocks are kept (``pooled_states``, as the embedding classifier's ``states`` read them): the last
+token's hidden state (the assistant header for a prompt, the last answer token for an exchange) and the mean over
+the answer's tokens (over every token for a prompt). `cguard classifier leave-source-out --states-model` runs the
+same on one layer set; this script caches several layers at once and ``--use-layers`` picks the ones the head
+reads; ``--encoder`` puts that sentence encoder's features (the embedding classifier's, from its cache) beside
+them. The folds, head, weights and thresholds are
 `cguard classifier leave-source-out`'s (``embedding_fit``, ``leave_source_out``); results.json, report.md and
 scores.jsonl are written as the CLI writes them. The states are cached per split under ``--cache`` (float16 .npy,
 keyed by everything they depend on), so variants of the head rerun in minutes.
@@ -25,14 +27,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from constitutional_guard.activations import (
     CaptureSettings,
     data_hash,
     encode_record,
-    forward_batch,
-    length_batches,
+    pooled_states,
     template_hash,
 )
 from constitutional_guard.atomic import atomic_path, write_json_atomic, write_text_atomic
@@ -49,19 +49,8 @@ from constitutional_guard.paths import cache_dir
 
 
 def state_features(lm: LoadedModel, records: Sequence[Record], settings: CaptureSettings) -> np.ndarray:
-    """Per record and layer: the last token's state, then the mean over the answer's tokens (every token of a
-    prompt alone); float16, ``[records, 2 * len(layers) * hidden]``."""
-    encoded = [encode_record(lm, r, settings) for r in records]
-    lengths = [len(ids) for ids, _ in encoded]
-    order = sorted(range(len(records)), key=lambda i: (lengths[i], i))
-    out = np.zeros((len(records), 2 * len(settings.layers) * lm.hidden_size), dtype=np.float16)
-    for batch in length_batches(lengths, order, settings):
-        states = forward_batch(lm, [encoded[i][0] for i in batch], settings.layers)
-        for i, state in zip(batch, states, strict=True):
-            answer = state[encoded[i][1] :] if len(state) > encoded[i][1] else state
-            pooled = torch.stack([state[-1].float(), answer.float().mean(0)], dim=1)  # [layers, 2, hidden]
-            out[i] = pooled.reshape(-1).numpy()
-    return out
+    """``pooled_states`` of each record's chat and answer; float16, ``[records, 2 * len(layers) * hidden]``."""
+    return pooled_states(lm, [encode_record(lm, r, settings) for r in records], settings).astype(np.float16)
 
 
 def cached_states(

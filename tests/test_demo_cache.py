@@ -82,7 +82,7 @@ def test_without_an_input_encoder_the_exchange_classifier_checks_prompts(fake_st
 
 
 def test_the_demo_trains_and_calibrates_its_two_classifiers(
-    tiny_encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_encoder_dir: Path, tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from test_exchange_classifier import write_corpus
 
@@ -95,6 +95,7 @@ def test_the_demo_trains_and_calibrates_its_two_classifiers(
         classifier_train_records=200, input_classifier_train_prompts=200, classifier_eval_records=100,
         classifier_test_records=30,
         classifier_head="linear", classifier_cross_source_folds=2,
+        target_model=str(tiny_lm_dir), input_classifier_states_layers="2",
     )
     logs: list[str] = []
     work = tmp_path / "work"
@@ -104,6 +105,9 @@ def test_the_demo_trains_and_calibrates_its_two_classifiers(
     assert exchanges.config.training["inputs"] == "all" and prompts.config.training["inputs"] == "prompts"
     assert exchanges.config.calibration["test_records"] == prompts.config.calibration["test_records"] == 30
     assert "cross-source" in prompts.config.calibration["calibration_scores"]
+    # the input check reads the target model's states beside its encoder; the exchange classifier does not
+    assert prompts.config.states["model"] == str(tiny_lm_dir) and prompts.config.states["layers"] == [2]
+    assert not exchanges.config.states
     # the exchange classifier's prompt pair is unused beside an input check: no refits for it
     assert "cross-source" not in exchanges.config.calibration["calibration_scores"]
     assert prompts.config.calibration["block_fpr_target"] == settings.classifier_prompt_block_fpr

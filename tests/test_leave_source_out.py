@@ -213,3 +213,20 @@ def test_family_folds_deal_families_by_size() -> None:
     assert set(family_folds(families, 3).values()) == {0, 1, 2}
     with pytest.raises(ValueError, match="at least 2"):
         family_folds(families, 1)
+
+
+def test_cli_reads_an_lm_s_states_beside_the_encoder(
+    tiny_encoder_dir: Path, tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CGUARD_CACHE_DIR", str(tmp_path / "cache"))
+    corpus = write_corpus(tmp_path / "corpus", per_split=24)
+    out = tmp_path / "lso"
+    options = ("--base-model", str(tiny_encoder_dir), "--min-records", "20", "--inputs", "prompts", "--head", "linear")
+    result = run_cli(corpus, out, *options, "--states-model", str(tiny_lm_dir), "--states-layers", "1,2")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "results.json").read_text())
+    assert report["classifier"]["states"]["model"] == str(tiny_lm_dir)
+    assert report["classifier"]["states"]["layers"] == [1, 2]
+    assert report["leave_source_out"]["outcomes"]["prompts"]["n"] > 0
+    bad = run_cli(corpus, out, *options, "--states-model", str(tiny_lm_dir), "--states-layers", "x")
+    assert bad.exit_code == 2 and "--states-layers" in bad.output

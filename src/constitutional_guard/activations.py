@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from constitutional_guard.atomic import atomic_path, write_json_atomic
 from constitutional_guard.data.schema import Record
-from constitutional_guard.models.loading import LoadedModel
+from constitutional_guard.models.loading import LoadedModel, Message
 from constitutional_guard.paths import cache_dir
 
 INDEX_NAME = "index.json"
@@ -80,16 +80,24 @@ def resolve_layers(spec: str | Sequence[int] | None, num_layers: int) -> list[in
 
 
 def encode_record(lm: LoadedModel, record: Record, settings: CaptureSettings) -> tuple[list[int], int]:
-    """Token ids of a record as the model sees it while generating, and how many belong to the prompt.
+    """Token ids of a record as the model sees it while generating, and how many belong to the prompt."""
+    return encode_exchange(lm, record.chat, record.response, settings.max_length, settings.max_response_tokens)
 
-    The response is tokenised on its own and appended after the generation prompt, as generated tokens are.
+
+def encode_exchange(
+    lm: LoadedModel, chat: list[Message], response: str | None, max_length: int, max_response_tokens: int
+) -> tuple[list[int], int]:
+    """Token ids of a chat and its (partial) answer as the model sees them while generating, and how many belong
+    to the prompt.
+
+    The response is tokenised on its own and appended after the generation prompt, as generated tokens are; it
+    keeps its first ``max_response_tokens`` tokens, and the prompt is cut from the left to fit ``max_length``.
     """
-    prompt_ids = lm.encode_messages(record.chat, add_generation_prompt=True)
+    prompt_ids = lm.encode_messages(chat, add_generation_prompt=True)
     response_ids: list[int] = []
-    if record.response:
-        response_ids = list(lm.tokenizer(record.response, add_special_tokens=False)["input_ids"])
-        response_ids = response_ids[: settings.max_response_tokens]
-    keep = max(1, settings.max_length - len(response_ids))
+    if response:
+        response_ids = list(lm.tokenizer(response, add_special_tokens=False)["input_ids"])[:max_response_tokens]
+    keep = max(1, max_length - len(response_ids))
     prompt_ids = prompt_ids[-keep:]
     return prompt_ids + response_ids, len(prompt_ids)
 
@@ -274,6 +282,26 @@ def forward_batch(lm: LoadedModel, sequences: Sequence[list[int]], layers: Seque
         states = {layer: out.hidden_states[layer] for layer in layers}
     stacked = torch.stack([states[layer] for layer in layers], dim=2).to("cpu", torch.float16)
     return [stacked[row, : len(seq)] for row, seq in enumerate(sequences)]
+
+
+
+def pooled_states(
+    lm: LoadedModel, encoded: Sequence[tuple[list[int], int]], settings: CaptureSettings
+) -> np.ndarray:
+    """Per sequence (ids, prompt length from ``encode_exchange``) and layer: the last token's state, then the mean
+    over the answer's tokens (over every token when there is no answer); float32 ``[n, 2 * layers * hidden]``.
+
+    For a prompt alone the last token is the assistant header: the state from which the model would answer."""
+    out = np.zeros((len(encoded), 2 * len(settings.layers) * lm.hidden_size), dtype=np.float32)
+    lengths = [len(ids) for ids, _ in encoded]
+    order = sorted(range(len(encoded)), key=lambda i: (lengths[i], i))
+    for batch in length_batches(lengths, order, settings):
+        states = forward_batch(lm, [encoded[i][0] for i in batch], settings.layers)
+        for i, state in zip(batch, states, strict=True):
+            answer = state[encoded[i][1] :] if len(state) > encoded[i][1] else state
+            pooled = torch.stack([state[-1].float(), answer.float().mean(0)], dim=1)  # [layers, 2, hidden]
+            out[i] = pooled.reshape(-1).numpy()
+    return out
 
 
 def capture(

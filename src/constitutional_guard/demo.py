@@ -8,7 +8,8 @@ Sizes are capped to keep a first run on a 2-core CPU to minutes; `cguard probe t
 
 The classifiers are the embedding kind (frozen encoder, averaged logistic and MLP heads), chosen on
 leave-source-out evaluation (docs/results/guard_quality.md); they train in minutes on a CPU. The input check
-reads prompts with all-mpnet-base-v2, the encoder that generalises best to new sources; the exchange classifier
+reads prompts with all-mpnet-base-v2, the encoder that generalises best to new sources, beside the target model's
+own hidden states at the probe's layer (how the model itself reads the prompt); the exchange classifier
 reads prompt and answer with MiniLM, five times cheaper. Thresholds are calibrated for a false-block rate and a
 hold rate on benign traffic (prompt thresholds on cross-source scores, so they hold on new sources); the probe's
 escalation threshold is calibrated on the target model's own answers.
@@ -72,6 +73,10 @@ class DemoSettings:
     """Encoder of the input check, a classifier of prompts alone ("": the exchange classifier checks prompts)."""
     input_classifier_train_prompts: int = 12000
     """Training prompts of the input check (validation and test records capped as for the exchange classifier)."""
+    input_classifier_states_layers: str = "18"
+    """Layers of the target model whose hidden states the input check reads beside its encoder, at the assistant
+    header and averaged over the prompt ("": the encoder alone). On unseen sources they block fewer benign and
+    safety-adjacent prompts and catch more harmful ones (docs/results/guard_quality.md)."""
 
 
 RECIPE_FILE = "demo_recipe.json"
@@ -175,10 +180,11 @@ def _build_classifier(
     block_fpr: float,
     prompt_block_fpr: float | None,
     cross_source_folds: int,
+    states: dict[str, str] | None = None,
 ) -> Path:
     """Train an embedding classifier on ``inputs`` (``all`` or ``prompts``), calibrate it on the whole calibration
     split (prompts on cross-source scores from ``cross_source_folds`` refits; 0: its own scores) and cache it
-    under ``work / stage``."""
+    under ``work / stage``. ``states``: the ``states_*`` training settings of a causal LM read beside the encoder."""
     from constitutional_guard.classifiers.base import TrainOptions, load_classifier
     from constitutional_guard.classifiers.calibration import calibrate_and_save
     from constitutional_guard.classifiers.embedding_training import cross_source_calibration_scores, train
@@ -190,7 +196,10 @@ def _build_classifier(
         log(f"{name}: cached at {classifier_dir}")
         return classifier_dir
     unit = "prompts" if inputs == "prompts" else "records"
-    log(f"{name}: {base} features + {settings.classifier_head} head on {max_train} {unit}")
+    features = f"{base} features" + (
+        f" and {states['states_model']}'s layer-{states['states_layers']} states" if states else ""
+    )
+    log(f"{name}: {features} + {settings.classifier_head} head on {max_train} {unit}")
     trained = work / f"{stage}-training"
     train(
         TrainOptions(
@@ -200,7 +209,7 @@ def _build_classifier(
             max_train=max_train,
             seed=settings.seed,
             extra={"max_validation": settings.classifier_eval_records, "head": settings.classifier_head,
-                   "inputs": inputs},
+                   "inputs": inputs, **(states or {})},
         )
     )
     classifier = load_classifier(trained)
@@ -244,6 +253,9 @@ def ensure_input_classifier(work: Path, corpus: Path, settings: DemoSettings, lo
         work, corpus, settings, log, "input-classifier", "input check", settings.input_classifier_base,
         settings.input_classifier_train_prompts, "prompts", settings.classifier_prompt_block_fpr, None,
         settings.classifier_cross_source_folds,
+        {"states_model": settings.target_model, "states_layers": settings.input_classifier_states_layers}
+        if settings.input_classifier_states_layers
+        else None,
     )
 
 

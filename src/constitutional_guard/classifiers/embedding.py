@@ -3,7 +3,8 @@
 A text's features are the encoder's mean-pooled, L2-normalised token states over windows of ``window`` tokens
 (a long text gives several windows: the first and last ``max_windows / 2`` are kept), pooled by mean and by
 max across windows, so a request buried at the end of a long jailbreak template stays in view. An item's
-features are ``[prompt, response, has_response]`` (zeros for a prompt alone). The head reads standardised
+features are ``[prompt, response, has_response]`` (zeros for a prompt alone), then, when the config names a causal
+LM under ``states``, that model's pooled hidden states of the item (``lm_states``). The head reads standardised
 features: a logistic model, or one ReLU hidden layer under it (``mlp``), which can learn that the same
 response is harmful after one prompt and harmless after another, or the average of both (``linear+mlp``):
 the logistic head generalises best to unseen sources, the MLP catches requests whose words are harmless on
@@ -13,8 +14,8 @@ trained, so fitting takes seconds to a minute once features exist, which makes r
 
 Directory layout: ``classifier_config.json``, ``head.safetensors`` (``mean``, ``scale``, ``coef``,
 ``intercept``, and ``hidden_weight`` / ``hidden_bias`` for an MLP head; an averaged head stores each member's
-tensors under ``m0.``, ``m1.``, …) and ``encoder/`` (the encoder and its tokenizer, so the directory stands
-alone).
+tensors under ``m0.``, ``m1.``, …) and ``encoder/`` (the encoder and its tokenizer). The directory stands alone,
+except for the causal LM whose states it reads, which is named and checked at load rather than copied.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from constitutional_guard.classifiers.base import (
     ConfigThresholds,
     LabelledConfig,
 )
+from constitutional_guard.classifiers.lm_states import StateReader, StatesSettings
 from constitutional_guard.config_io import load_config, save_config
 from constitutional_guard.errors import InputError
 from constitutional_guard.models.loading import default_device, encoder_dtype, parse_dtype
@@ -56,11 +58,15 @@ class EmbeddingConfig(LabelledConfig):
     head: str = "linear"
     """``linear`` (logistic), ``mlp`` (one ReLU hidden layer, then logistic) or ``linear+mlp`` (their average)."""
     base_model: str = ""
+    states: dict[str, Any] = field(default_factory=dict)
+    """A causal LM's hidden states read beside the encoder (``StatesSettings``); empty: the encoder alone."""
     training: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.states:
+            StatesSettings.from_mapping(self.states)
         if self.window < 8:
             raise ValueError(f"window: {self.window} is too small (need ≥ 8)")
         if self.max_windows < 1:
@@ -161,6 +167,21 @@ def item_features(encoder: SentenceEncoder, items: list[tuple[str, str | None]],
             out[index, -1] = 1.0
             cursor += 1
     return out
+
+
+def classifier_features(
+    encoder: SentenceEncoder,
+    states: StateReader | None,
+    items: list[tuple[str, str | None]],
+    caches: tuple[Any, Any] | None = None,
+) -> np.ndarray:
+    """The rows a head reads: ``item_features``, then the LM's pooled states when the classifier reads them.
+    ``caches``: (encoder cache, states cache), ``FeatureCache``s that skip inputs seen before."""
+    rows = item_features(encoder, items, caches[0] if caches else None)
+    if states is None:
+        return rows
+    values = caches[1].encode(states, items) if caches else states.encode(items)
+    return np.hstack([rows, values])
 
 
 @dataclass(frozen=True)
@@ -309,15 +330,21 @@ class EmbeddingClassifier(ConfigThresholds):
 
     kind = "embedding"
 
-    def __init__(self, encoder: SentenceEncoder, head: AnyHead, config: EmbeddingConfig):
-        expected = 2 * encoder.dim + 1
+    def __init__(
+        self, encoder: SentenceEncoder, head: AnyHead, config: EmbeddingConfig, states: StateReader | None = None
+    ):
+        if bool(config.states) != (states is not None):
+            raise ValueError("the config's states and the state reader come together")
+        expected = 2 * encoder.dim + 1 + (states.dim if states is not None else 0)
         if head.n_features != expected:
-            raise ValueError(f"head expects {head.n_features} features, the encoder gives {expected}")
+            source = "the encoder and the LM's states give" if states is not None else "the encoder gives"
+            raise ValueError(f"head expects {head.n_features} features, {source} {expected}")
         if head.n_outputs not in (1, len(config.labels)) or (head.n_outputs == 1) != (len(config.labels) == 2):
             raise ValueError(f"head has {head.n_outputs} outputs for {len(config.labels)} labels")
         if head.kind != config.head:
             raise ValueError(f"the config names a {config.head} head but the weights hold a {head.kind} one")
         self.encoder = encoder
+        self.states = states
         self.head = head
         self.config = config
         self._unsafe_ids = [config.labels.index(name) for name in config.unsafe_labels]
@@ -330,8 +357,14 @@ class EmbeddingClassifier(ConfigThresholds):
         if not (folder / ENCODER_DIR).is_dir():
             raise InputError.one(folder / ENCODER_DIR, "encoder folder not found")
         encoder = SentenceEncoder.from_pretrained(folder / ENCODER_DIR, config.window, config.max_windows)
+        states = None
+        if config.states:
+            try:
+                states = StateReader.load(StatesSettings.from_mapping(config.states))
+            except ValueError as exc:
+                raise InputError.one(folder / CONFIG_NAME, str(exc)) from exc
         try:
-            return cls(encoder, head, config)
+            return cls(encoder, head, config, states)
         except ValueError as exc:
             raise InputError.one(folder / HEAD_FILE, str(exc)) from exc
 
@@ -356,8 +389,12 @@ class EmbeddingClassifier(ConfigThresholds):
     def score(self, prompt: str, response: str | None = None) -> ClassifierScore:
         return self.score_batch([(prompt, response)])[0]
 
-    def probabilities(self, items: list[tuple[str, str | None]], cache: Any = None) -> np.ndarray:
-        return self.head.probabilities(item_features(self.encoder, items, cache))
+    def features(self, items: list[tuple[str, str | None]], caches: tuple[Any, Any] | None = None) -> np.ndarray:
+        """``classifier_features`` of this classifier's encoder and states."""
+        return classifier_features(self.encoder, self.states, items, caches)
+
+    def probabilities(self, items: list[tuple[str, str | None]]) -> np.ndarray:
+        return self.head.probabilities(self.features(items))
 
     def score_batch(self, items: list[tuple[str, str | None]]) -> list[ClassifierScore]:
         if not items:

@@ -3,7 +3,10 @@
 Kind-specific settings (``TrainOptions.extra``): ``prefix_cuts``, ``max_validation``, ``exclude_sources`` and
 ``inputs`` as for the exchange classifier; ``head`` (``linear``, logistic regression; ``mlp``, one ReLU hidden
 layer of ``hidden`` units, 256 by default; or ``linear+mlp``, the average of both, each member tuned on its own
-default grid: see docs/results/guard_quality.md for how they compare on held-out sources); ``C``
+default grid: see docs/results/guard_quality.md for how they compare on held-out sources); ``states_model`` and
+``states_layers`` (a causal LM whose pooled hidden states at those layers go beside the encoder's features, e.g.
+the guarded model at its probe's layer; ``states_max_length``, ``states_max_response_tokens`` and
+``states_dtype`` as in ``StatesSettings``); ``C``
 (comma-separated regularisation settings tried on the validation split: inverse strengths for a linear head,
 default 0.03,0.1,0.3,1; L2 penalties for an MLP, default 0.01; not for ``linear+mlp``);
 ``source_balance`` (default true: within a label, a source's
@@ -34,11 +37,12 @@ from constitutional_guard.classifiers.embedding import (
     EmbeddingConfig,
     Head,
     SentenceEncoder,
-    item_features,
+    classifier_features,
 )
 from constitutional_guard.classifiers.exchange_training import training_records
 from constitutional_guard.classifiers.exchange_training import training_settings as exchange_settings
 from constitutional_guard.classifiers.input_format import record_prompt
+from constitutional_guard.classifiers.lm_states import StateReader, StatesSettings
 from constitutional_guard.data.schema import CONSTITUTION_SOURCE, LABELS, Record, family_folds, family_of, stable_id
 from constitutional_guard.errors import InputError
 from constitutional_guard.metrics import auroc
@@ -53,11 +57,15 @@ DEFAULT_HEAD = "linear+mlp"
 DEFAULT_HIDDEN = 256
 DEFAULT_CONSTITUTION_SHARE = 0.0
 SHARED_KEYS = ("prefix_cuts", "max_validation", "exclude_sources", "inputs")
-EXTRA_KEYS = {*SHARED_KEYS, "C", "head", "hidden", "source_balance", "constitution_share", "window", "max_windows"}
+STATES_KEYS = ("states_model", "states_layers", "states_max_length", "states_max_response_tokens", "states_dtype")
+EXTRA_KEYS = {
+    *SHARED_KEYS, *STATES_KEYS, "C", "head", "hidden", "source_balance", "constitution_share", "window", "max_windows"
+}
 
 
 class FeatureCache:
-    """Text features of one encoder setting, kept in memory and in ``features.safetensors`` + ``keys.json``."""
+    """Feature rows of one encoder (or LM state) setting, kept in memory and in ``features.safetensors`` +
+    ``keys.json``; an input is a text (an encoder's) or a (prompt, response) item (a ``StateReader``'s)."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -87,15 +95,25 @@ class FeatureCache:
         )
         return cls(cache_dir() / "features" / key)
 
-    def encode(self, encoder: SentenceEncoder, texts: Sequence[str]) -> np.ndarray:
-        keys = [stable_id(t, length=20) for t in texts]
-        todo = list(dict.fromkeys(t for t, k in zip(texts, keys, strict=True) if k not in self.rows))
+    @classmethod
+    def for_states(cls, reader: StateReader) -> FeatureCache:
+        """The cache of ``reader``'s setting (model, dtype, chat template, layers, lengths)."""
+        return cls(cache_dir() / "features" / f"states-{stable_id(*reader.cache_key())}")
+
+    @staticmethod
+    def key(value: str | tuple[str, str | None]) -> str:
+        return stable_id(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False), length=20)
+
+    def encode(self, model: Any, inputs: Sequence[Any]) -> np.ndarray:
+        """``model.encode`` rows of ``inputs`` (texts or items), computing only those not stored yet."""
+        keys = [self.key(value) for value in inputs]
+        todo = list({k: value for k, value in zip(keys, inputs, strict=True) if k not in self.rows}.items())
         for start in range(0, len(todo), 512):
             chunk = todo[start : start + 512]
-            for text, row in zip(chunk, encoder.encode(chunk), strict=True):
-                self.rows[stable_id(text, length=20)] = row.astype(np.float16)
+            for (key, _), row in zip(chunk, model.encode([value for _, value in chunk]), strict=True):
+                self.rows[key] = row.astype(np.float16)
             self._dirty = True
-        return np.stack([self.rows[k].astype(np.float32) for k in keys]) if keys else np.zeros((0, encoder.dim))
+        return np.stack([self.rows[k].astype(np.float32) for k in keys]) if keys else np.zeros((0, model.dim))
 
     def save(self) -> None:
         if not self._dirty:
@@ -256,6 +274,7 @@ def _settings(extra: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"source_balance: expected true or false, got {balance!r}")
     return {
         **{k: shared[k] for k in SHARED_KEYS},
+        "states": _states_settings(extra),
         "head": head,
         "hidden": int(extra.get("hidden", DEFAULT_HIDDEN)),
         "C": None if grid is None else tuple(
@@ -266,6 +285,31 @@ def _settings(extra: dict[str, Any]) -> dict[str, Any]:
         "window": int(extra.get("window", 128)),
         "max_windows": int(extra.get("max_windows", 8)),
     }
+
+
+def _states_settings(extra: dict[str, Any]) -> StatesSettings | None:
+    """``states_*`` settings as ``StatesSettings`` (None without ``states_model``)."""
+    given = {key.removeprefix("states_"): extra[key] for key in STATES_KEYS if key in extra}
+    if not given:
+        return None
+    if "model" not in given or "layers" not in given:
+        raise ValueError("states_model and states_layers come together: the causal LM and the layers to read, "
+                         "e.g. states_model=smollm2-135m-instruct states_layers=18")
+    for key in ("max_length", "max_response_tokens"):
+        if key in given:
+            given[key] = int(given[key])
+    return StatesSettings.from_mapping(given)
+
+
+def feature_caches(base_model: str, encoder: SentenceEncoder, states: StateReader | None) -> tuple[Any, Any]:
+    """The ``FeatureCache``s of an encoder setting and, when read, of a state setting."""
+    return FeatureCache.for_encoder(base_model, encoder), FeatureCache.for_states(states) if states else None
+
+
+def save_caches(caches: tuple[Any, Any]) -> None:
+    for cache in caches:
+        if cache is not None:
+            cache.save()
 
 
 def train(options: TrainOptions) -> Path:
@@ -284,10 +328,13 @@ def train(options: TrainOptions) -> Path:
     )
     base = resolve_model(options.base_model)
     encoder = SentenceEncoder.from_pretrained(base, config.window, config.max_windows)
-    cache = FeatureCache.for_encoder(options.base_model, encoder)
-    x = item_features(encoder, record_items(train_records), cache)
-    x_val = item_features(encoder, record_items(val_records), cache)
-    cache.save()
+    states = StateReader.load(settings["states"]) if settings["states"] else None
+    if states is not None:
+        config.states = states.recorded().to_mapping()
+    caches = feature_caches(options.base_model, encoder, states)
+    x = classifier_features(encoder, states, record_items(train_records), caches)
+    x_val = classifier_features(encoder, states, record_items(val_records), caches)
+    save_caches(caches)
     y = np.array([r.label_id for r in train_records])
     if len(set(y.tolist())) < 2:
         raise InputError.one(options.data_dir, "the train split needs at least two labels")
@@ -321,7 +368,7 @@ def train(options: TrainOptions) -> Path:
         "seed": options.seed,
         **chosen,
     }
-    classifier = EmbeddingClassifier(encoder, head, config)
+    classifier = EmbeddingClassifier(encoder, head, config, states)
     classifier.save_pretrained(options.out_dir, encoder_source=base)
     return Path(options.out_dir)
 
@@ -373,10 +420,10 @@ def cross_source_scores(
     families = np.array([family_of(r) for r in train_records])
     fold_of = family_folds(families.tolist(), folds)
     config = classifier.config
-    cache = FeatureCache.for_encoder(config.base_model, classifier.encoder)
-    x = item_features(classifier.encoder, record_items(train_records), cache)
-    x_items = item_features(classifier.encoder, record_items(records), cache)
-    cache.save()
+    caches = feature_caches(config.base_model, classifier.encoder, classifier.states)
+    x = classifier.features(record_items(train_records), caches)
+    x_items = classifier.features(record_items(records), caches)
+    save_caches(caches)
     y = np.array([r.label_id for r in train_records])
     item_families = [family_of(r) for r in records]
     unsafe_ids = [classifier.config.labels.index(name) for name in classifier.config.unsafe_labels]

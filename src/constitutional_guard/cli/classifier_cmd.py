@@ -419,6 +419,10 @@ def leave_source_out(
         True, help="Within a label, a source's total weight grows with the square root of its size (training's "
         "default); off: with its size."
     ),
+    states_model: str | None = typer.Option(
+        None, help="A causal LM whose hidden states go beside the encoder's features (e.g. the guarded model)."
+    ),
+    states_layers: str = typer.Option("18", help="Layers of --states-model to read, e.g. 18 or 12,18."),
     seed: int = typer.Option(0),
 ) -> None:
     """Train without each source family, calibrate without it, test on it; report beside the in-distribution split.
@@ -440,6 +444,14 @@ def leave_source_out(
 
     if inputs not in INPUTS:
         raise typer.BadParameter(f"expected one of {', '.join(INPUTS)}", param_hint="--inputs")
+    states = None
+    if states_model:
+        from constitutional_guard.classifiers.lm_states import StatesSettings
+
+        try:
+            states = StatesSettings.from_mapping({"model": states_model, "layers": states_layers})
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--states-layers") from None
     with progress_bar(transient=True) as bar:
         task = bar.add_task("leave-source-out", total=None)
         result = lso.embedding_leave_source_out(
@@ -456,6 +468,7 @@ def leave_source_out(
             constitution_share=constitution_share,
             inputs=inputs,
             source_balance=source_balance,
+            states=states,
         )
     report = result.report
     output.mkdir(parents=True, exist_ok=True)

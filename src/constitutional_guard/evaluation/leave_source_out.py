@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from constitutional_guard.data.augment import augmentation_name
 from constitutional_guard.data.schema import Record, family_of
 from constitutional_guard.markdown import markdown_table
 from constitutional_guard.metrics import auroc
+
+if TYPE_CHECKING:
+    from constitutional_guard.classifiers.lm_states import StatesSettings
 
 KINDS = ("prompts", "exchanges")
 Pair = tuple[Thresholds, Thresholds | None]
@@ -443,21 +446,27 @@ def corpus_splits(
 
 
 def embedding_features(
-    splits: dict[str, list[Record]], base_model: str, progress: Callable[[str], None] | None = None
+    splits: dict[str, list[Record]],
+    base_model: str,
+    progress: Callable[[str], None] | None = None,
+    states: StatesSettings | None = None,
 ) -> dict[str, np.ndarray]:
-    """The embedding classifier's feature rows of every split (``FeatureCache``d per encoder setting)."""
-    from constitutional_guard.classifiers.embedding import SentenceEncoder, item_features
-    from constitutional_guard.classifiers.embedding_training import FeatureCache, record_items
+    """The embedding classifier's feature rows of every split (``FeatureCache``d per encoder and state setting);
+    ``states``: a causal LM's pooled states beside the encoder's features, as a classifier trained with them reads."""
+    from constitutional_guard.classifiers.embedding import SentenceEncoder, classifier_features
+    from constitutional_guard.classifiers.embedding_training import feature_caches, record_items, save_caches
+    from constitutional_guard.classifiers.lm_states import StateReader
     from constitutional_guard.models.loading import resolve_model
 
     encoder = SentenceEncoder.from_pretrained(resolve_model(base_model))
-    cache = FeatureCache.for_encoder(base_model, encoder)
+    reader = StateReader.load(states) if states is not None else None
+    caches = feature_caches(base_model, encoder, reader)
     features = {}
     for name, records in splits.items():
         if progress:
             progress(f"features: {name} ({len(records)} records)")
-        features[name] = item_features(encoder, record_items(records), cache)
-        cache.save()
+        features[name] = classifier_features(encoder, reader, record_items(records), caches)
+        save_caches(caches)
     return features
 
 
@@ -514,21 +523,23 @@ def embedding_leave_source_out(
     constitution_share: float | None = None,
     inputs: str = "all",
     source_balance: bool = True,
+    states: StatesSettings | None = None,
 ) -> LeaveSourceOut:
     """Leave-source-out for the embedding classifier on a built corpus (features cached per encoder).
 
     ``constitution_share``: as for ``sample_weights``; None takes the training default. ``inputs``: ``all``, or
     ``prompts`` / ``exchanges`` to train and test on those alone (an input check is a classifier of prompts).
-    ``source_balance``: as for ``sample_weights`` (training's default is on)."""
+    ``source_balance``: as for ``sample_weights`` (training's default is on). ``states``: a causal LM's pooled
+    states beside the encoder's features (``lm_states``)."""
     from constitutional_guard.classifiers.embedding_training import DEFAULT_CONSTITUTION_SHARE
 
     share = DEFAULT_CONSTITUTION_SHARE if constitution_share is None else constitution_share
     splits = corpus_splits(data_dir, inputs, max_per_split, seed)
-    features = embedding_features(splits, base_model, progress)
+    features = embedding_features(splits, base_model, progress, states)
     fit = embedding_fit(splits, features, by, head, grid, seed, share, source_balance)
     result = leave_source_out(splits, features, fit, by, min_records, block_fpr, hold_rate, progress)
     classifier = {
         "kind": "embedding", "base_model": base_model, "head": head, "constitution_share": share, "inputs": inputs,
-        "source_balance": source_balance,
+        "source_balance": source_balance, "states": states.to_mapping() if states is not None else None,
     }
     return LeaveSourceOut({"classifier": classifier, "data": str(data_dir), **result.report}, result.scored)

@@ -1,0 +1,139 @@
+"""A causal LM's hidden states as classifier features: how a chat model itself reads a prompt or an exchange.
+
+An item is read as the model reads it while generating: the prompt as one user turn with the generation prompt,
+then the answer teacher-forced (``encode_exchange``), through the blocks up to the deepest layer read only. Per
+layer two blocks are kept (``pooled_states``): the last token's state (the assistant header for a prompt, the last
+answer token for an exchange) and the mean over the answer's tokens (over every token for a prompt alone). They
+carry what a sentence encoder lacks, such as whether an answer helps or refuses; beside the encoder they generalise
+better to unseen sources (docs/results/guard_quality.md, "The target model's own hidden states").
+
+The settings live in the embedding classifier's config under ``states``. The model is named, not copied: at load
+its hidden size, depth and chat template are checked against what the head was trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from constitutional_guard.activations import CaptureSettings, encode_exchange, pooled_states, template_hash
+from constitutional_guard.models.loading import LoadedModel, load_causal_lm
+
+
+@dataclass(frozen=True)
+class StatesSettings:
+    """Which model's states, at which layers, over how many tokens; saved as the config's ``states``."""
+
+    model: str
+    """Causal LM alias, local path or hub id."""
+    layers: tuple[int, ...]
+    """Hidden-state indices (0 = embeddings, l = output of block l)."""
+    max_length: int = 256
+    """Tokens per item; the prompt is cut from the left so the answer stays in view."""
+    max_response_tokens: int = 128
+    """Answer tokens read (its start: a refusal or a compliance shows early)."""
+    dtype: str = "bfloat16"
+    hidden_size: int = 0
+    """The model's hidden size when the head was trained (0: not yet recorded); checked at load."""
+    template_hash: str = ""
+    """Fingerprint of the chat template when the head was trained ("": not yet recorded); checked at load."""
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("states.model: name a causal LM")
+        if not self.layers or any(int(layer) < 0 for layer in self.layers):
+            raise ValueError(f"states.layers: expected non-negative layer indices, got {list(self.layers)}")
+        if self.max_response_tokens < 1 or self.max_length <= self.max_response_tokens:
+            raise ValueError(
+                f"states.max_length ({self.max_length}) must exceed states.max_response_tokens "
+                f"({self.max_response_tokens}), which must be at least 1"
+            )
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> StatesSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"states: unknown keys {unknown}; known: {sorted(known)}")
+        values = dict(data)
+        layers = values.get("layers", ())
+        if isinstance(layers, str):
+            layers = [part for part in layers.split(",") if part.strip()]
+        elif isinstance(layers, int):
+            layers = [layers]
+        try:
+            values["layers"] = tuple(int(layer) for layer in layers)
+        except (TypeError, ValueError):
+            raise ValueError(f"states.layers: expected integers, got {layers!r}") from None
+        return cls(**values)
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {**asdict(self), "layers": list(self.layers)}
+
+
+
+class StateReader:
+    """Pooled hidden states of (prompt, answer) items from a loaded causal LM."""
+
+    def __init__(self, lm: LoadedModel, settings: StatesSettings, batch_size: int = 32, max_batch_tokens: int = 4096):
+        if max(settings.layers) > lm.num_layers:
+            raise ValueError(
+                f"states.layers: {max(settings.layers)} is out of range for {settings.model} "
+                f"({lm.num_layers} layers)"
+            )
+        if settings.hidden_size and settings.hidden_size != lm.hidden_size:
+            raise ValueError(
+                f"states.model: {settings.model} has hidden size {lm.hidden_size}, the head was trained on "
+                f"{settings.hidden_size}"
+            )
+        if settings.template_hash and settings.template_hash != template_hash(lm):
+            raise ValueError(f"states.model: {settings.model}'s chat template differs from the one trained on")
+        self.lm = lm
+        self.settings = settings
+        self.capture = CaptureSettings(
+            layers=tuple(settings.layers),
+            max_length=settings.max_length,
+            max_response_tokens=settings.max_response_tokens,
+            batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
+        )
+
+    @classmethod
+    def load(cls, settings: StatesSettings) -> StateReader:
+        """Load the named model (on the default device, in ``settings.dtype``) and check it against ``settings``."""
+        return cls(load_causal_lm(settings.model, dtype=settings.dtype), settings)
+
+    def recorded(self) -> StatesSettings:
+        """The settings with this model's hidden size and template fingerprint, as a trained head records them."""
+        return StatesSettings.from_mapping(
+            {**self.settings.to_mapping(), "hidden_size": self.lm.hidden_size, "template_hash": template_hash(self.lm)}
+        )
+
+    def cache_key(self) -> list[str]:
+        """What the features depend on, for a feature cache: the model, its dtype and template, layers, lengths."""
+        s = self.settings
+        return [self.lm.path, str(self.lm.model.dtype), template_hash(self.lm), ",".join(map(str, s.layers)),
+                str(s.max_length), str(s.max_response_tokens)]
+
+    @property
+    def dim(self) -> int:
+        return 2 * len(self.settings.layers) * self.lm.hidden_size
+
+    def encode(self, items: Sequence[tuple[str, str | None]]) -> np.ndarray:
+        """One float32 row per item (``pooled_states`` of the prompt as a user turn and its answer)."""
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        encoded = [
+            encode_exchange(
+                self.lm,
+                [{"role": "user", "content": prompt}],
+                response,
+                self.settings.max_length,
+                self.settings.max_response_tokens,
+            )
+            for prompt, response in items
+        ]
+        return pooled_states(self.lm, encoded, self.capture)

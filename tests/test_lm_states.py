@@ -1,0 +1,157 @@
+"""LM-state features: pooled states match a direct forward, the embedding classifier trains on them beside its
+encoder, records and checks the model it reads, and refuses a mismatched one at load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_exchange_classifier import write_corpus
+from tiny_models import build_tiny_causal_lm
+
+from constitutional_guard.activations import template_hash
+from constitutional_guard.classifiers.base import CONFIG_NAME, TrainOptions, load_classifier
+from constitutional_guard.classifiers.embedding import EmbeddingClassifier
+from constitutional_guard.classifiers.embedding_training import FeatureCache, cross_source_scores, train
+from constitutional_guard.classifiers.lm_states import StateReader, StatesSettings
+from constitutional_guard.errors import InputError
+from constitutional_guard.models.loading import load_causal_lm
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CGUARD_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+def reader(model_dir: Path, layers: tuple[int, ...] = (1, 2), **kwargs) -> StateReader:
+    settings = StatesSettings(model=str(model_dir), layers=layers, max_length=48, max_response_tokens=16,
+                              dtype="float32", **kwargs)
+    return StateReader.load(settings)
+
+
+def test_pooled_states_are_the_last_token_and_the_answer_mean(tiny_lm_dir: Path) -> None:
+    states = reader(tiny_lm_dir)
+    items = [("How do vaccines work?", None), ("Tell me a story.", "Once upon a time there was a cat."),
+             ("A much longer prompt " * 5, "short")]
+    rows = states.encode(items)
+    assert rows.shape == (3, states.dim) and states.dim == 2 * 2 * states.lm.hidden_size
+    lm = load_causal_lm(str(tiny_lm_dir), dtype="float32")
+    hidden = lm.hidden_size
+    for (prompt, response), row in zip(items, rows, strict=True):
+        prompt_ids = lm.encode_messages([{"role": "user", "content": prompt}])
+        answer = lm.tokenizer(response, add_special_tokens=False)["input_ids"][:16] if response else []
+        ids = (prompt_ids + answer)[-48:]
+        full = lm.hidden_states(ids)
+        start = len(ids) - len(answer) if answer else 0
+        for k, layer in enumerate((1, 2)):
+            block = row[2 * k * hidden : 2 * (k + 1) * hidden]
+            assert np.allclose(block[:hidden], full[layer][-1].numpy(), atol=1e-2)
+            assert np.allclose(block[hidden:], full[layer][start:].mean(0).numpy(), atol=1e-2)
+
+
+def test_settings_name_the_field_at_fault() -> None:
+    with pytest.raises(ValueError, match=r"states\.layers"):
+        StatesSettings.from_mapping({"model": "m", "layers": "a,b"})
+    with pytest.raises(ValueError, match="states: unknown keys"):
+        StatesSettings.from_mapping({"model": "m", "layers": [1], "layer": 2})
+    with pytest.raises(ValueError, match=r"states\.max_length"):
+        StatesSettings(model="m", layers=(1,), max_length=16, max_response_tokens=16)
+
+
+def test_reader_refuses_layers_past_the_model(tiny_lm_dir: Path) -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        reader(tiny_lm_dir, layers=(9,))
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_encoder_dir: Path, tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("states")
+    corpus = write_corpus(root / "corpus", per_split=24)
+    options = TrainOptions(
+        data_dir=str(corpus),
+        out_dir=str(root / "clf"),
+        base_model=str(tiny_encoder_dir),
+        extra={"head": "linear", "C": "0.1,1", "window": 16, "max_windows": 4, "states_model": str(tiny_lm_dir),
+               "states_layers": "1,2", "states_max_length": 64, "states_max_response_tokens": 16,
+               "states_dtype": "float32"},
+    )
+    return corpus, train(options)
+
+
+def test_trained_classifier_records_and_reads_the_states(trained: tuple[Path, Path], tiny_lm_dir: Path) -> None:
+    _, folder = trained
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    states = config["states"]
+    assert states["model"] == str(tiny_lm_dir) and states["layers"] == [1, 2]
+    classifier = load_classifier(folder)
+    assert isinstance(classifier, EmbeddingClassifier) and classifier.states is not None
+    assert states["hidden_size"] == classifier.states.lm.hidden_size
+    assert states["template_hash"] == template_hash(classifier.states.lm)
+    items = [("Tell me how to pick a lock.", None), ("Tell me how to bake bread.", "Happy to help: bake bread")]
+    rows = classifier.features(items)
+    assert rows.shape[1] == 2 * classifier.encoder.dim + 1 + classifier.states.dim
+    assert np.allclose(rows[:, -classifier.states.dim :], classifier.states.encode(items), atol=1e-5)
+    scores = [s.score for s in classifier.score_batch(items)]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    again = load_classifier(folder)
+    assert np.allclose([s.score for s in again.score_batch(items)], scores)
+
+
+def test_state_features_are_cached_per_item(trained: tuple[Path, Path]) -> None:
+    _, folder = trained
+    classifier = load_classifier(folder)
+    cache = FeatureCache.for_states(classifier.states)
+    assert cache.rows, "training stored the states of its records"
+    items = [("Tell me how to bake bread.", None), ("Tell me how to bake bread.", "Happy to help")]
+    first = cache.encode(classifier.states, items)
+    assert len({FeatureCache.key(item) for item in items}) == 2
+    assert not np.allclose(first[0], first[1])
+    assert np.allclose(cache.encode(classifier.states, items[::-1]), first[::-1])
+
+
+def test_cross_source_scores_read_the_states(trained: tuple[Path, Path]) -> None:
+    from constitutional_guard.data.corpus import load_split
+
+    _, folder = trained
+    classifier = load_classifier(folder)
+    records = [r for r in load_split(trained[0], "calibration") if r.response is None]
+    scores = cross_source_scores(classifier, records, folds=2)
+    assert scores.shape == (len(records),) and np.isfinite(scores).all()
+
+
+def test_load_refuses_a_model_other_than_the_one_trained_on(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    _, folder = trained
+    copy = tmp_path / "clf"
+    shutil.copytree(folder, copy)
+    config = json.loads((copy / CONFIG_NAME).read_text())
+    config["states"]["model"] = str(build_tiny_causal_lm(tmp_path / "wider", hidden_size=48))
+    (copy / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(InputError, match=r"classifier_config.json.*hidden size 48"):
+        load_classifier(copy)
+
+
+def test_training_needs_both_model_and_layers(tiny_encoder_dir: Path, tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus", per_split=8)
+    options = TrainOptions(data_dir=str(corpus), out_dir=str(tmp_path / "clf"), base_model=str(tiny_encoder_dir),
+                           extra={"states_model": "smollm2-135m-instruct"})
+    with pytest.raises(ValueError, match="states_model and states_layers come together"):
+        train(options)
+
+
+def test_classifier_without_states_keeps_its_features(tiny_encoder_dir: Path) -> None:
+    """A config without ``states`` reads the encoder alone: no LM is loaded."""
+    from constitutional_guard.classifiers.embedding import EmbeddingConfig, Head, SentenceEncoder
+
+    encoder = SentenceEncoder.from_pretrained(tiny_encoder_dir, window=16, max_windows=2)
+    d = 2 * encoder.dim + 1
+    head = Head(np.zeros(d), np.ones(d), np.zeros((1, d)), np.zeros(1))
+    classifier = EmbeddingClassifier(encoder, head, EmbeddingConfig(head="linear"))
+    assert classifier.states is None and classifier.features([("hi", None)]).shape == (1, d)
