@@ -63,10 +63,12 @@ class DemoSettings:
     prompts completed and 3.5 % of harmful answers judged unsafe, against 92.5 % and 2.0 % at 3 %)."""
     classifier_prompt_block_fpr: float = 0.05
     """Target false-block rate on safe calibration prompts (on cross-source scores: it holds on new sources)."""
-    classifier_cross_source_folds: int = 5
+    classifier_cross_source_folds: int = 3
     """Prompt thresholds of the classifier that checks prompts (the input check; the exchange classifier in a bundle
     without one) are chosen on scores from this many head refits that each leave a fold of source families out,
-    so the false-block target holds on sources the classifier never saw (0: the classifier's own scores)."""
+    so the false-block target holds on sources the classifier never saw (0: the classifier's own scores). Three
+    keeps the first run within budget now that the input check also reads the target's states; the CLI's
+    ``--cross-source-prompts`` takes five."""
     classifier_hold_rate: float = 0.01
     """Target share of safe calibration items in the uncertain (hold) band."""
     input_classifier_base: str = "mpnet-base"
@@ -238,7 +240,7 @@ def _build_classifier(
 
 def ensure_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log) -> Path:
     """The exchange classifier. It also holds a prompt pair, used when the bundle has no input check; only then
-    is that pair worth cross-source scores (five head refits), else it is calibrated on the classifier's own."""
+    is that pair worth cross-source scores (head refits), else it is calibrated on the classifier's own."""
     folds = 0 if settings.input_classifier_base else settings.classifier_cross_source_folds
     return _build_classifier(
         work, corpus, settings, log, "classifier", "classifier", settings.classifier_base,
