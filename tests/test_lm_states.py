@@ -155,3 +155,15 @@ def test_classifier_without_states_keeps_its_features(tiny_encoder_dir: Path) ->
     head = Head(np.zeros(d), np.ones(d), np.zeros((1, d)), np.zeros(1))
     classifier = EmbeddingClassifier(encoder, head, EmbeddingConfig(head="linear"))
     assert classifier.states is None and classifier.features([("hi", None)]).shape == (1, d)
+
+
+def test_a_malformed_states_entry_names_the_config_and_field(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "clf"
+    shutil.copytree(trained[1], copy)
+    config = json.loads((copy / CONFIG_NAME).read_text())
+    config["states"]["layers"] = ["x"]
+    (copy / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(InputError, match=r"classifier_config.json.*states\.layers"):
+        load_classifier(copy)
