@@ -34,6 +34,15 @@ def sharp_model_dir(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     return out
 
 
+@pytest.fixture(scope="module")
+def private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """A module's feature caches (tiny test encoders and LMs) go to a temporary cache, not the user's; a module
+    opts in with ``pytestmark = pytest.mark.usefixtures("private_cache")``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CGUARD_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))

@@ -19,26 +19,25 @@ from constitutional_guard.data.corpus import load_split
 from constitutional_guard.data.schema import Record
 from constitutional_guard.errors import InputError
 
-
-@pytest.fixture(scope="module", autouse=True)
-def private_cache(tmp_path_factory: pytest.TempPathFactory):
-    """Feature caches of the tiny test encoders go to a temporary cache, not the user's."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CGUARD_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("emb")
+def train_tiny(root: Path, encoder_dir: Path, **extra: str | int) -> tuple[Path, Path]:
+    """A small separable corpus under ``root`` and a linear-head classifier trained on it with the tiny encoder
+    (``extra``: more training settings); returns (corpus, classifier folder)."""
     corpus = write_corpus(root / "corpus", per_split=24)
     options = TrainOptions(
         data_dir=str(corpus),
         out_dir=str(root / "clf"),
-        base_model=str(tiny_encoder_dir),
-        extra={"head": "linear", "C": "0.1,1", "window": 16, "max_windows": 4},
+        base_model=str(encoder_dir),
+        extra={"head": "linear", "C": "0.1,1", "window": 16, "max_windows": 4, **extra},
     )
     return corpus, train(options)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return train_tiny(tmp_path_factory.mktemp("emb"), tiny_encoder_dir)
 
 
 def test_windows_keep_the_start_and_the_end(tiny_encoder_dir: Path) -> None:

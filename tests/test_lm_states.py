@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_embedding_classifier import train_tiny
 from test_exchange_classifier import write_corpus
 from tiny_models import build_tiny_causal_lm
 
@@ -19,12 +20,7 @@ from constitutional_guard.classifiers.lm_states import StateReader, StatesSettin
 from constitutional_guard.errors import InputError
 from constitutional_guard.models.loading import load_causal_lm
 
-
-@pytest.fixture(scope="module", autouse=True)
-def private_cache(tmp_path_factory: pytest.TempPathFactory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CGUARD_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def reader(model_dir: Path, layers: tuple[int, ...] = (1, 2), **kwargs) -> StateReader:
@@ -69,17 +65,22 @@ def test_reader_refuses_layers_past_the_model(tiny_lm_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def trained(tiny_encoder_dir: Path, tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("states")
-    corpus = write_corpus(root / "corpus", per_split=24)
-    options = TrainOptions(
-        data_dir=str(corpus),
-        out_dir=str(root / "clf"),
-        base_model=str(tiny_encoder_dir),
-        extra={"head": "linear", "C": "0.1,1", "window": 16, "max_windows": 4, "states_model": str(tiny_lm_dir),
-               "states_layers": "1,2", "states_max_length": 64, "states_max_response_tokens": 16,
-               "states_dtype": "float32"},
+    return train_tiny(
+        tmp_path_factory.mktemp("states"), tiny_encoder_dir, states_model=str(tiny_lm_dir), states_layers="1,2",
+        states_max_length=64, states_max_response_tokens=16, states_dtype="float32",
     )
-    return corpus, train(options)
+
+
+def tampered(folder: Path, tmp_path: Path, **states: object) -> Path:
+    """A copy of the classifier ``folder`` whose config's ``states`` entry is updated with ``states``."""
+    import shutil
+
+    copy = tmp_path / "clf"
+    shutil.copytree(folder, copy)
+    config = json.loads((copy / CONFIG_NAME).read_text())
+    config["states"].update(states)
+    (copy / CONFIG_NAME).write_text(json.dumps(config))
+    return copy
 
 
 def test_trained_classifier_records_and_reads_the_states(trained: tuple[Path, Path], tiny_lm_dir: Path) -> None:
@@ -126,16 +127,9 @@ def test_cross_source_scores_read_the_states(trained: tuple[Path, Path]) -> None
 def test_load_refuses_a_model_other_than_the_one_trained_on(
     trained: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    import shutil
-
-    _, folder = trained
-    copy = tmp_path / "clf"
-    shutil.copytree(folder, copy)
-    config = json.loads((copy / CONFIG_NAME).read_text())
-    config["states"]["model"] = str(build_tiny_causal_lm(tmp_path / "wider", hidden_size=48))
-    (copy / CONFIG_NAME).write_text(json.dumps(config))
+    wider = build_tiny_causal_lm(tmp_path / "wider", hidden_size=48)
     with pytest.raises(InputError, match=r"classifier_config.json.*hidden size 48"):
-        load_classifier(copy)
+        load_classifier(tampered(trained[1], tmp_path, model=str(wider)))
 
 
 def test_training_needs_both_model_and_layers(tiny_encoder_dir: Path, tmp_path: Path) -> None:
@@ -158,12 +152,5 @@ def test_classifier_without_states_keeps_its_features(tiny_encoder_dir: Path) ->
 
 
 def test_a_malformed_states_entry_names_the_config_and_field(trained: tuple[Path, Path], tmp_path: Path) -> None:
-    import shutil
-
-    copy = tmp_path / "clf"
-    shutil.copytree(trained[1], copy)
-    config = json.loads((copy / CONFIG_NAME).read_text())
-    config["states"]["layers"] = ["x"]
-    (copy / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(InputError, match=r"classifier_config.json.*states\.layers"):
-        load_classifier(copy)
+        load_classifier(tampered(trained[1], tmp_path, layers=["x"]))

@@ -284,7 +284,6 @@ def forward_batch(lm: LoadedModel, sequences: Sequence[list[int]], layers: Seque
     return [stacked[row, : len(seq)] for row, seq in enumerate(sequences)]
 
 
-
 def pooled_states(
     lm: LoadedModel, encoded: Sequence[tuple[list[int], int]], settings: CaptureSettings
 ) -> np.ndarray:

@@ -19,7 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from constitutional_guard.activations import CaptureSettings, encode_exchange, pooled_states, template_hash
+from constitutional_guard.activations import (
+    CaptureSettings,
+    encode_exchange,
+    pooled_states,
+    resolve_layers,
+    template_hash,
+)
 from constitutional_guard.models.loading import LoadedModel, load_causal_lm
 
 
@@ -74,16 +80,14 @@ class StatesSettings:
         return {**asdict(self), "layers": list(self.layers)}
 
 
-
 class StateReader:
     """Pooled hidden states of (prompt, answer) items from a loaded causal LM."""
 
     def __init__(self, lm: LoadedModel, settings: StatesSettings, batch_size: int = 32, max_batch_tokens: int = 4096):
-        if max(settings.layers) > lm.num_layers:
-            raise ValueError(
-                f"states.layers: {max(settings.layers)} is out of range for {settings.model} "
-                f"({lm.num_layers} layers)"
-            )
+        try:
+            resolve_layers(list(settings.layers), lm.num_layers)
+        except ValueError as exc:
+            raise ValueError(f"states.layers: {exc}") from None
         if settings.hidden_size and settings.hidden_size != lm.hidden_size:
             raise ValueError(
                 f"states.model: {settings.model} has hidden size {lm.hidden_size}, the head was trained on "
