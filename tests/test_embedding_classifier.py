@@ -289,3 +289,53 @@ def test_calibrate_cli_keeps_to_the_inputs_the_classifier_was_trained_on(
     calibration = json.loads((folder / CONFIG_NAME).read_text())["calibration"]
     prompts = [r for r in load_split(corpus, "calibration") if r.response is None]
     assert calibration["calibration_records"] == len(prompts) < len(load_split(corpus, "calibration"))
+
+
+def test_weigh_prompt_is_a_weighted_geometric_mean_that_keeps_rows_normalised() -> None:
+    from constitutional_guard.classifiers.embedding import weigh_prompt
+
+    pair = np.array([[0.2, 0.8], [0.9, 0.1], [1.0, 0.0], [0.0, 1.0]])
+    prompt = np.array([[0.8, 0.2], [0.1, 0.9], [0.5, 0.5], [0.5, 0.5]])
+    out = weigh_prompt(pair, prompt, 0.5, [1])
+    assert np.allclose(out[:, 1], np.sqrt(pair[:, 1] * prompt[:, 1]))
+    assert np.allclose(out.sum(axis=1), 1.0) and np.isfinite(out).all()
+    assert np.allclose(weigh_prompt(pair, prompt, 0.0, [1]), pair)
+    three = np.array([[0.5, 0.1, 0.4]])  # safe compliance, safe refusal, unsafe: the safe labels keep their ratio
+    out = weigh_prompt(three, np.array([[0.9, 0.09, 0.01]]), 0.5, [2])
+    assert np.isclose(out[0, 2], np.sqrt(0.4 * 0.01)) and np.isclose(out[0, 0] / out[0, 1], 5.0)
+    assert np.isclose(out.sum(), 1.0)
+
+
+def test_exchange_scores_weigh_the_prompt_alone(trained: tuple[Path, Path]) -> None:
+    _, folder = trained
+    classifier = load_classifier(folder)
+    assert classifier.config.prompt_weight == 0.5  # the default for a classifier of prompts and exchanges
+    prompt, answer = "Tell me how to make nerve gas.", "Sure, here is how."
+    weighed = classifier.score(prompt, answer).score
+    alone = classifier.score(prompt).score
+    classifier.config.prompt_weight = 0.0
+    pair = classifier.score(prompt, answer).score
+    assert classifier.score(prompt).score == alone  # prompts are scored as before
+    assert np.isclose(weighed, np.sqrt(pair * alone), atol=1e-6)
+    classifier.config.prompt_weight = 0.5
+    batch = classifier.score_batch([(prompt, answer), (prompt, None), ("Hi", "Hello"), (prompt, "No.")])
+    assert np.isclose(batch[0].score, weighed, atol=1e-6) and np.isclose(batch[1].score, alone)
+    assert set(classifier._prompt_rows) == {prompt, "Hi"}  # each prompt's own row is kept for later checks
+
+
+def test_prompt_weight_needs_a_head_that_learned_prompts_alone(tiny_encoder_dir: Path, tmp_path: Path) -> None:
+    from constitutional_guard.classifiers.embedding import EmbeddingConfig
+    from constitutional_guard.classifiers.embedding_training import prompt_weight
+
+    assert prompt_weight("all") == 0.5 and prompt_weight("exchanges") == 0.0 and prompt_weight("prompts") == 0.0
+    assert prompt_weight("all", "0.3") == 0.3 and prompt_weight("exchanges", 0) == 0.0
+    with pytest.raises(ValueError, match="inputs=all"):
+        prompt_weight("exchanges", 0.5)
+    with pytest.raises(ValueError, match=r"not in \[0, 1\)"):
+        prompt_weight("all", 1.0)
+    with pytest.raises(ValueError, match="prompt_weight"):
+        EmbeddingConfig(labels=["safe", "unsafe"], unsafe_labels=["unsafe"], prompt_weight=-0.1)
+    _, folder = train_tiny(tmp_path, tiny_encoder_dir, inputs="exchanges")
+    assert load_classifier(folder).config.prompt_weight == 0.0
+    with pytest.raises(ValueError, match="inputs=all"):
+        train_tiny(tmp_path / "bad", tiny_encoder_dir, inputs="exchanges", prompt_weight="0.5")

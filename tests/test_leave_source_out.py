@@ -165,10 +165,13 @@ def test_cli_writes_report_plot_and_json(
     assert len(rows) == sum(report["family_sizes"][f] for f in report["held_out_families"])
     assert {row["decision"] for row in rows} <= {"blocked", "held", "allowed"}
     assert "| alpha | prompts |" in (out / "report.md").read_text()
+    assert report["classifier"]["prompt_weight"] == 0.5  # training's default for prompts and exchanges
     bad = run_cli(corpus, out, "--by", "colour")
     assert bad.exit_code == 2 and "--by" in bad.output
     bad = run_cli(corpus, out, "--inputs", "tokens")
     assert bad.exit_code == 2 and "--inputs" in bad.output
+    bad = run_cli(corpus, out, "--inputs", "exchanges", "--prompt-weight", "0.5")
+    assert bad.exit_code == 2 and "--prompt-weight" in bad.output
 
 
 def test_cli_holds_out_prompts_alone(tiny_encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,3 +233,21 @@ def test_cli_reads_an_lm_s_states_beside_the_encoder(
     assert report["leave_source_out"]["outcomes"]["prompts"]["n"] > 0
     bad = run_cli(corpus, out, *options, "--states-model", str(tiny_lm_dir), "--states-layers", "x")
     assert bad.exit_code == 2 and "--states-layers" in bad.output
+
+
+def test_a_prompt_weight_scores_exchanges_with_their_prompt_alone() -> None:
+    from constitutional_guard.evaluation.leave_source_out import embedding_fit
+
+    splits, features = make_splits()
+    plain = embedding_fit(splits, features, head="linear")(None)
+    prompt_rows = {  # an exchange's prompt alone reads differently; a prompt's is its own row
+        name: np.where(np.array([[r.response is not None] for r in splits[name]]), rows * [0.5, 1.0], rows)
+        for name, rows in features.items()
+    }
+    wide = {name: np.hstack([features[name], prompt_rows[name]]) for name in features}
+    weighed = embedding_fit(splits, wide, head="linear", prompt_weight=0.5)(None)
+    test, x = splits["test"], features["test"]
+    exchange = np.array([r.response is not None for r in test])
+    scores, alone, pair = weighed(wide["test"]), plain(prompt_rows["test"]), plain(x)
+    assert np.allclose(scores[~exchange], pair[~exchange])  # a prompt is its own prompt alone
+    assert np.allclose(scores[exchange], np.sqrt(pair[exchange] * alone[exchange]))

@@ -72,6 +72,8 @@ class DemoSettings:
     ``--cross-source-prompts`` takes five."""
     classifier_hold_rate: float = 0.01
     """Target share of safe calibration items in the uncertain (hold) band."""
+    classifier_prompt_weight: float = 0.5
+    """Weight of the prompt alone's score in an exchange's (``EmbeddingConfig.prompt_weight``)."""
     input_classifier_base: str = "mpnet-base"
     """Encoder of the input check, a classifier of prompts alone ("": the exchange classifier checks prompts)."""
     input_classifier_train_prompts: int = 9000
@@ -193,11 +195,11 @@ def _build_classifier(
     block_fpr: float,
     prompt_block_fpr: float | None,
     cross_source_folds: int,
-    states: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Train an embedding classifier on ``inputs`` (``all`` or ``prompts``), calibrate it on the whole calibration
     split (prompts on cross-source scores from ``cross_source_folds`` refits; 0: its own scores) and cache it
-    under ``work / stage``. ``states``: the ``states_*`` training settings of a causal LM read beside the encoder."""
+    under ``work / stage``. ``extra``: further training settings (``states_*``: a causal LM read beside the encoder)."""
     from constitutional_guard.classifiers.base import TrainOptions, load_classifier
     from constitutional_guard.classifiers.calibration import calibrate_and_save
     from constitutional_guard.classifiers.embedding_training import cross_source_calibration_scores, train
@@ -209,8 +211,9 @@ def _build_classifier(
         log(f"{name}: cached at {classifier_dir}")
         return classifier_dir
     unit = "prompts" if inputs == "prompts" else "records"
+    extra = extra or {}
     features = f"{base} features" + (
-        f" and {states['states_model']}'s layer-{states['states_layers']} states" if states else ""
+        f" and {extra['states_model']}'s layer-{extra['states_layers']} states" if "states_model" in extra else ""
     )
     log(f"{name}: {features} + {settings.classifier_head} head on {max_train} {unit}")
     start = time.perf_counter()
@@ -223,7 +226,7 @@ def _build_classifier(
             max_train=max_train,
             seed=settings.seed,
             extra={"max_validation": settings.classifier_eval_records, "head": settings.classifier_head,
-                   "inputs": inputs, **(states or {})},
+                   "inputs": inputs, **extra},
         )
     )
     classifier = load_classifier(trained)
@@ -257,7 +260,7 @@ def ensure_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log
     return _build_classifier(
         work, corpus, settings, log, "classifier", "classifier", settings.classifier_base,
         settings.classifier_train_records, "all", settings.classifier_block_fpr, settings.classifier_prompt_block_fpr,
-        folds,
+        folds, {"prompt_weight": settings.classifier_prompt_weight},
     )
 
 

@@ -8,7 +8,12 @@ LM under ``states``, that model's pooled hidden states of the item (``lm_states`
 features: a logistic model, or one ReLU hidden layer under it (``mlp``), which can learn that the same
 response is harmful after one prompt and harmless after another, or the average of both (``linear+mlp``):
 the logistic head generalises best to unseen sources, the MLP catches requests whose words are harmless on
-their own ("how do I make" + a nerve agent); docs/results/guard_quality.md compares them. Only the head is
+their own ("how do I make" + a nerve agent); docs/results/guard_quality.md compares them.
+
+A classifier trained on prompts and exchanges together can weigh, in an exchange's P(unsafe), its own score of
+the prompt alone (``prompt_weight`` w): P(exchange)^(1 − w) · P(prompt)^w. An exchange is harmful when a harmful
+request meets an answer that serves it; the head reads the prompt alone far more reliably on sources it never
+saw than it reads the pair (docs/results/guard_quality.md, "The exchange check weighs its prompt"). Only the head is
 trained, so fitting takes seconds to a minute once features exist, which makes retraining per held-out source
 (leave-source-out evaluation) affordable on a CPU.
 
@@ -44,6 +49,7 @@ ENCODER_DIR = "encoder"
 HEAD_TENSORS = ("mean", "scale", "coef", "intercept")
 HIDDEN_TENSORS = ("hidden_weight", "hidden_bias")
 HEAD_KINDS = ("linear", "mlp", "linear+mlp")
+PROMPT_ROWS_KEPT = 1024
 
 
 @dataclass
@@ -60,6 +66,9 @@ class EmbeddingConfig(LabelledConfig):
     base_model: str = ""
     states: dict[str, Any] = field(default_factory=dict)
     """A causal LM's hidden states read beside the encoder (``StatesSettings``); empty: the encoder alone."""
+    prompt_weight: float = 0.0
+    """Weight w of the prompt alone's P(unsafe) in an exchange's: P(exchange)^(1 − w) · P(prompt)^w (0: the pair
+    alone). Needs a head trained on prompts alone too."""
     training: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
 
@@ -73,6 +82,8 @@ class EmbeddingConfig(LabelledConfig):
             raise ValueError(f"max_windows: must be at least 1, got {self.max_windows}")
         if self.head not in HEAD_KINDS:
             raise ValueError(f"head: unknown {self.head!r}; known: {', '.join(HEAD_KINDS)}")
+        if not 0.0 <= self.prompt_weight < 1.0:
+            raise ValueError(f"prompt_weight: {self.prompt_weight} is not in [0, 1)")
 
 
 def special_tokens_around(tokenizer: Any) -> tuple[list[int], list[int]]:
@@ -182,6 +193,22 @@ def classifier_features(
         return rows
     values = caches[1].encode(states, items) if caches else states.encode(items)
     return np.hstack([rows, values])
+
+
+def weigh_prompt(rows: np.ndarray, prompt_rows: np.ndarray, weight: float, unsafe_ids: list[int]) -> np.ndarray:
+    """Per-label probabilities of exchanges whose P(unsafe) becomes P(exchange)^(1 − w) · P(prompt)^w; the unsafe
+    labels share it and the other labels share the rest as they shared theirs (equally where they had nothing)."""
+    safe_ids = [i for i in range(rows.shape[1]) if i not in unsafe_ids]
+    weighed = rows[:, unsafe_ids].sum(axis=1) ** (1.0 - weight) * prompt_rows[:, unsafe_ids].sum(axis=1) ** weight
+    out = np.empty_like(rows)
+    out[:, unsafe_ids] = _shares(rows[:, unsafe_ids]) * weighed[:, None]
+    out[:, safe_ids] = _shares(rows[:, safe_ids]) * (1.0 - weighed)[:, None]
+    return out
+
+
+def _shares(block: np.ndarray) -> np.ndarray:
+    total = block.sum(axis=1, keepdims=True)
+    return np.where(total > 0, block / np.where(total > 0, total, 1.0), 1.0 / block.shape[1])
 
 
 @dataclass(frozen=True)
@@ -348,6 +375,8 @@ class EmbeddingClassifier(ConfigThresholds):
         self.head = head
         self.config = config
         self._unsafe_ids = [config.labels.index(name) for name in config.unsafe_labels]
+        self._prompt_rows: dict[str, np.ndarray] = {}
+        """The head's rows of prompts alone (``prompt_weight``), kept for the streams' repeated checks."""
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **_: Any) -> EmbeddingClassifier:
@@ -394,7 +423,21 @@ class EmbeddingClassifier(ConfigThresholds):
         return classifier_features(self.encoder, self.states, items, caches)
 
     def probabilities(self, items: list[tuple[str, str | None]]) -> np.ndarray:
-        return self.head.probabilities(self.features(items))
+        rows = self.head.probabilities(self.features(items))
+        exchanges = [i for i, (_, response) in enumerate(items) if response is not None]
+        if not self.config.prompt_weight or not exchanges:
+            return rows
+        prompts = [items[i][0] for i in exchanges]
+        known = {p: row for p in prompts if (row := self._prompt_rows.get(p)) is not None}
+        todo = list(dict.fromkeys(p for p in prompts if p not in known))
+        if todo:
+            known.update(zip(todo, self.head.probabilities(self.features([(p, None) for p in todo])), strict=True))
+            if len(self._prompt_rows) + len(todo) > PROMPT_ROWS_KEPT:
+                self._prompt_rows.clear()
+            self._prompt_rows.update({p: known[p] for p in todo})
+        prompt_rows = np.stack([known[p] for p in prompts])
+        rows[exchanges] = weigh_prompt(rows[exchanges], prompt_rows, self.config.prompt_weight, self._unsafe_ids)
+        return rows
 
     def score_batch(self, items: list[tuple[str, str | None]]) -> list[ClassifierScore]:
         if not items:

@@ -423,6 +423,10 @@ def leave_source_out(
         None, help="A causal LM whose hidden states go beside the encoder's features (e.g. the guarded model)."
     ),
     states_layers: str = typer.Option("18", help="Layers of --states-model to read, e.g. 18 or 12,18."),
+    prompt_weight: float | None = typer.Option(
+        None, help="Weight of the prompt alone's score in an exchange's (training's default: 0.5 for --inputs all, "
+        "else 0)."
+    ),
     seed: int = typer.Option(0),
 ) -> None:
     """Train without each source family, calibrate without it, test on it; report beside the in-distribution split.
@@ -452,6 +456,12 @@ def leave_source_out(
             states = StatesSettings.from_mapping({"model": states_model, "layers": states_layers})
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--states-layers") from None
+    from constitutional_guard.classifiers.embedding_training import prompt_weight as weight_for
+
+    try:
+        weight_for(inputs, prompt_weight)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--prompt-weight") from None
     with progress_bar(transient=True) as bar:
         task = bar.add_task("leave-source-out", total=None)
         result = lso.embedding_leave_source_out(
@@ -469,6 +479,7 @@ def leave_source_out(
             inputs=inputs,
             source_balance=source_balance,
             states=states,
+            prompt_weight=prompt_weight,
         )
     report = result.report
     output.mkdir(parents=True, exist_ok=True)

@@ -450,11 +450,14 @@ def embedding_features(
     base_model: str,
     progress: Callable[[str], None] | None = None,
     states: StatesSettings | None = None,
+    prompt_alone: bool = False,
 ) -> dict[str, np.ndarray]:
     """The embedding classifier's feature rows of every split (``FeatureCache``d per encoder and state setting);
-    ``states``: a causal LM's pooled states beside the encoder's features, as a classifier trained with them reads."""
+    ``states``: a causal LM's pooled states beside the encoder's features, as a classifier trained with them reads;
+    ``prompt_alone``: each row followed by the row of its prompt alone (for ``prompt_weight``)."""
     from constitutional_guard.classifiers.embedding import SentenceEncoder, classifier_features
     from constitutional_guard.classifiers.embedding_training import feature_caches, record_items, save_caches
+    from constitutional_guard.classifiers.input_format import record_prompt
     from constitutional_guard.classifiers.lm_states import StateReader
     from constitutional_guard.models.loading import resolve_model
 
@@ -466,6 +469,9 @@ def embedding_features(
         if progress:
             progress(f"features: {name} ({len(records)} records)")
         features[name] = classifier_features(encoder, reader, record_items(records), caches)
+        if prompt_alone:
+            prompts = [(record_prompt(r), None) for r in records]
+            features[name] = np.hstack([features[name], classifier_features(encoder, reader, prompts, caches)])
         save_caches(caches)
     return features
 
@@ -479,11 +485,17 @@ def embedding_fit(
     seed: int = 0,
     constitution_share: float | None = None,
     source_balance: bool = True,
+    prompt_weight: float = 0.0,
 ) -> Fit:
-    """Refit the embedding classifier's head (tuned on validation, weights as in training) without a family."""
+    """Refit the embedding classifier's head (tuned on validation, weights as in training) without a family.
+
+    ``prompt_weight``: exchanges scored as a classifier with that weight scores them; the rows then hold each
+    record's features and its prompt alone's (``embedding_features(prompt_alone=True)``)."""
+    from constitutional_guard.classifiers.embedding import weigh_prompt
     from constitutional_guard.classifiers.embedding_training import DEFAULT_CONSTITUTION_SHARE, fit_head, sample_weights
 
     share = DEFAULT_CONSTITUTION_SHARE if constitution_share is None else constitution_share
+    width = features["train"].shape[1] // 2 if prompt_weight else features["train"].shape[1]
     train_family = np.array([family_of(r, by) for r in splits["train"]])
     val_family = np.array([family_of(r, by) for r in splits["validation"]])
     y_train = np.array([r.label_id for r in splits["train"]])
@@ -493,17 +505,26 @@ def embedding_fit(
         keep, keep_val = train_family != excluded, val_family != excluded
         kept = [r for r, k in zip(splits["train"], keep, strict=True) if k]
         fitted, _ = fit_head(
-            features["train"][keep],
+            features["train"][keep][:, :width],
             y_train[keep],
             sample_weights(kept, source_balance, constitution_share=share),
-            features["validation"][keep_val],
+            features["validation"][keep_val][:, :width],
             y_val[keep_val],
             [1],
             grid,
             seed,
             head,
         )
-        return lambda x: fitted.probabilities(x)[:, 1] if len(x) else np.zeros(0)
+
+        def score(x: np.ndarray) -> np.ndarray:
+            if not len(x):
+                return np.zeros(0)
+            rows = fitted.probabilities(x[:, :width])
+            if prompt_weight:  # a prompt's own row is its prompt-alone row: weighing leaves it as it is
+                rows = weigh_prompt(rows, fitted.probabilities(x[:, width:]), prompt_weight, [1])
+            return rows[:, 1]
+
+        return score
 
     return fit
 
@@ -524,22 +545,27 @@ def embedding_leave_source_out(
     inputs: str = "all",
     source_balance: bool = True,
     states: StatesSettings | None = None,
+    prompt_weight: float | None = None,
 ) -> LeaveSourceOut:
     """Leave-source-out for the embedding classifier on a built corpus (features cached per encoder).
 
     ``constitution_share``: as for ``sample_weights``; None takes the training default. ``inputs``: ``all``, or
     ``prompts`` / ``exchanges`` to train and test on those alone (an input check is a classifier of prompts).
     ``source_balance``: as for ``sample_weights`` (training's default is on). ``states``: a causal LM's pooled
-    states beside the encoder's features (``lm_states``)."""
+    states beside the encoder's features (``lm_states``). ``prompt_weight``: as in training (None: its default for
+    ``inputs``)."""
     from constitutional_guard.classifiers.embedding_training import DEFAULT_CONSTITUTION_SHARE
+    from constitutional_guard.classifiers.embedding_training import prompt_weight as weight_for
 
     share = DEFAULT_CONSTITUTION_SHARE if constitution_share is None else constitution_share
+    weight = weight_for(inputs, prompt_weight)
     splits = corpus_splits(data_dir, inputs, max_per_split, seed)
-    features = embedding_features(splits, base_model, progress, states)
-    fit = embedding_fit(splits, features, by, head, grid, seed, share, source_balance)
+    features = embedding_features(splits, base_model, progress, states, prompt_alone=bool(weight))
+    fit = embedding_fit(splits, features, by, head, grid, seed, share, source_balance, weight)
     result = leave_source_out(splits, features, fit, by, min_records, block_fpr, hold_rate, progress)
     classifier = {
         "kind": "embedding", "base_model": base_model, "head": head, "constitution_share": share, "inputs": inputs,
         "source_balance": source_balance, "states": states.to_mapping() if states is not None else None,
+        "prompt_weight": weight,
     }
     return LeaveSourceOut({"classifier": classifier, "data": str(data_dir), **result.report}, result.scored)
