@@ -320,7 +320,8 @@ def test_exchange_scores_weigh_the_prompt_alone(trained: tuple[Path, Path]) -> N
     classifier.config.prompt_weight = 0.5
     batch = classifier.score_batch([(prompt, answer), (prompt, None), ("Hi", "Hello"), (prompt, "No.")])
     assert np.isclose(batch[0].score, weighed, atol=1e-6) and np.isclose(batch[1].score, alone)
-    assert set(classifier._prompt_rows) == {prompt, "Hi"}  # each prompt's own row is kept for later checks
+    x = classifier.features([(prompt, answer)])
+    assert np.allclose(classifier.prompt_alone([(prompt, answer)], x), classifier.features([(prompt, None)]), atol=1e-6)
 
 
 def test_prompt_weight_needs_a_head_that_learned_prompts_alone(tiny_encoder_dir: Path, tmp_path: Path) -> None:

@@ -100,6 +100,8 @@ def test_trained_classifier_records_and_reads_the_states(trained: tuple[Path, Pa
     assert all(0.0 <= s <= 1.0 for s in scores)
     again = load_classifier(folder)
     assert np.allclose([s.score for s in again.score_batch(items)], scores)
+    alone = classifier.prompt_alone(items[1:], rows[1:])  # the states of the prompt alone are read again
+    assert np.allclose(alone, classifier.features([(items[1][0], None)]), atol=1e-5)
 
 
 def test_state_features_are_cached_per_item(trained: tuple[Path, Path]) -> None:

@@ -49,7 +49,6 @@ ENCODER_DIR = "encoder"
 HEAD_TENSORS = ("mean", "scale", "coef", "intercept")
 HIDDEN_TENSORS = ("hidden_weight", "hidden_bias")
 HEAD_KINDS = ("linear", "mlp", "linear+mlp")
-PROMPT_ROWS_KEPT = 1024
 
 
 @dataclass
@@ -375,8 +374,6 @@ class EmbeddingClassifier(ConfigThresholds):
         self.head = head
         self.config = config
         self._unsafe_ids = [config.labels.index(name) for name in config.unsafe_labels]
-        self._prompt_rows: dict[str, np.ndarray] = {}
-        """The head's rows of prompts alone (``prompt_weight``), kept for the streams' repeated checks."""
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **_: Any) -> EmbeddingClassifier:
@@ -423,20 +420,22 @@ class EmbeddingClassifier(ConfigThresholds):
         return classifier_features(self.encoder, self.states, items, caches)
 
     def probabilities(self, items: list[tuple[str, str | None]]) -> np.ndarray:
-        rows = self.head.probabilities(self.features(items))
+        x = self.features(items)
+        rows = self.head.probabilities(x)
         exchanges = [i for i, (_, response) in enumerate(items) if response is not None]
         if not self.config.prompt_weight or not exchanges:
             return rows
-        prompts = [items[i][0] for i in exchanges]
-        known = {p: row for p in prompts if (row := self._prompt_rows.get(p)) is not None}
-        todo = list(dict.fromkeys(p for p in prompts if p not in known))
-        if todo:
-            known.update(zip(todo, self.head.probabilities(self.features([(p, None) for p in todo])), strict=True))
-            if len(self._prompt_rows) + len(todo) > PROMPT_ROWS_KEPT:
-                self._prompt_rows.clear()
-            self._prompt_rows.update({p: known[p] for p in todo})
-        prompt_rows = np.stack([known[p] for p in prompts])
-        rows[exchanges] = weigh_prompt(rows[exchanges], prompt_rows, self.config.prompt_weight, self._unsafe_ids)
+        alone = self.head.probabilities(self.prompt_alone([items[i] for i in exchanges], x[exchanges]))
+        rows[exchanges] = weigh_prompt(rows[exchanges], alone, self.config.prompt_weight, self._unsafe_ids)
+        return rows
+
+    def prompt_alone(self, items: list[tuple[str, str | None]], x: np.ndarray) -> np.ndarray:
+        """The rows of the items' prompts alone, from the items' rows ``x``: the encoder reads the prompt apart from
+        the response, so only the response block is cleared; the LM's states, which read both, are read again."""
+        rows = x.copy()
+        rows[:, self.encoder.dim : 2 * self.encoder.dim + 1] = 0.0
+        if self.states is not None:
+            rows[:, 2 * self.encoder.dim + 1 :] = self.states.encode([(prompt, None) for prompt, _ in items])
         return rows
 
     def score_batch(self, items: list[tuple[str, str | None]]) -> list[ClassifierScore]:
