@@ -332,8 +332,9 @@ def test_prompt_weight_needs_a_head_that_learned_prompts_alone(tiny_encoder_dir:
     assert prompt_weight("all", "0.3") == 0.3 and prompt_weight("exchanges", 0) == 0.0
     with pytest.raises(ValueError, match="inputs=all"):
         prompt_weight("exchanges", 0.5)
-    with pytest.raises(ValueError, match=r"not in \[0, 1\)"):
-        prompt_weight("all", 1.0)
+    for bad in (1.0, "nan", "half"):
+        with pytest.raises(ValueError, match="prompt_weight"):
+            prompt_weight("all", bad)
     with pytest.raises(ValueError, match="prompt_weight"):
         EmbeddingConfig(labels=["safe", "unsafe"], unsafe_labels=["unsafe"], prompt_weight=-0.1)
     _, folder = train_tiny(tmp_path, tiny_encoder_dir, inputs="exchanges")

@@ -298,7 +298,10 @@ def prompt_weight(inputs: str, given: Any = None) -> float:
     """``prompt_weight`` of a classifier trained on ``inputs``: ``given``, else the default for those inputs."""
     if given is None:
         return DEFAULT_PROMPT_WEIGHT if inputs == "all" else 0.0
-    weight = float(given)
+    try:
+        weight = float(given)
+    except (TypeError, ValueError):
+        raise ValueError(f"prompt_weight: expected a number in [0, 1), got {given!r}") from None
     if not 0.0 <= weight < 1.0:
         raise ValueError(f"prompt_weight: {weight} is not in [0, 1)")
     if weight and inputs != "all":
