@@ -194,6 +194,24 @@ def classifier_features(
     return np.hstack([rows, values])
 
 
+def prompt_alone_rows(
+    encoder: SentenceEncoder,
+    states: StateReader | None,
+    items: list[tuple[str, str | None]],
+    x: np.ndarray,
+    cache: Any = None,
+) -> np.ndarray:
+    """The rows of the items' prompts alone, from the items' rows ``x`` (``classifier_features``): the encoder reads
+    the prompt apart from the response, so only the response block is cleared; the LM's states, which read both,
+    are read again (through ``cache``, a states ``FeatureCache``, when given)."""
+    rows = x.copy()
+    rows[:, encoder.dim : 2 * encoder.dim + 1] = 0.0
+    if states is not None:
+        prompts = [(prompt, None) for prompt, _ in items]
+        rows[:, 2 * encoder.dim + 1 :] = cache.encode(states, prompts) if cache is not None else states.encode(prompts)
+    return rows
+
+
 def weigh_prompt(rows: np.ndarray, prompt_rows: np.ndarray, weight: float, unsafe_ids: list[int]) -> np.ndarray:
     """Per-label probabilities of exchanges whose P(unsafe) becomes P(exchange)^(1 − w) · P(prompt)^w; the unsafe
     labels share it and the other labels share the rest as they shared theirs (equally where they had nothing)."""
@@ -430,13 +448,8 @@ class EmbeddingClassifier(ConfigThresholds):
         return rows
 
     def prompt_alone(self, items: list[tuple[str, str | None]], x: np.ndarray) -> np.ndarray:
-        """The rows of the items' prompts alone, from the items' rows ``x``: the encoder reads the prompt apart from
-        the response, so only the response block is cleared; the LM's states, which read both, are read again."""
-        rows = x.copy()
-        rows[:, self.encoder.dim : 2 * self.encoder.dim + 1] = 0.0
-        if self.states is not None:
-            rows[:, 2 * self.encoder.dim + 1 :] = self.states.encode([(prompt, None) for prompt, _ in items])
-        return rows
+        """``prompt_alone_rows`` of this classifier's encoder and states."""
+        return prompt_alone_rows(self.encoder, self.states, items, x)
 
     def score_batch(self, items: list[tuple[str, str | None]]) -> list[ClassifierScore]:
         if not items:

@@ -459,7 +459,7 @@ def leave_source_out(
     from constitutional_guard.classifiers.embedding_training import prompt_weight as weight_for
 
     try:
-        weight_for(inputs, prompt_weight)
+        weight = weight_for(inputs, prompt_weight)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--prompt-weight") from None
     with progress_bar(transient=True) as bar:
@@ -479,7 +479,7 @@ def leave_source_out(
             inputs=inputs,
             source_balance=source_balance,
             states=states,
-            prompt_weight=prompt_weight,
+            prompt_weight=weight,
         )
     report = result.report
     output.mkdir(parents=True, exist_ok=True)

@@ -455,9 +455,8 @@ def embedding_features(
     """The embedding classifier's feature rows of every split (``FeatureCache``d per encoder and state setting);
     ``states``: a causal LM's pooled states beside the encoder's features, as a classifier trained with them reads;
     ``prompt_alone``: each row followed by the row of its prompt alone (for ``prompt_weight``)."""
-    from constitutional_guard.classifiers.embedding import SentenceEncoder, classifier_features
+    from constitutional_guard.classifiers.embedding import SentenceEncoder, classifier_features, prompt_alone_rows
     from constitutional_guard.classifiers.embedding_training import feature_caches, record_items, save_caches
-    from constitutional_guard.classifiers.input_format import record_prompt
     from constitutional_guard.classifiers.lm_states import StateReader
     from constitutional_guard.models.loading import resolve_model
 
@@ -468,10 +467,11 @@ def embedding_features(
     for name, records in splits.items():
         if progress:
             progress(f"features: {name} ({len(records)} records)")
-        features[name] = classifier_features(encoder, reader, record_items(records), caches)
+        items = record_items(records)
+        features[name] = classifier_features(encoder, reader, items, caches)
         if prompt_alone:
-            prompts = [(record_prompt(r), None) for r in records]
-            features[name] = np.hstack([features[name], classifier_features(encoder, reader, prompts, caches)])
+            alone = prompt_alone_rows(encoder, reader, items, features[name], caches[1])
+            features[name] = np.hstack([features[name], alone])
         save_caches(caches)
     return features
 
