@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "serve": 6,
     "evaluation": 6,
     "demo": 6,
+    "demo_shipped": 6,
     "cli": 7,
 }
 

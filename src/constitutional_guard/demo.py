@@ -12,7 +12,8 @@ reads prompts with all-mpnet-base-v2, the encoder that generalises best to new s
 own hidden states at the probe's layer (how the model itself reads the prompt); the exchange classifier
 reads prompt and answer with MiniLM, five times cheaper. Thresholds are calibrated for a false-block rate and a
 hold rate on benign traffic (prompt thresholds on cross-source scores, so they hold on new sources); the probe's
-escalation threshold is calibrated on the target model's own answers.
+escalation threshold is calibrated on the target model's own answers. The input check's head and calibration
+scores ship with the package (``demo_shipped``): a first run trains it only when its recipe or corpus differs.
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from constitutional_guard.paths import cache_dir
+
+if TYPE_CHECKING:
+    from constitutional_guard.demo_shipped import ShippedInputCheck
 
 Log = Callable[[str], None]
 
@@ -85,6 +89,18 @@ class DemoSettings:
     safety-adjacent prompts and catch more harmful ones (docs/results/guard_quality.md)."""
 
 
+INPUT_CHECK_FIELDS = (
+    "target_model",
+    "seed",
+    "classifier_head",
+    "classifier_eval_records",
+    "classifier_prompt_block_fpr",
+    "classifier_cross_source_folds",
+    "input_classifier_base",
+    "input_classifier_train_prompts",
+    "input_classifier_states_layers",
+)
+"""The settings that shape the input check's head and its calibration scores (what a shipped one must match)."""
 RECIPE_FILE = "demo_recipe.json"
 STAGES = ("corpus", "probe", "classifier", "classifier-training", "input-classifier", "input-classifier-training")
 
@@ -114,6 +130,11 @@ def demo_recipe(settings: DemoSettings) -> dict[str, Any]:
         "shipped": {f.name: hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in shipped_files()},
         "data_packages": {p.distribution: p.installed_version() for p in DATA_PACKAGES if p is not SHIPPED},
     }
+
+
+def input_check_recipe(settings: DemoSettings) -> dict[str, Any]:
+    values = asdict(settings)
+    return {name: values[name] for name in INPUT_CHECK_FIELDS}
 
 
 def _recipe_of(folder: Path) -> dict[str, Any] | None:
@@ -196,15 +217,21 @@ def _build_classifier(
     prompt_block_fpr: float | None,
     cross_source_folds: int,
     extra: dict[str, Any] | None = None,
+    shipped: ShippedInputCheck | None = None,
+    export: Path | None = None,
 ) -> Path:
     """Train an embedding classifier on ``inputs`` (``all`` or ``prompts``), calibrate it on the whole calibration
     split (prompts on cross-source scores from ``cross_source_folds`` refits; 0: its own scores) and cache it
-    under ``work / stage``. ``extra``: further training settings (``states_*``: a causal LM read beside the encoder)."""
+    under ``work / stage``. ``extra``: further training settings (``states_*``: a causal LM read beside the encoder).
+    ``shipped``: install that head and calibrate on its shipped scores instead of training; ``export``: write the
+    trained head and its calibration scores there (``demo_shipped.export_input_check``)."""
     from constitutional_guard.classifiers.base import TrainOptions, load_classifier
-    from constitutional_guard.classifiers.calibration import calibrate_and_save
+    from constitutional_guard.classifiers.calibration import calibrate_and_save, score_records
     from constitutional_guard.classifiers.embedding_training import cross_source_calibration_scores, train
     from constitutional_guard.classifiers.exchange_training import cap_records, select_inputs
     from constitutional_guard.data.corpus import load_split
+    from constitutional_guard.demo_shipped import export_input_check
+    from constitutional_guard.models.loading import resolve_model
 
     classifier_dir = work / stage
     if (classifier_dir / "classifier_config.json").exists():
@@ -215,32 +242,46 @@ def _build_classifier(
     features = f"{base} features" + (
         f" and {extra['states_model']}'s layer-{extra['states_layers']} states" if "states_model" in extra else ""
     )
-    log(f"{name}: {features} + {settings.classifier_head} head on {max_train} {unit}")
     start = time.perf_counter()
     trained = work / f"{stage}-training"
-    train(
-        TrainOptions(
-            data_dir=str(corpus),
-            out_dir=str(trained),
-            base_model=base,
-            max_train=max_train,
-            seed=settings.seed,
-            extra={"max_validation": settings.classifier_eval_records, "head": settings.classifier_head,
-                   "inputs": inputs, **extra},
-        )
-    )
-    classifier = load_classifier(trained)
+    shutil.rmtree(trained, ignore_errors=True)  # left by an interrupted run
     calibration = select_inputs(load_split(corpus, "calibration"), inputs)  # whole: benign exchanges set the hold band
     test = select_inputs(load_split(corpus, "test"), inputs)
     test = cap_records(test, settings.classifier_test_records, settings.seed)
     scores, scores_from = None, "the classifier"
-    if cross_source_folds:
-        log(f"{name}: cross-source prompt scores ({cross_source_folds} folds of sources)")
-        scores, scores_from = cross_source_calibration_scores(classifier, calibration, cross_source_folds)
+    if shipped is not None:
+        log(f"{name}: {features} + the shipped {settings.classifier_head} head, trained on {max_train} {unit} "
+            f"({shipped.provenance}); calibrating it on its shipped scores, testing it here")
+        shipped.install(trained, corpus, resolve_model(base))
+        classifier = load_classifier(trained)
+        scores, scores_from = shipped.calibration_scores(calibration)
+    else:
+        log(f"{name}: {features} + {settings.classifier_head} head on {max_train} {unit}")
+        train(
+            TrainOptions(
+                data_dir=str(corpus),
+                out_dir=str(trained),
+                base_model=base,
+                max_train=max_train,
+                seed=settings.seed,
+                extra={"max_validation": settings.classifier_eval_records, "head": settings.classifier_head,
+                       "inputs": inputs, **extra},
+            )
+        )
+        classifier = load_classifier(trained)
+        if cross_source_folds:
+            log(f"{name}: cross-source prompt scores ({cross_source_folds} folds of sources)")
+            scores, scores_from = cross_source_calibration_scores(classifier, calibration, cross_source_folds)
     report = calibrate_and_save(
         classifier, trained, calibration, test, block_fpr, hold_rate=settings.classifier_hold_rate,
         calibration_scores=scores, scores_from=scores_from, prompt_block_fpr=prompt_block_fpr,
     )
+    if export is not None:
+        exported = export_input_check(
+            trained, corpus, input_check_recipe(settings), calibration,
+            scores if scores is not None else score_records(classifier, calibration), scores_from, export,
+        )
+        log(f"{name}: head, config and calibration scores written to {exported}")
     blocks = f"{classifier.thresholds.block:.3f}"
     if classifier.config.prompt_block is not None:  # prompts have a pair of their own
         blocks += f" (exchanges), {classifier.prompt_thresholds.block:.3f} (prompts)"
@@ -264,26 +305,66 @@ def ensure_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log
     )
 
 
-def ensure_input_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log) -> Path:
-    """The input check: a classifier of prompts alone, blocking at the prompt target on cross-source scores."""
+def ensure_input_classifier(
+    work: Path, corpus: Path, settings: DemoSettings, log: Log, train: bool = False, export: Path | None = None
+) -> Path:
+    """The input check: a classifier of prompts alone, blocking at the prompt target on cross-source scores.
+
+    The shipped one is used when it was made from this recipe and corpus (``demo_shipped``), unless ``train``
+    or ``export`` (train it, and write what would ship to ``export``)."""
+    from constitutional_guard.demo_shipped import ShippedInputCheck
+
+    stage = work / "input-classifier"
+    if (train or export is not None) and _installed_from_shipped(stage):
+        shutil.rmtree(stage)
+    if export is not None:
+        shutil.rmtree(stage, ignore_errors=True)  # the export needs this run's calibration scores
+    shipped = None
+    if not (train or export is not None or (stage / "classifier_config.json").exists()):
+        shipped, why = ShippedInputCheck.find(corpus, input_check_recipe(settings))
+        if shipped is None:
+            log(f"input check: training it, since {why}")
     return _build_classifier(
-        work, corpus, settings, log, "input-classifier", "input check", settings.input_classifier_base,
+        work, corpus, settings, log, stage.name, "input check", settings.input_classifier_base,
         settings.input_classifier_train_prompts, "prompts", settings.classifier_prompt_block_fpr, None,
         settings.classifier_cross_source_folds,
         {"states_model": settings.target_model, "states_layers": settings.input_classifier_states_layers}
         if settings.input_classifier_states_layers
         else None,
+        shipped=shipped,
+        export=export,
     )
 
 
-def ensure_demo_bundle(bundle_dir: Path | None = None, settings: DemoSettings | None = None, log: Log = print) -> Path:
-    """Build (or reuse) the demo guard bundle; returns its directory. A cache from another recipe is rebuilt."""
+def _installed_from_shipped(classifier_dir: Path) -> bool:
+    from constitutional_guard.demo_shipped import SHIPPED_FILE
+
+    return (classifier_dir / SHIPPED_FILE).exists()
+
+
+def ensure_demo_bundle(
+    bundle_dir: Path | None = None,
+    settings: DemoSettings | None = None,
+    log: Log = print,
+    train_input_check: bool = False,
+    export_input_check: Path | None = None,
+) -> Path:
+    """Build (or reuse) the demo guard bundle; returns its directory. A cache from another recipe is rebuilt.
+
+    ``train_input_check``: train the input check rather than use the shipped one; ``export_input_check``: train it
+    and write its head and calibration scores there, as they ship."""
     from constitutional_guard.guard.bundle import BUNDLE_FILE, build_bundle
 
     settings = settings or DemoSettings()
     recipe = demo_recipe(settings)
     bundle = bundle_dir or default_bundle_dir()
-    if (bundle / BUNDLE_FILE).exists() and _recipe_of(bundle) == recipe:
+    fresh_input = train_input_check or export_input_check is not None
+    if (
+        (bundle / BUNDLE_FILE).exists()
+        and _recipe_of(bundle) == recipe
+        and not (fresh_input and _installed_from_shipped(bundle / "input_classifier"))
+        and export_input_check is None
+    ):
         log(f"bundle: cached at {bundle}")
         return bundle
     work = cache_dir() / "demo"
@@ -296,7 +377,11 @@ def ensure_demo_bundle(bundle_dir: Path | None = None, settings: DemoSettings | 
     corpus = ensure_corpus(work, settings, log)
     probe_dir = ensure_probe(work, corpus, settings, log)
     classifier_dir = ensure_classifier(work, corpus, settings, log)
-    input_dir = ensure_input_classifier(work, corpus, settings, log) if settings.input_classifier_base else None
+    input_dir = (
+        ensure_input_classifier(work, corpus, settings, log, train_input_check, export_input_check)
+        if settings.input_classifier_base
+        else None
+    )
     build_bundle(bundle, probe_dir, classifier_dir, input_dir, target_model=settings.target_model)
     _write_recipe(bundle, recipe)
     log(f"bundle: written to {bundle}")

@@ -20,6 +20,18 @@ def demo(
         False, "--print-bundle-dir", help="Print the demo bundle directory and exit."
     ),
     max_new_tokens: int = typer.Option(64, min=1, help="Tokens to generate per prompt."),
+    train_input_check: bool = typer.Option(
+        False,
+        "--train-input-check",
+        help="Train the input check from the corpus instead of using the one that ships (about 15-25 min on 2 cores).",
+    ),
+    export_input_check: Path | None = typer.Option(
+        None,
+        "--export-input-check",
+        help="Train the input check and write its head, config and calibration scores to DIR, as they ship "
+        "(constitutional_guard/demo_assets/input_check).",
+        metavar="DIR",
+    ),
 ) -> None:
     """Build the demo guard (corpus, probe, classifier; cached) and run guarded generation on sample prompts."""
     from constitutional_guard.cli.guard_cmd import stream_to_console
@@ -41,7 +53,13 @@ def demo(
             bar.update(task, description=f"preparing {alias}")
             materialize(alias)
             bar.advance(task)
-    ensure_demo_bundle(bundle, settings, log=lambda message: err_console.print(f"[dim]{message}[/]", highlight=False))
+    ensure_demo_bundle(
+        bundle,
+        settings,
+        log=lambda message: err_console.print(f"[dim]{message}[/]", highlight=False),
+        train_input_check=train_input_check,
+        export_input_check=export_input_check,
+    )
     guard = Guard.from_pretrained(bundle)
     config = GenerationConfig(max_new_tokens=max_new_tokens)
     outcomes = []
