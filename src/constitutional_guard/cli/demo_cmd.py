@@ -20,16 +20,16 @@ def demo(
         False, "--print-bundle-dir", help="Print the demo bundle directory and exit."
     ),
     max_new_tokens: int = typer.Option(64, min=1, help="Tokens to generate per prompt."),
-    train_input_check: bool = typer.Option(
+    train_classifiers: bool = typer.Option(
         False,
-        "--train-input-check",
-        help="Train the input check from the corpus instead of using the one that ships (about 15-25 min on 2 cores).",
+        "--train-classifiers",
+        help="Train both classifiers from the corpus instead of using the ones that ship (about 30 min on 2 cores).",
     ),
-    export_input_check: Path | None = typer.Option(
+    export_classifiers: Path | None = typer.Option(
         None,
-        "--export-input-check",
-        help="Train the input check and write its head, config and calibration scores to DIR, as they ship "
-        "(constitutional_guard/demo_assets/input_check).",
+        "--export-classifiers",
+        help="Train both classifiers and write their heads, configs and calibration scores under DIR, as they ship "
+        "(constitutional_guard/demo_assets).",
         metavar="DIR",
     ),
 ) -> None:
@@ -57,8 +57,8 @@ def demo(
         bundle,
         settings,
         log=lambda message: err_console.print(f"[dim]{message}[/]", highlight=False),
-        train_input_check=train_input_check,
-        export_input_check=export_input_check,
+        train_classifiers=train_classifiers,
+        export_classifiers=export_classifiers,
     )
     guard = Guard.from_pretrained(bundle)
     config = GenerationConfig(max_new_tokens=max_new_tokens)
