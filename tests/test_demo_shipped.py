@@ -117,9 +117,10 @@ def test_a_shipped_classifier_of_another_recipe_or_corpus_is_not_used(tmp_path: 
     path.write_text(path.read_text() + path.read_text().splitlines()[0] + "\n")
     found, why = demo_shipped.ShippedClassifier.find("input-classifier", corpus, recipe, tmp_path)
     assert found is None and "another corpus" in why
-    (folder / demo_shipped.SHIPPED_FILE).write_text("{")
-    with pytest.raises(InputError, match=r"shipped\.json"):
-        demo_shipped.ShippedClassifier.find("input-classifier", corpus, recipe, tmp_path)
+    for broken in ("{", "[]", '{"recipe": 3}'):
+        (folder / demo_shipped.SHIPPED_FILE).write_text(broken)
+        with pytest.raises(InputError, match=r"shipped\.json"):
+            demo_shipped.ShippedClassifier.find("input-classifier", corpus, recipe, tmp_path)
 
 
 def test_the_exchange_classifiers_recipe_names_its_prompt_calibration() -> None:

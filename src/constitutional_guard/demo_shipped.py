@@ -118,13 +118,16 @@ class ShippedClassifier:
             shipped = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise InputError.one(path, f"not valid JSON: {exc}") from exc
-        made_with = shipped.get("recipe", {})
+        if not isinstance(shipped, dict) or not isinstance(shipped.get("recipe"), dict):
+            raise InputError.one(path, "expected an object with a `recipe` object")
+        made_with = shipped["recipe"]
         changed = sorted(key for key in set(recipe) | set(made_with) if made_with.get(key) != recipe.get(key))
         if changed:
             return None, f"the shipped one was made with other settings ({', '.join(changed)})"
         if shipped.get("corpus_fingerprint") != corpus_fingerprint(corpus):
             return None, "the shipped one was made from another corpus (other data wheels or shipped data)"
-        return cls(folder, f"made by `{shipped['command']}` from this corpus and recipe"), "it matches"
+        command = shipped.get("command", EXPORT_COMMAND)
+        return cls(folder, f"made by `{command}` from this corpus and recipe"), "it matches"
 
     def install(self, out: str | Path, corpus: str | Path, encoder_source: str | Path) -> Path:
         """A classifier directory: the shipped head and config (trained on ``corpus``) beside a copy of the encoder,
