@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from constitutional_guard.atomic import write_json_atomic
+from constitutional_guard.atomic import atomic_path, write_json_atomic
 from constitutional_guard.data.corpus import split_path
 from constitutional_guard.errors import InputError
 
@@ -76,7 +76,8 @@ def export_classifier(
         raise ValueError(f"{len(scores)} calibration scores for {len(calibration)} calibration records")
     source, target = Path(classifier_dir), Path(out)
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source / HEAD_FILE, target / HEAD_FILE)
+    with atomic_path(target / HEAD_FILE) as tmp:
+        shutil.copyfile(source / HEAD_FILE, tmp)
     config = json.loads((source / CONFIG_FILE).read_text(encoding="utf-8"))
     config["training"] = {**config.get("training", {}), "data_dir": ""}  # the user's corpus is set at install
     write_json_atomic(target / CONFIG_FILE, config)
