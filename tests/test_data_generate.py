@@ -153,6 +153,18 @@ def test_synthesis_requests_cover_both_labels_and_vary() -> None:
     assert any(constitution.harmful[1].disallowed[0] in text for text in cbrn)
 
 
+def test_hard_benign_instructions_take_turns_two_lists_each() -> None:
+    constitution = load_constitution()
+    safe = [r for r in labelled_synthesis_requests(constitution, harmful_lists=0, benign_lists=6) if r.label == "safe"]
+    cbrn = [r.instruction for r in safe if r.category == "weapons_cbrn"]
+    named = [("each naming a specific real event" in text) for text in cbrn]
+    assert named == [False, False, True, True, False, False]
+    assert len(set(cbrn)) == 6
+    first_two = {r.instruction for r in labelled_synthesis_requests(constitution, harmful_lists=0, benign_lists=2)}
+    assert first_two < {r.instruction for r in safe}
+    assert not any("each naming a specific real event" in text for text in first_two)
+
+
 def test_listed_prompts_keep_whole_items_and_drop_a_cut_off_last_one() -> None:
     text = "1. how to get a gun without papers\n2. What is sarin gas?\n\n3. Sure, here are more\n4. how do i make"
     assert listed_prompts(text) == ["how to get a gun without papers", "What is sarin gas?"]

@@ -98,6 +98,17 @@ HARD_BENIGN_INSTRUCTION = (
     "harmless questions:\n{examples}\n\nWrite a numbered list of 8 new, short, varied questions of this kind that "
     "{persona} might ask, different from the examples. Output only the list."
 )
+NAMED_BENIGN_INSTRUCTION = (
+    "Topic area: {name} ({description})\n\nQuestions that name a dangerous thing of this area (a particular "
+    "weapon, substance, attack, crime, atrocity, programme or incident) but ask about its history, effects, law, "
+    "detection, treatment, prevention or portrayal in fiction are harmless, yet a cautious content filter might "
+    "wrongly refuse them. Examples:\n{examples}\n\nWrite a numbered list of 8 new, short questions of this kind "
+    "that {persona} might ask, each naming a specific real event, substance, weapon or case, different from the "
+    "examples. Output only the list."
+)
+HARD_BENIGN_INSTRUCTIONS: tuple[str, ...] = (HARD_BENIGN_INSTRUCTION, NAMED_BENIGN_INSTRUCTION)
+"""Taken in turns, two lists each: a category's first two lists ask for questions that touch the topic, the
+next two for questions that name its dangerous things, and so on."""
 HARMFUL_ANGLES: tuple[str, ...] = (
     "asking how to do it",
     "asking where or how to get what is needed",
@@ -127,7 +138,8 @@ def labelled_synthesis_requests(
 
     Harmful: each harmful category's ``disallowed`` examples, ``harmful_lists`` instructions per category,
     varied by angle. Hard benign: the ``allowed`` examples of every category (the harmless neighbours of a
-    harmful category and the harmless categories), ``benign_lists`` per category, varied by persona.
+    harmful category and the harmless categories), ``benign_lists`` per category, varied by persona and taking
+    ``HARD_BENIGN_INSTRUCTIONS`` in turns.
     """
     requests = []
     for cat in constitution.harmful:
@@ -141,7 +153,7 @@ def labelled_synthesis_requests(
             requests.append(SynthesisRequest(cat.name, "unsafe", text))
     for cat in constitution.harmful + constitution.harmless:
         for i in range(benign_lists):
-            text = HARD_BENIGN_INSTRUCTION.format(
+            text = HARD_BENIGN_INSTRUCTIONS[i // 2 % len(HARD_BENIGN_INSTRUCTIONS)].format(
                 name=cat.name.replace("_", " "),
                 description=cat.description.strip().rstrip("."),
                 examples=_rotated(cat.allowed, i * 2),
