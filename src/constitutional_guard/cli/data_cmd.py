@@ -272,7 +272,10 @@ def synthesize(
     ),
     constitution: Path | None = typer.Option(None, "--constitution", help="Constitution YAML (default: built-in)."),
     harmful_lists: int = typer.Option(8, min=0, help="Lists of 8 harmful requests asked for per harmful category."),
-    benign_lists: int = typer.Option(2, min=0, help="Lists of 8 hard benign questions asked for per category."),
+    benign_lists: int = typer.Option(
+        2, min=0, help="Lists of 8 hard benign questions asked for per category (two on the topic, two naming its "
+        "dangerous things, in turns)."
+    ),
     exclude: Path | None = typer.Option(None, "--exclude", help="Corpus whose real prompts are not repeated."),
     quantile: float = typer.Option(0.25, min=0.0, max=0.5, help="Judge cut-off: quantile of the policy examples."),
     batch_size: int = typer.Option(8, min=1, help="Generation batch size."),
