@@ -10,3 +10,16 @@ cguard classifier leave-source-out --data corpus --inputs prompts --base-model m
 python $D/relabel.py lso-after corpus > $D/lso-after/labels.json                    # both labellings, same scores
 # the demo's classifiers, re-exported on this corpus (40 min)
 cguard demo --export-classifiers src/constitutional_guard/demo_assets
+# inputs-eval/: the end-to-end input check (held-out sources of ../neighbours/run.sh) trained on this corpus,
+# against the one trained on the corpus before the change (prev/input-states)
+python benchmarks/heldout_sources.py --corpus corpus --out e2e
+cguard classifier train --kind embedding --base-model mpnet-base --data e2e/corpus --out e2e/input-states \
+  --set inputs=prompts --set states_model=smollm2-135m-instruct --set states_layers=18
+cguard classifier calibrate --classifier e2e/input-states --data e2e/corpus --block-fpr 0.05 --hold-rate 0.01 --cross-source-prompts 5
+cguard eval -s after=e2e/input-states -s before=prev/input-states -d harmful=e2e/harmful.jsonl -d benign=e2e/benign.jsonl \
+  --out $D/inputs-eval
+python docs/results/guard_quality/e2e-states/summarise.py $D/inputs-eval e2e/benign.jsonl after=e2e/input-states \
+  before=prev/input-states > $D/inputs-eval/summary.json
+# demo-handwritten/: the demo's input check shipped before (prev-demo) and now
+cguard eval -s before=prev-demo/input_classifier -s after="$(cguard demo --print-bundle-dir)/input_classifier" \
+  -d handwritten=benchmarks/handwritten_prompts.jsonl --out $D/demo-handwritten
