@@ -23,3 +23,11 @@ python docs/results/guard_quality/e2e-states/summarise.py $D/inputs-eval e2e/ben
 # demo-handwritten/: the demo's input check shipped before (prev-demo) and now
 cguard eval -s before=prev-demo/input_classifier -s after="$(cguard demo --print-bundle-dir)/input_classifier" \
   -d handwritten=benchmarks/handwritten_prompts.jsonl --out $D/demo-handwritten
+# report-*.md, summary-*.json: guarded generation with this input check, everything else as in ../neighbours/
+# (prev's exchange check, probe, judge and prompt files), so the rows are paired
+cguard guard build --out e2e/bundle --probe prev/bundle-clf/probe --classifier prev/clf \
+  --input-classifier e2e/input-states --model smollm2-135m-instruct
+cguard bench jailbreak --guard e2e/bundle --judge prev-judge --harmful prev/harmful.jsonl --benign prev/benign.jsonl \
+  --n-harmful 0 --n-jailbreak 0 --n-benign 200 --max-new-tokens 48 --batch-size 8 --out e2e/out-benign   # 14 min
+cguard bench jailbreak --guard e2e/bundle --judge prev-judge --harmful prev/harmful.jsonl --benign prev/benign.jsonl \
+  --n-harmful 100 --n-jailbreak 100 --n-benign 0 --max-new-tokens 48 --batch-size 8 --out e2e/out-harmful  # 6 min
