@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Do-Not-Answer's questions about organisations labelled by the constitution (safe), measured under the
 # every-family leave-source-out of the input check (mpnet beside SmolLM2's layer-18 states).
-# From the repository root. lso-before/ is the same command on the corpus before the change (git checkout 8f92a0d).
+# From the repository root. lso-before/ is the same command on the corpus before the change (git checkout 8f92a0d);
+# prev holds ../neighbours/run.sh's e2e folder (input-states, clf, bundle-clf, prompt files), prev-judge its judge,
+# prev-demo the demo bundle shipped before.
 set -euo pipefail
 D=docs/results/guard_quality/organisations
 cguard data build --out corpus --seed 0
