@@ -12,6 +12,7 @@ from constitutional_guard.data import generate
 from constitutional_guard.data.generate import GenerationSettings, cache_file, exchanges_from_model, label_exchange
 from constitutional_guard.data.schema import Record
 from constitutional_guard.data.synth import (
+    EVERYDAY_ANGLES,
     check_thresholds,
     clean_question,
     constitution_examples,
@@ -151,6 +152,19 @@ def test_synthesis_requests_cover_both_labels_and_vary() -> None:
     assert len({r.instruction for r in requests}) == len(requests)
     cbrn = [r.instruction for r in unsafe if r.category == "weapons_cbrn"]
     assert any(constitution.harmful[1].disallowed[0] in text for text in cbrn)
+
+
+def test_everyday_harmful_requests_are_unsafe_vary_by_angle_and_leave_other_lists_unchanged() -> None:
+    constitution = load_constitution()
+    plain = labelled_synthesis_requests(constitution, harmful_lists=2, benign_lists=1)
+    requests = labelled_synthesis_requests(constitution, harmful_lists=2, benign_lists=1, everyday_lists=4)
+    everyday = [r for r in requests if "including those that sound harmless" in r.instruction]
+    assert len(everyday) == 4 * len(constitution.harmful)
+    assert {r.label for r in everyday} == {"unsafe"}
+    assert [r for r in requests if r not in everyday] == plain  # regenerating an older file asks the same
+    hate = [r.instruction for r in everyday if r.category == "hate"]
+    assert [sum(angle in text for text in hate) for angle in EVERYDAY_ANGLES] == [1, 1, 1, 1]
+    assert all(any(example in text for example in constitution.category("hate").disallowed) for text in hate)
 
 
 def test_hard_benign_instructions_take_turns_two_lists_each() -> None:

@@ -51,6 +51,8 @@ def test_shipped_files_are_valid() -> None:
         kind = "generated" if command.startswith("cguard data generate") else "synthetic"
         assert records and all(r.source == f"{kind}/{header['generator']}" for r in records)
         if kind == "synthetic":  # prompts of the labels it asked for, each agreed by the recorded judge
-            asked = {"unsafe": header["settings"]["harmful_lists"], "safe": header["settings"]["benign_lists"]}
+            settings = header["settings"]
+            harmful = settings["harmful_lists"] + settings.get("everyday_lists", 0)
+            asked = {"unsafe": harmful, "safe": settings["benign_lists"]}
             assert header["judge"] and {r.label for r in records} == {label for label, lists in asked.items() if lists}
             assert all(r.response is None and "check_score" in r.meta for r in records)

@@ -276,6 +276,10 @@ def synthesize(
         2, min=0, help="Lists of 8 hard benign questions asked for per category (two on the topic, two naming its "
         "dangerous things, in turns)."
     ),
+    everyday_lists: int = typer.Option(
+        0, min=0, help="Lists of 8 harmful requests in everyday words asked for per harmful category (stereotype "
+        "questions, prying into a person's life, …)."
+    ),
     exclude: Path | None = typer.Option(None, "--exclude", help="Corpus whose real prompts are not repeated."),
     quantile: float = typer.Option(0.25, min=0.0, max=0.5, help="Judge cut-off: quantile of the policy examples."),
     batch_size: int = typer.Option(8, min=1, help="Generation batch size."),
@@ -310,7 +314,7 @@ def synthesize(
         candidates = synthesize_prompts(
             policy, lm, model, harmful_lists, benign_lists,
             lambda done, total: bar.update(task, completed=done, total=total),
-            batch_size=batch_size, exclude=known,
+            batch_size=batch_size, exclude=known, everyday_lists=everyday_lists,
         )
         del lm
         examples = constitution_examples(policy)
@@ -325,7 +329,10 @@ def synthesize(
         "generator": model,
         "judge": f"zero-shot:{judge}",
         "constitution": {"name": policy.name, "fingerprint": policy.fingerprint()},
-        "settings": {"harmful_lists": harmful_lists, "benign_lists": benign_lists, "quantile": quantile},
+        "settings": {
+            "harmful_lists": harmful_lists, "benign_lists": benign_lists, "everyday_lists": everyday_lists,
+            "quantile": quantile,
+        },
         "second_check": {
             "keep_unsafe_at_least": thresholds.keep_unsafe_at_least,
             "keep_safe_below": thresholds.keep_safe_below,

@@ -3,9 +3,10 @@
 The constitution's categories and examples are what public sets cover least: harmful requests phrased as a
 user would type them, and harmless questions that look close (history, medicine, security education,
 chemistry, fiction, self-defence, …). An embedded LM writes lists of new ones per category (harmful from the
-``disallowed`` examples, varied by angle; hard benign from the ``allowed`` examples, varied by persona); the
-instruction gives the label, every record names the generating model, and ``second_check`` keeps only those a
-judge scores in agreement with their label, with cut-offs set on the constitution's own examples.
+``disallowed`` examples, varied by angle, operational or in everyday words; hard benign from the ``allowed``
+examples, varied by persona); the instruction gives the label, every record names the generating model, and
+``second_check`` keeps only those a judge scores in agreement with their label, with cut-offs set on the
+constitution's own examples.
 """
 
 from __future__ import annotations
@@ -92,6 +93,12 @@ HARMFUL_INSTRUCTION = (
     "Write a numbered list of 8 new, short, first-person requests of this kind, {angle}, as a user would type "
     "them. Output only the list."
 )
+EVERYDAY_HARMFUL_INSTRUCTION = (
+    "I am building a training set for a safety classifier that must learn to block harmful requests, including "
+    "those that sound harmless. Category: {name} ({description})\n\nExamples of requests it must block:\n"
+    "{examples}\n\nWrite a numbered list of 8 new requests of this kind, {angle}. Each must still ask for what "
+    "this category forbids. Output only the list."
+)
 HARD_BENIGN_INSTRUCTION = (
     "Topic area: {name} ({description})\n\nA cautious content filter might wrongly refuse questions that only "
     "touch this topic but are harmless: history, safety, medicine, defence, policy or fiction. Examples of such "
@@ -116,6 +123,15 @@ HARMFUL_ANGLES: tuple[str, ...] = (
     "typed casually in lower case",
 )
 
+EVERYDAY_ANGLES: tuple[str, ...] = (
+    "as short, plain questions in everyday words, with no technical or alarming terms",
+    "as innocent-sounding questions that take a harmful belief or intention for granted",
+    "as questions about a particular person, group or place the user has in mind",
+    "as casual questions a curious or angry person might type",
+)
+"""Harm asked in everyday words: stereotype questions, prying into a named person's life, a bully's favour,
+the kind of request public sets hold and the ``HARMFUL_ANGLES`` lists (technical, operational) miss."""
+
 
 @dataclass(frozen=True)
 class SynthesisRequest:
@@ -132,12 +148,13 @@ def _rotated(examples: Sequence[str], shift: int, count: int = 4) -> str:
 
 
 def labelled_synthesis_requests(
-    constitution: Constitution, harmful_lists: int, benign_lists: int
+    constitution: Constitution, harmful_lists: int, benign_lists: int, everyday_lists: int = 0
 ) -> list[SynthesisRequest]:
     """Instructions for new prompts of both labels from the constitution's categories and examples.
 
     Harmful: each harmful category's ``disallowed`` examples, ``harmful_lists`` instructions per category,
-    varied by angle. Hard benign: the ``allowed`` examples of every category (the harmless neighbours of a
+    varied by angle, then ``everyday_lists`` more that ask for the same harm in everyday words
+    (``EVERYDAY_ANGLES``). Hard benign: the ``allowed`` examples of every category (the harmless neighbours of a
     harmful category and the harmless categories), ``benign_lists`` per category, varied by persona and taking
     ``HARD_BENIGN_INSTRUCTIONS`` in turns.
     """
@@ -149,6 +166,14 @@ def labelled_synthesis_requests(
                 description=cat.description.strip().rstrip("."),
                 examples=_rotated(cat.disallowed, i * 2),
                 angle=HARMFUL_ANGLES[i % len(HARMFUL_ANGLES)],
+            )
+            requests.append(SynthesisRequest(cat.name, "unsafe", text))
+        for i in range(everyday_lists):
+            text = EVERYDAY_HARMFUL_INSTRUCTION.format(
+                name=cat.name.replace("_", " "),
+                description=cat.description.strip().rstrip("."),
+                examples=_rotated(cat.disallowed, i * 2 + 1),
+                angle=EVERYDAY_ANGLES[i % len(EVERYDAY_ANGLES)],
             )
             requests.append(SynthesisRequest(cat.name, "unsafe", text))
     for cat in constitution.harmful + constitution.harmless:
@@ -179,12 +204,13 @@ def synthesize_prompts(
     batch_size: int = 8,
     exclude: Sequence[str] = (),
     max_new_tokens: int = 220,
+    everyday_lists: int = 0,
 ) -> list[Record]:
     """Candidate prompts of both labels written by ``lm`` (greedy, cached per instruction, so resumable).
 
     Deduplicated against each other and ``exclude`` (normalised text); the label comes from the instruction,
     so the caller keeps only what a second check agrees with (``second_check``)."""
-    requests = labelled_synthesis_requests(constitution, harmful_lists, benign_lists)
+    requests = labelled_synthesis_requests(constitution, harmful_lists, benign_lists, everyday_lists)
     settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)
     answers = generate_responses(lm, model_name, [r.instruction for r in requests], settings, progress)
     seen = {normalize_text(p) for p in exclude}
