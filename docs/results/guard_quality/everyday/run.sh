@@ -12,7 +12,7 @@ cguard data synthesize --out src/constitutional_guard/data/shipped/synthetic-qwe
   --harmful-lists 0 --benign-lists 0 --everyday-lists 8 --exclude corpus --dtype bfloat16         # 15 min
 cguard data build --out corpus --seed 0
 cguard classifier leave-source-out --data corpus --inputs prompts --base-model mpnet-base \
-  --states-model smollm2-135m-instruct --states-layers 18 --output lso-everyday                   # 49 min
+  --states-model smollm2-135m-instruct --states-layers 18 --output lso-everyday                   # 36 min (features cached)
 cp lso-everyday/report.md lso-everyday/results.json lso-everyday/families.png $D/lso/
 python $D/compare.py before=before after=lso-everyday > $D/compare.md
 python $D/donotanswer.py corpus before=before after=lso-everyday > $D/donotanswer.md
