@@ -25,7 +25,7 @@ def _auroc(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def _block_thresholds(report: dict) -> dict[str, float]:
+def block_thresholds(report: dict) -> dict[str, float]:
     """Each held-out family's cross-source block threshold."""
     return {
         family: next(v for v in result["cross_source"]["thresholds"].values() if v)["block"]
@@ -43,7 +43,7 @@ def _same_prompts(runs: dict[str, Path], reports: dict[str, dict]) -> list[str]:
     common = sorted(set.intersection(*(set(s) for s in scored.values())))
     lines = []
     for name, rows in scored.items():
-        block = _block_thresholds(reports[name])
+        block = block_thresholds(reports[name])
         unsafe = np.array([rows[i]["label"] == "unsafe" for i in common])
         scores = np.array([rows[i]["score"] for i in common])
         blocked = np.array([rows[i]["score"] >= block[rows[i]["family"]] for i in common])

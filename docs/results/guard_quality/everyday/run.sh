@@ -18,24 +18,8 @@ python $D/compare.py before=before after=lso-everyday > $D/compare.md
 python $D/donotanswer.py corpus before=before after=lso-everyday > $D/donotanswer.md
 # the demo's classifiers, re-exported on this corpus (features cached)
 cguard demo --export-classifiers src/constitutional_guard/demo_assets
-# inputs-eval/: the end-to-end input check (the held-out sources of ../neighbours/run.sh, the same prompt files)
-# trained on this corpus, against the one trained on the corpus without the file (prev/input-states)
-python benchmarks/heldout_sources.py --corpus corpus --out e2e
-cguard classifier train --kind embedding --base-model mpnet-base --data e2e/corpus --out e2e/input-states \
-  --set inputs=prompts --set states_model=smollm2-135m-instruct --set states_layers=18
-cguard classifier calibrate --classifier e2e/input-states --data e2e/corpus --block-fpr 0.05 --hold-rate 0.01 --cross-source-prompts 5
-cguard eval -s after=e2e/input-states -s before=prev/input-states -d harmful=e2e/harmful.jsonl -d benign=e2e/benign.jsonl \
-  --out $D/inputs-eval
-python docs/results/guard_quality/e2e-states/summarise.py $D/inputs-eval e2e/benign.jsonl after=e2e/input-states \
-  before=prev/input-states > $D/inputs-eval/summary.json
-# demo-handwritten/: the demo's input check shipped before (prev-demo) and now
-cguard eval -s before=prev-demo/input_classifier -s after="$(cguard demo --print-bundle-dir)/input_classifier" \
-  -d handwritten=benchmarks/handwritten_prompts.jsonl --out $D/demo-handwritten
-# report-*.md, summary-*.json: guarded generation with this input check, everything else as in ../organisations/
-# (prev's bundle with its input check swapped, the same judge and prompt files), so the rows are paired
-cguard guard build --out e2e/bundle --probe prev/bundle/probe --classifier prev/bundle/classifier \
-  --input-classifier e2e/input-states --model smollm2-135m-instruct
-cguard bench jailbreak --guard e2e/bundle --judge prev-judge --harmful prev-prompts/harmful.jsonl --benign prev-prompts/benign.jsonl \
-  --n-harmful 0 --n-jailbreak 0 --n-benign 200 --max-new-tokens 48 --batch-size 8 --out e2e/out-benign   # 14 min
-cguard bench jailbreak --guard e2e/bundle --judge prev-judge --harmful prev-prompts/harmful.jsonl --benign prev-prompts/benign.jsonl \
-  --n-harmful 100 --n-jailbreak 100 --n-benign 0 --max-new-tokens 48 --batch-size 8 --out e2e/out-harmful  # 6 min
+# inputs-eval/, demo-handwritten/, report-*.md, summary-*.json: the input check retrained on this corpus against
+# the one trained without the file; guarded generation with everything else as in ../organisations/ (prev's bundle
+# with its input check swapped, the same judge and prompt files)
+bash docs/results/guard_quality/input-check-swap.sh $D prev/input-states prev/bundle/probe prev/bundle/classifier \
+  prev-judge prev-prompts prev-demo
