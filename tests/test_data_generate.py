@@ -13,6 +13,8 @@ from constitutional_guard.data.generate import GenerationSettings, cache_file, e
 from constitutional_guard.data.schema import Record
 from constitutional_guard.data.synth import (
     EVERYDAY_ANGLES,
+    FIGURATIVE_ANGLES,
+    FIGURATIVE_WORDS,
     check_thresholds,
     clean_question,
     constitution_examples,
@@ -165,6 +167,22 @@ def test_everyday_harmful_requests_are_unsafe_vary_by_angle_and_leave_other_list
     hate = [r.instruction for r in everyday if r.category == "hate"]
     assert [sum(angle in text for text in hate) for angle in EVERYDAY_ANGLES] == [1, 1, 1, 1]
     assert all(any(example in text for example in constitution.category("hate").disallowed) for text in hate)
+
+
+def test_figurative_requests_are_safe_rotate_angles_per_word_and_leave_other_lists_unchanged() -> None:
+    constitution = load_constitution()
+    plain = labelled_synthesis_requests(constitution, harmful_lists=2, benign_lists=1, everyday_lists=1)
+    requests = labelled_synthesis_requests(
+        constitution, harmful_lists=2, benign_lists=1, everyday_lists=1, figurative_lists=4
+    )
+    figurative = requests[len(plain) :]
+    assert requests[: len(plain)] == plain  # regenerating an older file asks the same
+    assert len(figurative) == 4 * len(FIGURATIVE_WORDS)
+    assert {(r.label, r.category) for r in figurative} == {("safe", None)}
+    kill = [r.instruction for r in figurative if '"kill"' in r.instruction]
+    assert len(kill) == 4 and all("hurt no one" in text for text in kill)
+    assert [sum(angle in text for text in kill) for angle, _ in FIGURATIVE_ANGLES] == [1, 1, 1, 1]
+    assert len({r.instruction for r in figurative}) == len(figurative)
 
 
 def test_hard_benign_instructions_take_turns_two_lists_each() -> None:

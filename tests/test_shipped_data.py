@@ -53,6 +53,6 @@ def test_shipped_files_are_valid() -> None:
         if kind == "synthetic":  # prompts of the labels it asked for, each agreed by the recorded judge
             settings = header["settings"]
             harmful = settings["harmful_lists"] + settings.get("everyday_lists", 0)
-            asked = {"unsafe": harmful, "safe": settings["benign_lists"]}
+            asked = {"unsafe": harmful, "safe": settings["benign_lists"] + settings.get("figurative_lists", 0)}
             assert header["judge"] and {r.label for r in records} == {label for label, lists in asked.items() if lists}
             assert all(r.response is None and "check_score" in r.meta for r in records)

@@ -280,6 +280,10 @@ def synthesize(
         0, min=0, help="Lists of 8 harmful requests in everyday words asked for per harmful category (stereotype "
         "questions, prying into a person's life, …)."
     ),
+    figurative_lists: int = typer.Option(
+        0, min=0, help="Lists of 8 harmless requests asked for per word of harm that use it in another "
+        "sense (idioms, technical terms, games, harmless targets: 'kill a process', 'steal the show')."
+    ),
     exclude: Path | None = typer.Option(None, "--exclude", help="Corpus whose real prompts are not repeated."),
     quantile: float = typer.Option(0.25, min=0.0, max=0.5, help="Judge cut-off: quantile of the policy examples."),
     batch_size: int = typer.Option(8, min=1, help="Generation batch size."),
@@ -315,6 +319,7 @@ def synthesize(
             policy, lm, model, harmful_lists, benign_lists,
             lambda done, total: bar.update(task, completed=done, total=total),
             batch_size=batch_size, exclude=known, everyday_lists=everyday_lists,
+            figurative_lists=figurative_lists,
         )
         del lm
         examples = constitution_examples(policy)
@@ -331,7 +336,7 @@ def synthesize(
         "constitution": {"name": policy.name, "fingerprint": policy.fingerprint()},
         "settings": {
             "harmful_lists": harmful_lists, "benign_lists": benign_lists, "everyday_lists": everyday_lists,
-            "quantile": quantile,
+            "figurative_lists": figurative_lists, "quantile": quantile,
         },
         "second_check": {
             "keep_unsafe_at_least": thresholds.keep_unsafe_at_least,
