@@ -17,3 +17,9 @@ cguard eval -s full5=e2e/input-states -s full3=e2e-full-cs3 -s s0=e2e-9k-s0 -s s
 cp -r eval-size/report.md eval-size/results.json eval-size/plots eval-size/scores $D/
 python docs/results/guard_quality/e2e-states/summarise.py eval-size e2e/benign.jsonl full5=e2e/input-states \
   full3=e2e-full-cs3 s0=e2e-9k-s0 s1=e2e-9k-s1 s2=e2e-9k-s2 > $D/summary.json
+# the same three heads with thresholds from five folds of sources (folds.json; the scores above, new thresholds)
+for seed in 0 1 2; do
+  cp -r e2e-9k-s$seed e2e-9k-s$seed-cs5
+  cguard classifier calibrate --classifier e2e-9k-s$seed-cs5 --data e2e/corpus --block-fpr 0.05 --hold-rate 0.01 --cross-source-prompts 5
+done
+python $D/folds_rates.py > $D/folds.json
