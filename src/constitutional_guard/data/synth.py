@@ -162,10 +162,12 @@ term, game, harmless target). Each angle's examples are rotated into the instruc
 FIGURATIVE_WORDS: tuple[str, ...] = (
     "kill", "shoot", "murder", "bomb", "steal", "attack", "destroy", "poison", "blow up", "hack", "crack",
     "execute", "slaughter", "smash", "beat", "stab", "nuke", "trap", "ambush", "rob", "choke", "strangle", "gun",
-    "knife", "drug", "overdose", "high", "hit", "burn", "crush", "wipe out", "terminate", "hijack", "exploit",
-    "torture", "die", "target", "assault", "inject", "fire",
+    "knife", "drug", "high", "hit", "burn", "crush", "wipe out", "terminate", "hijack", "exploit", "torture",
+    "target", "assault", "inject", "fire",
 )
-"""Words of harm that everyday requests use in other senses; one list per word and angle."""
+"""Words of harm that everyday requests use in other senses; one list per word and angle. Not "die" or
+"overdose": asked for harmless uses of those, a generator writes questions about dying without pain, which the
+self-harm policy covers."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ set -euo pipefail
 D=docs/results/guard_quality/figurative
 cguard data build --out corpus --seed 0
 cguard data synthesize --out src/constitutional_guard/data/shipped/synthetic-qwen2.5-coder-1.5b-instruct-figurative.jsonl \
-  --harmful-lists 0 --benign-lists 0 --figurative-lists 2 --exclude corpus --dtype bfloat16      # 19 min
+  --harmful-lists 0 --benign-lists 0 --figurative-lists 2 --exclude corpus --dtype bfloat16      # 15 min
+# (the recorded run asked for two more words, "die" and "overdose", which FIGURATIVE_WORDS has dropped since)
 cguard data build --out corpus --seed 0
 # inputs-eval/: the end-to-end input check (the held-out sources of ../neighbours/run.sh) retrained on this corpus,
 # against the one trained without the file, on the held-out prompts and the two hand-written sets
