@@ -10,14 +10,7 @@
 set -euo pipefail
 OUT=$1 PREV_INPUT=$2 PROBE=$3 EXCHANGE_CHECK=$4 JUDGE=$5 PROMPTS=$6 PREV_DEMO=$7
 # inputs-eval/
-python benchmarks/heldout_sources.py --corpus corpus --out e2e
-cguard classifier train --kind embedding --base-model mpnet-base --data e2e/corpus --out e2e/input-states \
-  --set inputs=prompts --set states_model=smollm2-135m-instruct --set states_layers=18
-cguard classifier calibrate --classifier e2e/input-states --data e2e/corpus --block-fpr 0.05 --hold-rate 0.01 --cross-source-prompts 5
-cguard eval -s after=e2e/input-states -s before="$PREV_INPUT" -d harmful=e2e/harmful.jsonl -d benign=e2e/benign.jsonl \
-  --out "$OUT/inputs-eval"
-python docs/results/guard_quality/e2e-states/summarise.py "$OUT/inputs-eval" e2e/benign.jsonl after=e2e/input-states \
-  before="$PREV_INPUT" > "$OUT/inputs-eval/summary.json"
+bash docs/results/guard_quality/input-check-eval.sh "$OUT" "$PREV_INPUT"
 # demo-handwritten/: the demo's input check shipped before and now
 cguard eval -s before="$PREV_DEMO/input_classifier" -s after="$(cguard demo --print-bundle-dir)/input_classifier" \
   -d handwritten=benchmarks/handwritten_prompts.jsonl --out "$OUT/demo-handwritten"

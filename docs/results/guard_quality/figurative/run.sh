@@ -12,14 +12,8 @@ cguard data synthesize --out src/constitutional_guard/data/shipped/synthetic-qwe
 cguard data build --out corpus --seed 0
 # inputs-eval/: the end-to-end input check (the held-out sources of ../neighbours/run.sh) retrained on this corpus,
 # against the one trained without the file, on the held-out prompts and the two hand-written sets
-python benchmarks/heldout_sources.py --corpus corpus --out e2e
-cguard classifier train --kind embedding --base-model mpnet-base --data e2e/corpus --out e2e/input-states \
-  --set inputs=prompts --set states_model=smollm2-135m-instruct --set states_layers=18
-cguard classifier calibrate --classifier e2e/input-states --data e2e/corpus --block-fpr 0.05 --hold-rate 0.01 --cross-source-prompts 5
-cguard eval -s after=e2e/input-states -s before=prev/input-states -d harmful=e2e/harmful.jsonl -d benign=e2e/benign.jsonl \
-  -d handwritten=benchmarks/handwritten_prompts.jsonl -d figurative=benchmarks/figurative_prompts.jsonl --out $D/inputs-eval
-python docs/results/guard_quality/e2e-states/summarise.py $D/inputs-eval e2e/benign.jsonl after=e2e/input-states \
-  before=prev/input-states > $D/inputs-eval/summary.json
+bash docs/results/guard_quality/input-check-eval.sh $D prev/input-states \
+  -d handwritten=benchmarks/handwritten_prompts.jsonl -d figurative=benchmarks/figurative_prompts.jsonl
 mv src/constitutional_guard/data/shipped/synthetic-qwen2.5-coder-1.5b-instruct-figurative.jsonl $D/candidates-kept.jsonl
 # the demo's input check on the look-alike set (demo-figurative/)
 cguard eval -s demo="$(cguard demo --print-bundle-dir)/input_classifier" -d figurative=benchmarks/figurative_prompts.jsonl \
