@@ -66,12 +66,12 @@ class DemoSettings:
     prompts completed and 3.5 % of harmful answers judged unsafe, against 92.5 % and 2.0 % at 3 %)."""
     classifier_prompt_block_fpr: float = 0.05
     """Target false-block rate on safe calibration prompts (on cross-source scores: it holds on new sources)."""
-    classifier_cross_source_folds: int = 3
+    classifier_cross_source_folds: int = 5
     """Prompt thresholds of the classifier that checks prompts (the input check; the exchange classifier in a bundle
     without one) are chosen on scores from this many head refits that each leave a fold of source families out,
-    so the false-block target holds on sources the classifier never saw (0: the classifier's own scores). Three
-    keeps the first run within budget now that the input check also reads the target's states; the CLI's
-    ``--cross-source-prompts`` takes five."""
+    so the false-block target holds on sources the classifier never saw (0: the classifier's own scores). Five,
+    as the CLI's ``--cross-source-prompts``: on three draws of the demo's training prompts, three folds put the
+    block threshold anywhere in 0.33–0.59, five in 0.44–0.57 (docs/results/guard_quality.md)."""
     classifier_hold_rate: float = 0.01
     """Target share of safe calibration items in the uncertain (hold) band."""
     classifier_prompt_weight: float = 0.5
