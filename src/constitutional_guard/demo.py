@@ -66,12 +66,13 @@ class DemoSettings:
     prompts completed and 3.5 % of harmful answers judged unsafe, against 92.5 % and 2.0 % at 3 %)."""
     classifier_prompt_block_fpr: float = 0.05
     """Target false-block rate on safe calibration prompts (on cross-source scores: it holds on new sources)."""
-    classifier_cross_source_folds: int = 5
+    classifier_cross_source_folds: int = 3
     """Prompt thresholds of the classifier that checks prompts (the input check; the exchange classifier in a bundle
     without one) are chosen on scores from this many head refits that each leave a fold of source families out,
-    so the false-block target holds on sources the classifier never saw (0: the classifier's own scores). Five,
-    as the CLI's ``--cross-source-prompts``: on three draws of the demo's training prompts, three folds put the
-    block threshold anywhere in 0.33–0.59, five in 0.44–0.57 (docs/results/guard_quality.md)."""
+    so the false-block target holds on sources the classifier never saw (0: the classifier's own scores). Three,
+    where the CLI's ``--cross-source-prompts`` takes five: five put the shipped head's block threshold at 0.477
+    (0.594), which blocks more ordinary writing tasks kept out of training (WritingBench 48 of 545 against 29)
+    and no more of the unseen harmful prompts measured (docs/results/guard_quality.md, the demo bundle)."""
     classifier_hold_rate: float = 0.01
     """Target share of safe calibration items in the uncertain (hold) band."""
     classifier_prompt_weight: float = 0.5
