@@ -20,3 +20,6 @@ cguard eval -s demo="$(cguard demo --print-bundle-dir)/input_classifier" -d mtbe
   --out $D/instruction-sets
 # the cascade on the demo bundle's benign prompts (full length: 256 of 256 tokens)
 cguard bench latency --guard "$(cguard demo --print-bundle-dir)" --num-prompts 2 --new-tokens 128 --json /tmp/latency.json
+# the full recipe's end-to-end input check (../everyday/run.sh's e2e folder) on the same four sets (instruction-sets-e2e/)
+cguard eval -s e2e=prev/input-states -d mtbench=sets/mtbench.jsonl -d writingbench=sets/writingbench.jsonl \
+  -d persistbench=sets/persistbench.jsonl -d healthbench=sets/healthbench.jsonl --out $D/instruction-sets-e2e
