@@ -1,5 +1,5 @@
 """Blocked / held per prompt file for each input check of a `cguard eval` run, at each check's own thresholds,
-and the held-out prompts' AUROC. python wb_summary.py EVAL_DIR NAME=CLASSIFIER_DIR ..."""
+and the held-out prompts' AUROC. python summarise.py EVAL_DIR NAME=CLASSIFIER_DIR ... > summary.json"""
 import json, sys
 from pathlib import Path
 from sklearn.metrics import roc_auc_score
