@@ -6,11 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from constitutional_guard.classifiers.base import ClassifierScore, Thresholds
 from constitutional_guard.classifiers.baselines import TextBaseline
 from constitutional_guard.classifiers.calibration import (
+    MIN_SOURCE_ITEMS,
     CalibrationReport,
+    block_threshold,
     calibrate,
     calibrate_and_save,
     choose_thresholds,
@@ -250,3 +254,101 @@ def test_hold_target_bounds_the_safe_items_held() -> None:
 def test_hold_allow_when_everything_fits_in_the_budget() -> None:
     assert hold_allow(np.array([0.1, 0.6, 0.7]), block=0.5, hold_rate=0.5) == 0.0  # the one unblocked item may be held
     assert hold_allow(np.array([0.1, 0.2, 0.9]), block=0.5, hold_rate=0.0) > 0.2
+
+
+def _rates(scores: np.ndarray, sources: list[str], threshold: float) -> dict[str, float]:
+    names = np.array(sources)
+    return {name: float((scores[names == name] >= threshold).mean()) for name in dict.fromkeys(sources)}
+
+
+def _skewed_sources() -> tuple[np.ndarray, list[str]]:
+    """A large source of easy safe items beside two small ones that score higher (new kinds of traffic)."""
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([rng.beta(1, 30, 2000), rng.beta(3, 4, 60), rng.beta(2, 5, 80)])
+    return scores, ["trivia"] * 2000 + ["letters"] * 60 + ["health"] * 80
+
+
+def test_false_blocks_counted_over_sources_weigh_each_source_alike() -> None:
+    scores, sources = _skewed_sources()
+    items = block_threshold(scores, 0.05)
+    mean = block_threshold(scores, 0.05, "sources", sources)
+    each = block_threshold(scores, 0.05, "every-source", sources)
+    assert float((scores >= items).mean()) <= 0.05
+    assert _rates(scores, sources, items)["letters"] > 0.3  # the pooled target hides a small source
+    assert np.mean(list(_rates(scores, sources, mean).values())) <= 0.05
+    assert max(_rates(scores, sources, each).values()) <= 0.05
+    assert items < mean < each
+    assert np.mean(list(_rates(scores, sources, np.nextafter(mean, -1)).values())) > 0.05  # the smallest that meets it
+
+
+def test_small_sources_count_as_one_and_every_source_needs_a_large_one() -> None:
+    scores, sources = _skewed_sources()
+    few = ["tiny-a"] * 10 + ["tiny-b"] * 10  # under MIN_SOURCE_ITEMS: one source together
+    assert MIN_SOURCE_ITEMS > 10
+    more, more_sources = np.r_[scores, np.full(20, 0.99)], [*sources, *few]
+    # too small for a rate of its own, the merged source does not move the every-source threshold
+    assert block_threshold(more, 0.05, "every-source", more_sources) == block_threshold(
+        scores, 0.05, "every-source", sources
+    )
+    alone = np.full(20, 0.5)
+    assert block_threshold(alone, 0.05, "every-source", few) == block_threshold(alone, 0.05)  # nothing large: pooled
+    # in the mean the two small sources weigh as one source: four rates, not five
+    mean = block_threshold(more, 0.25, "sources", more_sources)
+    rates = _rates(more, more_sources, mean)
+    four = (rates["trivia"] + rates["letters"] + rates["health"] + float((more[-20:] >= mean).mean())) / 4
+    assert four <= 0.25
+
+
+def test_bad_false_block_counting() -> None:
+    with pytest.raises(ValueError, match="block_fpr_over"):
+        block_threshold([0.1, 0.2], 0.05, "families", ["a", "b"])
+    with pytest.raises(ValueError, match="source of every safe item"):
+        block_threshold([0.1, 0.2], 0.05, "sources")
+    with pytest.raises(ValueError, match="without safe items"):
+        block_threshold([], 0.05)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 80), min_size=1, max_size=6),
+    target=st.sampled_from([0.0, 0.01, 0.05, 0.2, 0.5]),
+    over=st.sampled_from(["items", "sources", "every-source"]),
+    seed=st.integers(0, 10_000),
+)
+def test_block_threshold_is_the_smallest_that_meets_its_target(
+    sizes: list[int], target: float, over: str, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.random(sum(sizes)), 2)  # ties included
+    sources = [f"s{i}" for i, n in enumerate(sizes) for _ in range(n)]
+    names = np.array(sources)
+    groups = [names == f"s{i}" for i, n in enumerate(sizes) if n >= MIN_SOURCE_ITEMS]
+    small = ~np.any(groups, axis=0) if groups else np.ones(len(names), dtype=bool)
+    if small.any():
+        groups.append(small)  # the small sources, together
+
+    def rate(t: float) -> float:
+        rates = [float((scores[g] >= t).mean()) for g in groups]
+        if over == "sources":
+            return float(np.mean(rates))
+        large = [r for r, g in zip(rates, groups, strict=True) if g.sum() >= MIN_SOURCE_ITEMS]
+        if over == "items" or not large:
+            return float((scores >= t).mean())
+        return max(large)
+
+    t = block_threshold(scores, target, over, sources)
+    assert rate(t) <= target + 1e-9
+    below = [c for c in np.r_[scores.min(), np.nextafter(scores, np.inf)] if c < t]  # the candidates under it
+    assert all(rate(float(c)) > target for c in below)
+
+
+def test_calibration_counts_false_blocks_over_the_records_sources() -> None:
+    records = _records(3, 400)
+    scores = [0.9 if (r.source == "b" and i % 5 == 0) else (0.8 if r.is_unsafe else 0.1) for i, r in enumerate(records)]
+    pooled = evaluate_scores(records, scores, records, scores, block_fpr=0.1, separate_prompts=False)
+    by_source = evaluate_scores(
+        records, scores, records, scores, block_fpr=0.1, separate_prompts=False, block_fpr_over="every-source"
+    )
+    assert pooled.block_fpr_over == "items" and by_source.block_fpr_over == "every-source"
+    assert by_source.thresholds.block > pooled.thresholds.block
+    assert by_source.as_dict()["block_fpr_over"] == "every-source"

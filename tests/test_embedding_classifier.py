@@ -250,6 +250,12 @@ def test_calibrate_cli_cross_source_prompts(trained: tuple[Path, Path], tmp_path
     calibration = json.loads((copy / CONFIG_NAME).read_text())["calibration"]
     assert calibration["calibration_scores"].startswith("prompts: cross-source, 2 folds")
     assert (calibration["block_fpr_target"], calibration["prompt_block_fpr_target"]) == (0.1, 0.2)
+    assert calibration["block_fpr_over"] == "items"
+    bad = CliRunner().invoke(app, [*args, "--block-fpr-over", "families"])
+    assert bad.exit_code == 2 and "--block-fpr-over" in bad.output
+    result = CliRunner().invoke(app, [*args, "--cross-source-prompts", "2", "--block-fpr-over", "sources"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((copy / CONFIG_NAME).read_text())["calibration"]["block_fpr_over"] == "sources"
 
 
 def test_cross_source_calibration_scores_move_prompts_only(trained: tuple[Path, Path]) -> None:

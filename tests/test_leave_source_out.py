@@ -86,6 +86,30 @@ def test_cross_source_thresholds_hold_their_target_on_unseen_sources() -> None:
     assert "| leave-source-out, cross-source thresholds |" in markdown(report)
 
 
+def test_false_blocks_can_be_counted_over_the_calibration_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One benign family scores high for every fold: pooled with the rest it is under the target, counted as a
+    source of its own it is not, so the per-source thresholds sit higher."""
+    from constitutional_guard.classifiers import calibration
+
+    monkeypatch.setattr(calibration, "MIN_SOURCE_ITEMS", 4)  # these families hold 8 calibration prompts each
+    splits, features = make_splits()
+    for split in SPLITS:
+        blue = np.array([r.source == "blue/two" for r in splits[split]])
+        features[split][blue, 0] += 0.6
+
+    def report(over: str) -> dict:
+        return leave_source_out(
+            splits, features, lambda _: sigmoid, min_records=40, block_fpr=0.1, hold_rate=0.0, block_fpr_over=over
+        ).report
+
+    pooled, each = report("items"), report("every-source")
+    assert (pooled["block_fpr_over"], each["block_fpr_over"]) == ("items", "every-source")
+    for family in ("red/one", "mixed"):  # folds whose calibration split holds blue/two
+        low = pooled["families"][family]["cross_source"]["thresholds"]["prompt"]["block"]
+        assert each["families"][family]["cross_source"]["thresholds"]["prompt"]["block"] > low
+    assert "false blocks in every source" in markdown(each) and "in every source" not in markdown(pooled)
+
+
 def test_every_held_out_record_comes_back_scored_with_its_decision() -> None:
     """One scored row per held-out record, its decisions adding up to the family's outcomes; the report names
     the most confident errors: the safe record scored highest among those blocked comes first."""
@@ -168,6 +192,8 @@ def test_cli_writes_report_plot_and_json(
     assert report["classifier"]["prompt_weight"] == 0.5  # training's default for prompts and exchanges
     bad = run_cli(corpus, out, "--by", "colour")
     assert bad.exit_code == 2 and "--by" in bad.output
+    bad = run_cli(corpus, out, "--block-fpr-over", "families")
+    assert bad.exit_code == 2 and "--block-fpr-over" in bad.output
     bad = run_cli(corpus, out, "--inputs", "tokens")
     assert bad.exit_code == 2 and "--inputs" in bad.output
     bad = run_cli(corpus, out, "--inputs", "exchanges", "--prompt-weight", "0.5")

@@ -8,6 +8,11 @@ chosen on the data they are judged on.
 
 Prompts alone (the input check) and exchanges score on different scales, so by default each gets its own
 pair, chosen on its own calibration items; one shared pair serves both when either lacks a class.
+
+The false-block rate is counted over safe items pooled (``items``, the default), or per source: the mean of the
+sources' rates (``sources``), the rate a new source can expect when sources are drawn like the calibration ones,
+however large each is; or the largest source's rate (``every-source``). Sources with fewer than
+``MIN_SOURCE_ITEMS`` safe items count as one source together.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from constitutional_guard.metrics import BinaryMetrics, binary_metrics, threshol
 DEFAULT_BLOCK_FPR = 0.01
 DEFAULT_ALLOW_RECALL = 0.99
 DEFAULT_HOLD_RATE = 0.01
+BLOCK_FPR_OVER = ("items", "sources", "every-source")
+MIN_SOURCE_ITEMS = 30
 
 
 def score_records(classifier: SafetyClassifier, records: Sequence[Record], batch_size: int = 64) -> list[float]:
@@ -49,15 +56,63 @@ def hold_allow(safe_scores: np.ndarray, block: float, hold_rate: float) -> float
     return float(np.nextafter(safe[must_allow - 1], np.inf))
 
 
+def block_fpr_over_words(over: str) -> str:
+    """How a report says what a false-block target counts over (nothing for the pooled default)."""
+    return {"items": "", "sources": " (the mean of the sources' rates)", "every-source": " in every source"}[over]
+
+
+def _source_groups(sources: Sequence[str]) -> list[np.ndarray]:
+    """Indices of each source with at least ``MIN_SOURCE_ITEMS`` items, then of the smaller ones together."""
+    names = np.asarray(sources, dtype=object)
+    groups, small = [], []
+    for name in dict.fromkeys(sources):
+        members = np.flatnonzero(names == name)
+        (groups if len(members) >= MIN_SOURCE_ITEMS else small).append(members)
+    if small:
+        groups.append(np.concatenate(small))
+    return groups
+
+
+def block_threshold(
+    safe_scores: Sequence[float], block_fpr: float, over: str = "items", sources: Sequence[str] | None = None
+) -> float:
+    """The smallest threshold whose false-block rate on the safe items, counted ``over`` items or their
+    ``sources`` (see the module's docstring), is at most ``block_fpr``. Flagging is ``score >= threshold``."""
+    if over not in BLOCK_FPR_OVER:
+        raise ValueError(f"block_fpr_over must be one of {', '.join(BLOCK_FPR_OVER)}, got {over!r}")
+    s = np.asarray(safe_scores, dtype=float)
+    if not len(s):
+        raise ValueError("cannot choose a threshold at a target false-block rate without safe items")
+    if over == "items":
+        return threshold_at_fpr(np.zeros(len(s), dtype=int), s, block_fpr)
+    if sources is None or len(sources) != len(s):
+        raise ValueError(f"block_fpr_over={over!r} needs the source of every safe item")
+    groups = _source_groups(sources)
+    if over == "every-source":
+        groups = [g for g in groups if len(g) >= MIN_SOURCE_ITEMS]
+        if not groups:  # no source large enough to hold a rate of its own
+            return block_threshold(s, block_fpr)
+    # candidates: the lowest safe score (everything flagged), then just above each safe score
+    candidates = np.unique(np.r_[s.min(), np.nextafter(s, np.inf)])
+    rates = np.stack([
+        1.0 - np.searchsorted(np.sort(s[g]), candidates, side="left") / len(g) for g in groups
+    ])  # each group's share of items at or above each candidate
+    rate = rates.mean(axis=0) if over == "sources" else rates.max(axis=0)
+    return float(candidates[np.flatnonzero(rate <= block_fpr + 1e-12)[0]])
+
+
 def choose_thresholds(
     labels: Sequence[int],
     scores: Sequence[float],
     block_fpr: float = DEFAULT_BLOCK_FPR,
     allow_recall: float = DEFAULT_ALLOW_RECALL,
     hold_rate: float | None = None,
+    block_fpr_over: str = "items",
+    sources: Sequence[str] | None = None,
 ) -> Thresholds:
-    """Block at ``block_fpr`` on safe items; allow below the score that keeps ``hold_rate`` of safe items held,
-    or (``hold_rate`` None) below the score that ``allow_recall`` of unsafe items reach."""
+    """Block at ``block_fpr`` on safe items (counted ``over`` items or ``sources``, see ``block_threshold``);
+    allow below the score that keeps ``hold_rate`` of safe items held, or (``hold_rate`` None) below the score
+    that ``allow_recall`` of unsafe items reach."""
     if not 0.0 <= block_fpr < 1.0:
         raise ValueError(f"block_fpr must be in [0, 1), got {block_fpr}")
     if not 0.0 < allow_recall <= 1.0:
@@ -67,7 +122,8 @@ def choose_thresholds(
     y, s = np.asarray(labels, dtype=int), np.asarray(scores, dtype=float)
     if not (y == 0).any() or not (y == 1).any():
         raise ValueError("calibration needs both safe and unsafe items")
-    block = min(threshold_at_fpr(y, s, block_fpr), 1.0)
+    safe_sources = None if sources is None else [x for x, label in zip(sources, y, strict=True) if label == 0]
+    block = min(block_threshold(s[y == 0], block_fpr, block_fpr_over, safe_sources), 1.0)
     if hold_rate is not None:
         return Thresholds(allow=min(hold_allow(s[y == 0], block, hold_rate), block), block=block)
     unsafe = np.sort(s[y == 1])
@@ -85,15 +141,23 @@ def choose_split_thresholds(
     separate_prompts: bool = True,
     hold_rate: float | None = None,
     prompt_block_fpr: float | None = None,
+    block_fpr_over: str = "items",
+    sources: Sequence[str] | None = None,
 ) -> tuple[Thresholds, Thresholds | None]:
     """Exchange and prompt thresholds, each chosen on its own items (the prompts at ``prompt_block_fpr`` when
-    given); (shared pair, None) when not separable."""
+    given); (shared pair, None) when not separable. ``sources``: each item's, for ``block_fpr_over``."""
     y, s, p = np.asarray(labels, dtype=int), np.asarray(scores, dtype=float), np.asarray(prompts, dtype=bool)
+    src = None if sources is None else np.asarray(sources, dtype=object)
+
+    def pair(mask: np.ndarray, fpr: float) -> Thresholds:
+        return choose_thresholds(
+            y[mask], s[mask], fpr, allow_recall, hold_rate, block_fpr_over, None if src is None else list(src[mask])
+        )
+
     if separate_prompts and all(len(np.unique(y[side])) == 2 for side in (p, ~p)):
-        exchange = choose_thresholds(y[~p], s[~p], block_fpr, allow_recall, hold_rate)
         prompt_fpr = block_fpr if prompt_block_fpr is None else prompt_block_fpr
-        return exchange, choose_thresholds(y[p], s[p], prompt_fpr, allow_recall, hold_rate)
-    return choose_thresholds(y, s, block_fpr, allow_recall, hold_rate), None
+        return pair(~p, block_fpr), pair(p, prompt_fpr)
+    return pair(np.ones_like(p), block_fpr), None
 
 
 def item_thresholds(
@@ -146,6 +210,8 @@ class CalibrationReport:
     """Share of safe test items in the uncertain band (held)."""
     prompt_block_fpr_target: float | None = None
     """The prompts' own false-block target; None: ``block_fpr_target`` serves both."""
+    block_fpr_over: str = "items"
+    """What the false-block targets count over: safe items pooled, or their sources (see ``block_threshold``)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,12 +263,14 @@ def evaluate_scores(
     separate_prompts: bool = True,
     hold_rate: float | None = None,
     prompt_block_fpr: float | None = None,
+    block_fpr_over: str = "items",
 ) -> CalibrationReport:
     """Thresholds from calibration scores, judged on test scores (any scorer, baselines included)."""
     calib_y = _labels(calib_records)
     prompts = [r.response is None for r in calib_records]
     thresholds, prompt_thresholds = choose_split_thresholds(
-        calib_y, calib_scores, prompts, block_fpr, allow_recall, separate_prompts, hold_rate, prompt_block_fpr
+        calib_y, calib_scores, prompts, block_fpr, allow_recall, separate_prompts, hold_rate, prompt_block_fpr,
+        block_fpr_over, [r.source for r in calib_records],
     )
     _, calib_block = item_thresholds(calib_records, thresholds, prompt_thresholds)
     y, s = _labels(test_records), np.asarray(test_scores, dtype=float)
@@ -221,6 +289,7 @@ def evaluate_scores(
         hold_rate_target=hold_rate,
         prompt_block_fpr_target=prompt_block_fpr if prompt_thresholds is not None else None,
         test_safe_held_rate=_uncertain_rate(s[~unsafe], allow[~unsafe], block[~unsafe]) if (~unsafe).any() else None,
+        block_fpr_over=block_fpr_over,
     )
 
 
@@ -234,18 +303,20 @@ def calibrate(
     hold_rate: float | None = None,
     calibration_scores: Sequence[float] | None = None,
     prompt_block_fpr: float | None = None,
+    block_fpr_over: str = "items",
 ) -> CalibrationReport:
     """Score both splits, set the classifier's (prompt) thresholds from the calibration split, report on test.
 
     ``calibration_scores``: P(unsafe) of the calibration records from elsewhere (cross-source scores), instead of
-    the classifier's own. ``prompt_block_fpr``: the prompts' own false-block target (default ``block_fpr``). The
-    caller persists the thresholds with ``classifier.save_config(directory)``.
+    the classifier's own. ``prompt_block_fpr``: the prompts' own false-block target (default ``block_fpr``).
+    ``block_fpr_over``: count false blocks over safe items or their sources (``block_threshold``). The caller
+    persists the thresholds with ``classifier.save_config(directory)``.
     """
     calib_scores = score_records(classifier, calibration) if calibration_scores is None else list(calibration_scores)
     test_scores = score_records(classifier, test)
     report = evaluate_scores(
         calibration, calib_scores, test, test_scores, block_fpr, allow_recall, separate_prompts, hold_rate,
-        prompt_block_fpr,
+        prompt_block_fpr, block_fpr_over,
     )
     classifier.thresholds = report.thresholds
     classifier.prompt_thresholds = report.prompt_thresholds
@@ -269,13 +340,14 @@ def calibrate_and_save(
     calibration_scores: Sequence[float] | None = None,
     scores_from: str = "the classifier",
     prompt_block_fpr: float | None = None,
+    block_fpr_over: str = "items",
 ) -> CalibrationReport:
     """Calibrate, record the details in the config where it has room for them, and rewrite the saved config.
 
     ``scores_from`` says where ``calibration_scores`` came from, for the record."""
     report = calibrate(
         classifier, calibration, test, block_fpr, allow_recall, separate_prompts, hold_rate, calibration_scores,
-        prompt_block_fpr,
+        prompt_block_fpr, block_fpr_over,
     )
     config = getattr(classifier, "config", None)
     if hasattr(config, "calibration"):

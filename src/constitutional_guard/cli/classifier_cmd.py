@@ -83,6 +83,20 @@ def _allow_targets(allow_recall: float | None, hold_rate: float) -> tuple[float,
     return (allow_recall, None) if allow_recall is not None else (DEFAULT_ALLOW_RECALL, hold_rate)
 
 
+_BLOCK_FPR_OVER_HELP = (
+    "Count the false-block target over safe calibration items pooled (items), or per source: the mean of the "
+    "sources' rates, what a new source can expect (sources), or the rate of each (every-source)."
+)
+
+
+def _block_fpr_over(value: str) -> str:
+    from constitutional_guard.classifiers.calibration import BLOCK_FPR_OVER
+
+    if value not in BLOCK_FPR_OVER:
+        raise typer.BadParameter(f"expected one of {', '.join(BLOCK_FPR_OVER)}", param_hint="--block-fpr-over")
+    return value
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -135,6 +149,7 @@ def calibrate(
         None, min=0.0, max=0.999,
         help="The prompts' own false-block target where prompts and exchanges get a pair each (default: --block-fpr).",
     ),
+    block_fpr_over: str = typer.Option("items", help=_BLOCK_FPR_OVER_HELP),
     report: Path | None = typer.Option(None, help="Write the calibration report here as JSON."),
     shared_thresholds: bool = typer.Option(
         False, "--shared-thresholds", help="One threshold pair for prompts and exchanges (default: one each)."
@@ -150,6 +165,7 @@ def calibrate(
 
     if cross_source_prompts == 1:
         raise typer.BadParameter("at least 2 folds (0: off)", param_hint="--cross-source-prompts")
+    _block_fpr_over(block_fpr_over)
     model = load_classifier(classifier)
     calib_records, test_records = _splits(data, calibration, test, label_scheme)
     inputs = (getattr(getattr(model, "config", None), "training", None) or {}).get("inputs", "all")
@@ -169,7 +185,7 @@ def calibrate(
             scores, scores_from = cross_source_calibration_scores(model, calib_records, cross_source_prompts)
     result = calibrate_and_save(
         model, classifier, calib_records, test_records, block_fpr, recall, not shared_thresholds, hold, scores,
-        scores_from, prompt_block_fpr,
+        scores_from, prompt_block_fpr, block_fpr_over,
     )
     console.print(
         _report_table(f"test split at thresholds chosen on calibration ({classifier})", {"classifier": result})
@@ -263,6 +279,7 @@ def evaluate(
     ),
     label_scheme: str = typer.Option("binary"),
     block_fpr: float = typer.Option(0.01, min=0.0, max=0.999),
+    block_fpr_over: str = typer.Option("items", help=_BLOCK_FPR_OVER_HELP),
     hold_rate: float = typer.Option(0.01, min=0.0, max=0.999, help="Target share of safe calibration items held."),
     allow_recall: float | None = typer.Option(None, min=0.001, max=1.0, help="Instead of --hold-rate."),
     max_records: int | None = typer.Option(None, help="Cap per split (deterministic sample), for slow systems."),
@@ -282,6 +299,7 @@ def evaluate(
     from constitutional_guard.evaluation.systems import load_system
 
     recall, hold = _allow_targets(allow_recall, hold_rate)
+    _block_fpr_over(block_fpr_over)
     calib_records, test_records = _splits(data, calibration, test, label_scheme)
     calib_records = sample_uniform(calib_records, max_records, seed)
     sets = {"test": sample_uniform(test_records, max_records, seed)}
@@ -308,7 +326,7 @@ def evaluate(
             for set_name, records in sets.items():
                 scores = scored(set_name, records)
                 report = evaluate_scores(
-                    calib_records, calib_scores, records, scores, block_fpr, recall, True, hold
+                    calib_records, calib_scores, records, scores, block_fpr, recall, True, hold, None, block_fpr_over
                 )
                 reports[set_name][name] = report
                 results[name][set_name] = report.as_dict()
@@ -319,6 +337,7 @@ def evaluate(
         "calibration_records": len(calib_records),
         "sets": {name: len(records) for name, records in sets.items()},
         "block_fpr": block_fpr,
+        "block_fpr_over": block_fpr_over,
         "allow_recall": recall,
         "hold_rate": hold,
     }
@@ -407,6 +426,7 @@ def leave_source_out(
     by: str = typer.Option("source", help="Family of a record: source (pyrit/advbench) or package (pyrit)."),
     min_records: int = typer.Option(50, min=1, help="Hold out every family with at least this many records."),
     block_fpr: float = typer.Option(0.05, min=0.0, max=0.999, help="Target false-block rate on safe items."),
+    block_fpr_over: str = typer.Option("items", help=_BLOCK_FPR_OVER_HELP),
     hold_rate: float = typer.Option(0.01, min=0.0, max=0.999, help="Target share of safe items held."),
     max_per_split: int | None = typer.Option(None, min=10, help="Cap per split (seeded sample), for quick runs."),
     constitution_share: float | None = typer.Option(
@@ -448,6 +468,7 @@ def leave_source_out(
 
     if inputs not in INPUTS:
         raise typer.BadParameter(f"expected one of {', '.join(INPUTS)}", param_hint="--inputs")
+    _block_fpr_over(block_fpr_over)
     states = None
     if states_model:
         from constitutional_guard.classifiers.lm_states import StatesSettings
@@ -480,6 +501,7 @@ def leave_source_out(
             source_balance=source_balance,
             states=states,
             prompt_weight=weight,
+            block_fpr_over=block_fpr_over,
         )
     report = result.report
     output.mkdir(parents=True, exist_ok=True)

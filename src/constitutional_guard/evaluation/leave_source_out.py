@@ -28,7 +28,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from constitutional_guard.classifiers.base import Thresholds
-from constitutional_guard.classifiers.calibration import DEFAULT_ALLOW_RECALL, choose_split_thresholds, item_thresholds
+from constitutional_guard.classifiers.calibration import (
+    DEFAULT_ALLOW_RECALL,
+    block_fpr_over_words,
+    choose_split_thresholds,
+    item_thresholds,
+)
 from constitutional_guard.data.augment import augmentation_name
 from constitutional_guard.data.schema import Record, family_of
 from constitutional_guard.markdown import markdown_table
@@ -163,11 +168,14 @@ def outcomes(records: Sequence[Record], scores: np.ndarray, thresholds: Pair) ->
 
 
 def _thresholds(
-    records: Sequence[Record], scores: np.ndarray, block_fpr: float, hold_rate: float
+    records: Sequence[Record], scores: np.ndarray, block_fpr: float, hold_rate: float, block_fpr_over: str
 ) -> Pair:
     labels = [int(r.is_unsafe) for r in records]
     prompts = [r.response is None for r in records]
-    return choose_split_thresholds(labels, scores, prompts, block_fpr, DEFAULT_ALLOW_RECALL, True, hold_rate)
+    return choose_split_thresholds(
+        labels, scores, prompts, block_fpr, DEFAULT_ALLOW_RECALL, True, hold_rate, None, block_fpr_over,
+        [r.source for r in records],
+    )
 
 
 def _by_kind(records: Sequence[Record], scores: np.ndarray) -> dict[str, float | None]:
@@ -189,11 +197,13 @@ def leave_source_out(
     block_fpr: float = 0.05,
     hold_rate: float = 0.01,
     progress: Callable[[str], None] | None = None,
+    block_fpr_over: str = "items",
 ) -> LeaveSourceOut:
     """The in-distribution result (train → calibration → test) beside one fold per family.
 
     ``splits`` and ``features`` hold ``train``, ``validation``, ``calibration`` and ``test`` records and their
     feature rows; ``fit`` sees train and validation through its closure and leaves out the family it is given.
+    ``block_fpr_over``: count the false-block target over calibration items or their sources (``calibration``).
     """
     fam = {name: np.array([family_of(r, by) for r in records]) for name, records in splits.items()}
     counts: dict[str, int] = defaultdict(int)
@@ -208,7 +218,7 @@ def leave_source_out(
         scorer = fit(excluded)
         keep = fam["calibration"] != excluded
         calib = [r for r, k in zip(splits["calibration"], keep, strict=True) if k]
-        return scorer, _thresholds(calib, scorer(features["calibration"][keep]), block_fpr, hold_rate)
+        return scorer, _thresholds(calib, scorer(features["calibration"][keep]), block_fpr, hold_rate, block_fpr_over)
 
     if progress:
         progress("in-distribution")
@@ -245,7 +255,7 @@ def leave_source_out(
     for family, (records, scores) in scored.items():  # thresholds on scores of sources each fold never saw
         thresholds = _cross_source_thresholds(
             family, splits["calibration"], fam["calibration"], features["calibration"], scorers[family],
-            calibration_scores, block_fpr, hold_rate,
+            calibration_scores, block_fpr, hold_rate, block_fpr_over,
         )
         items = [
             ScoredRecord(family, split, record, float(score), str(decision))
@@ -265,6 +275,7 @@ def leave_source_out(
         "by": by,
         "min_records": min_records,
         "block_fpr_target": block_fpr,
+        "block_fpr_over": block_fpr_over,
         "hold_rate_target": hold_rate,
         "family_sizes": dict(sorted(counts.items())),
         "held_out_families": held_out,
@@ -291,6 +302,7 @@ def _cross_source_thresholds(
     held_out_scores: dict[str, np.ndarray],
     block_fpr: float,
     hold_rate: float,
+    block_fpr_over: str,
 ) -> Pair:
     """Thresholds for ``family``'s fold chosen on calibration scores of sources unseen by the model that scored
     them: every other held-out family's records by its own fold; families too small to hold out (in every
@@ -303,7 +315,8 @@ def _cross_source_thresholds(
     if rest.any():
         scores[rest] = scorer(features[rest])
     keep = record_families != family
-    return _thresholds([r for r, k in zip(records, keep, strict=True) if k], scores[keep], block_fpr, hold_rate)
+    kept = [r for r, k in zip(records, keep, strict=True) if k]
+    return _thresholds(kept, scores[keep], block_fpr, hold_rate, block_fpr_over)
 
 
 def _select(records: Sequence[Record], scores: np.ndarray, kind: str) -> tuple[list[Record], np.ndarray]:
@@ -353,7 +366,8 @@ def markdown(report: dict[str, Any], title: str = "Leave-source-out evaluation")
         "",
         f"Families by {report['by']} with at least {report['min_records']} records are held out in turn "
         f"({len(report['held_out_families'])} families). Thresholds: block at {report['block_fpr_target']:.0%} "
-        f"false blocks, hold at most {report['hold_rate_target']:.0%} of safe calibration items, chosen on the "
+        f"false blocks{block_fpr_over_words(report.get('block_fpr_over', 'items'))}, hold at most "
+        f"{report['hold_rate_target']:.0%} of safe calibration items, chosen on the "
         "calibration split (without the held-out family): on the fold model's own scores, or on cross-source "
         "scores (each other family's calibration records scored by the fold that held it out).",
         "",
@@ -546,6 +560,7 @@ def embedding_leave_source_out(
     source_balance: bool = True,
     states: StatesSettings | None = None,
     prompt_weight: float | None = None,
+    block_fpr_over: str = "items",
 ) -> LeaveSourceOut:
     """Leave-source-out for the embedding classifier on a built corpus (features cached per encoder).
 
@@ -562,7 +577,7 @@ def embedding_leave_source_out(
     splits = corpus_splits(data_dir, inputs, max_per_split, seed)
     features = embedding_features(splits, base_model, progress, states, prompt_alone=bool(weight))
     fit = embedding_fit(splits, features, by, head, grid, seed, share, source_balance, weight)
-    result = leave_source_out(splits, features, fit, by, min_records, block_fpr, hold_rate, progress)
+    result = leave_source_out(splits, features, fit, by, min_records, block_fpr, hold_rate, progress, block_fpr_over)
     classifier = {
         "kind": "embedding", "base_model": base_model, "head": head, "constitution_share": share, "inputs": inputs,
         "source_balance": source_balance, "states": states.to_mapping() if states is not None else None,

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from constitutional_guard.atomic import write_json_atomic, write_text_atomic
+from constitutional_guard.classifiers.calibration import block_fpr_over_words
 from constitutional_guard.evaluation import plots
 from constitutional_guard.evaluation.harness import EvalRun
 from constitutional_guard.markdown import markdown_table
@@ -201,7 +202,8 @@ def classifier_markdown(reports: dict[str, dict[str, Any]], meta: dict[str, Any]
         "# Classifier evaluation",
         "",
         f"Thresholds chosen on {meta['calibration_records']} calibration records: block at "
-        f"{meta['block_fpr']:.1%} false blocks on safe items, allow "
+        f"{meta['block_fpr']:.1%} false blocks on safe items"
+        f"{block_fpr_over_words(meta.get('block_fpr_over', 'items'))}, allow "
         + (
             f"below the score {meta['allow_recall']:.0%} of unsafe items reach"
             if meta.get("hold_rate") is None
