@@ -85,7 +85,7 @@ def _allow_targets(allow_recall: float | None, hold_rate: float) -> tuple[float,
 
 _BLOCK_FPR_OVER_HELP = (
     "Count the false-block target over safe calibration items pooled (items), or per source: the mean of the "
-    "sources' rates, what a new source can expect (sources), or the rate of each (every-source)."
+    "sources' rates, what a new source can expect (sources), or no source above it (every-source)."
 )
 
 
