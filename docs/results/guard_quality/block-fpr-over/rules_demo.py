@@ -2,9 +2,12 @@
 calibration scores, applied to its scores of the test split and of sets kept out of training (`cguard eval`
 score folders; a labelled set's blocks are counted per label from benchmarks/NAME_prompts.jsonl).
 python rules_demo.py ASSETS_DIR DEMO_CORPUS OUT_JSON SCORES_DIR..."""
-import json, sys
+import json
+import sys
 from pathlib import Path
+
 import numpy as np
+
 from constitutional_guard.classifiers.calibration import block_threshold, hold_allow
 from constitutional_guard.data.corpus import load_split
 
@@ -18,10 +21,10 @@ sets = {}
 for d in dirs:
     for f in Path(d).glob("*/*.jsonl"):
         name = f.stem.rsplit("-", 1)[0]
-        scores = {r["id"]: r["score"] for r in map(json.loads, open(f))}
+        scores = {r["id"]: r["score"] for r in map(json.loads, f.read_text().splitlines())}
         labelled = Path(f"benchmarks/{name}_prompts.jsonl")
         if labelled.exists():
-            label = {r["id"]: r["label"] for r in map(json.loads, open(labelled))}
+            label = {r["id"]: r["label"] for r in map(json.loads, labelled.read_text().splitlines())}
             for value in ("safe", "unsafe"):
                 sets[f"{name} {value}"] = [s for i, s in scores.items() if label[i] == value]
         else:
