@@ -184,6 +184,16 @@ def test_train_calibrate_eval_end_to_end(
     rerun = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert rerun["meta"]["block_fpr"] == 0.05
     assert rerun["systems"][str(out)]["test"]["test"]["auroc"] == results["systems"][str(out)]["test"]["test"]["auroc"]
+    by_source = runner.invoke(
+        app,
+        ["classifier", "eval", "--classifier", str(out), "--data", str(data), "--block-fpr-over", "sources",
+         "--output", str(tmp_path / "eval")],
+    )  # fmt: skip
+    assert by_source.exit_code == 0, by_source.output
+    meta = json.loads((tmp_path / "eval" / "results.json").read_text())["meta"]
+    assert meta["block_fpr_over"] == "sources"
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "false blocks on safe items (the mean of the sources' rates)" in report
 
 
 def test_calibrate_needs_data(classifier_dir: Path) -> None:
