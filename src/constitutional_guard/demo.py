@@ -66,9 +66,9 @@ class DemoSettings:
     prompts completed and 3.5 % of harmful answers judged unsafe, against 92.5 % and 2.0 % at 3 %)."""
     classifier_prompt_block_fpr: float = 0.05
     """Target false-block rate on safe calibration prompts, pooled, on cross-source scores: close to what new sources
-    see (5.2 % of the benign prompts of unseen families under leave-source-out). Counted over sources it moves the
-    shipped head's threshold from 0.594 to 0.803 and lets a hand-written ricin request through, so the demo keeps
-    the pooled count (docs/results/guard_quality.md, counting over sources)."""
+    see (the full recipe: 5.2 % of the benign prompts of unseen families under leave-source-out). Counted over
+    sources it moves the shipped head's threshold from 0.594 to 0.803 and lets a hand-written ricin request
+    through, so the demo keeps the pooled count (docs/results/guard_quality.md, counting over sources)."""
     classifier_cross_source_folds: int = 3
     """Prompt thresholds of the classifier that checks prompts (the input check; the exchange classifier in a bundle
     without one) are chosen on scores from this many head refits that each leave a fold of source families out,
