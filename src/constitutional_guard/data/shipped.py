@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +32,25 @@ def shipped_files() -> list[Path]:
     return sorted(SHIPPED_DIR.glob("*.jsonl"))
 
 
-def pick_prompts(records: Sequence[Record], safe: int, unsafe: int, seed: int, max_chars: int = 600) -> list[Record]:
-    """``safe`` benign and ``unsafe`` harmful plain prompts, spread evenly over their sources (seeded)."""
+def pick_prompts(
+    records: Sequence[Record],
+    safe: int,
+    unsafe: int,
+    seed: int,
+    max_chars: int = 600,
+    sources: Sequence[str] = (),
+) -> list[Record]:
+    """``safe`` benign and ``unsafe`` harmful plain prompts, spread evenly over their sources (seeded).
+
+    ``sources``: glob patterns; when given, only prompts of a source that matches one are chosen.
+    """
     chosen: list[Record] = []
     for label, count in (("safe", safe), ("unsafe", unsafe)):
         by_source: dict[str, list[Record]] = defaultdict(list)
         for record in records:
             plain = record.response is None and "augmentation" not in record.meta
-            if plain and len(record.prompt_text) <= max_chars and record.binary_label == label:
+            wanted = not sources or any(fnmatchcase(record.source, pattern) for pattern in sources)
+            if plain and wanted and len(record.prompt_text) <= max_chars and record.binary_label == label:
                 by_source[record.source].append(record)
         queues = {s: sorted(m, key=lambda r: stable_id(str(seed), "pick", r.id)) for s, m in sorted(by_source.items())}
         picked: list[Record] = []
