@@ -39,3 +39,7 @@ python $D/paired.py "$W/before/out-harmful/items.jsonl" "$W/after/out-harmful/it
 # the final check alone on the same items' raw answers (each exchange check at its own thresholds)
 python $D/final_check.py "$W/before/out-benign/items.jsonl" "$W/before/out-harmful/items.jsonl" -- \
   before="$W/before/clf" after="$W/after/clf"
+# 5. the exchange check's recipe under leave-source-out, on the whole corpus without and with the file (4 min each)
+cguard classifier leave-source-out --data "$W/corpus" --inputs all --max-per-split 6000 --output "$W/lso-before"
+cguard classifier leave-source-out --data "$W/after/corpus" --inputs all --max-per-split 6000 --output "$W/lso-after"
+for run in before after; do cp "$W/lso-$run"/{report.md,results.json,families.png} "$D/lso-$run/"; done
