@@ -4,6 +4,7 @@ encoder, records and checks the model it reads, and refuses a mismatched one at 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from test_embedding_classifier import train_tiny
 from test_exchange_classifier import write_corpus
 from tiny_models import build_tiny_causal_lm
 
-from constitutional_guard.activations import template_hash
+from constitutional_guard.activations import _decoder, template_hash
 from constitutional_guard.classifiers.base import CONFIG_NAME, TrainOptions, load_classifier
 from constitutional_guard.classifiers.embedding import EmbeddingClassifier
 from constitutional_guard.classifiers.embedding_training import FeatureCache, cross_source_scores, train
@@ -156,3 +157,37 @@ def test_classifier_without_states_keeps_its_features(tiny_encoder_dir: Path) ->
 def test_a_malformed_states_entry_names_the_config_and_field(trained: tuple[Path, Path], tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"classifier_config.json.*states\.layers"):
         load_classifier(tampered(trained[1], tmp_path, layers=["x"]))
+
+
+def test_concurrent_reads_of_one_model_stay_apart(tiny_lm_dir: Path) -> None:
+    """A server reads states for several requests at once: one read's hooks must not act in another's forward."""
+    states = reader(tiny_lm_dir, layers=(1,))
+    first, second = [("How do vaccines work?", None)], [("Tell me a story.", "Once upon a time there was a cat.")]
+    expected_first, expected_second = states.encode(first), states.encode(second)
+    blocks = _decoder(states.lm).layers
+    paused, resume = threading.Event(), threading.Event()
+    pausing: dict[str, int] = {}
+
+    def pause(*_) -> None:  # holds the first read inside its forward, its hooks registered
+        if threading.get_ident() == pausing.get("thread"):
+            paused.set()
+            resume.wait(30)
+
+    handle = blocks[0].register_forward_pre_hook(pause)
+    results: dict[str, np.ndarray] = {}
+
+    def read_first() -> None:
+        pausing["thread"] = threading.get_ident()
+        results["first"] = states.encode(first)
+
+    thread = threading.Thread(target=read_first)
+    try:
+        thread.start()
+        assert paused.wait(30)
+        results["second"] = states.encode(second)  # runs through the paused read's hooks
+    finally:
+        resume.set()
+        thread.join(30)
+        handle.remove()
+    assert np.allclose(results["second"], expected_second, atol=1e-5)
+    assert np.allclose(results["first"], expected_first, atol=1e-5)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -229,20 +230,26 @@ def _early_exit_states(
     """Hidden states read by hooks, stopping after the deepest requested block (None if not applicable).
 
     Index 0 is the input of the first block, ``l`` the output of block ``l``, as in ``output_hidden_states``;
-    the last index (after the final norm) is left to the full forward.
+    the last index (after the final norm) is left to the full forward. The hooks act only in the calling thread:
+    concurrent callers (a server's requests, a stream monitor) run the same model through each other's hooks.
     """
     blocks = getattr(decoder, "layers", None)
     if not isinstance(blocks, torch.nn.ModuleList) or max(layers) >= len(blocks):
         return None
     states: dict[int, torch.Tensor] = {}
+    owner = threading.get_ident()
 
     def first_input(module, args, kwargs):
+        if threading.get_ident() != owner:
+            return
         states[0] = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
         if max(layers) == 0:
             raise _StopForward
 
     def block_output(index: int):
         def hook(module, args, output):
+            if threading.get_ident() != owner:
+                return
             states[index] = output[0] if isinstance(output, tuple) else output
             if index == max(layers):
                 raise _StopForward
