@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import threading
 from typing import Any
 
-from constitutional_guard.evaluation.bench_upstream import UpstreamBenchOptions, bench_upstream
+from constitutional_guard.evaluation.bench_upstream import UpstreamBenchOptions, bench_upstream, percentile
 from constitutional_guard.guard.guard import Guard
 from constitutional_guard.guard.upstream import UpstreamSettings
 
@@ -43,10 +42,9 @@ def record_timings(guard: Guard) -> list[dict[str, float]]:
 def summary(records: list[dict[str, float]]) -> dict[str, Any]:
     out: dict[str, Any] = {"requests": len(records)}
     for stage in STAGES:
-        values = sorted(r[stage] * 1000 for r in records if stage in r)
+        values = [r[stage] * 1000 for r in records if stage in r]
         if values:
-            out[stage] = {"p50_ms": round(statistics.median(values), 1),
-                          "p95_ms": round(values[min(len(values) - 1, int(0.95 * len(values)))], 1)}
+            out[stage] = {f"p{q}_ms": round(percentile(values, q), 1) for q in (50, 95)}
     return out
 
 
