@@ -50,6 +50,16 @@ def test_pooled_states_are_the_last_token_and_the_answer_mean(tiny_lm_dir: Path)
             assert np.allclose(block[hidden:], full[layer][start:].mean(0).numpy(), atol=1e-2)
 
 
+def test_readers_of_one_model_share_it_while_held(tiny_lm_dir: Path) -> None:
+    first, second = reader(tiny_lm_dir), reader(tiny_lm_dir, layers=(2,))
+    assert first.lm is second.lm
+    other = StateReader.load(StatesSettings(model=str(tiny_lm_dir), layers=(1,), max_length=48,
+                                            max_response_tokens=16, dtype="bfloat16"))
+    assert other.lm is not first.lm  # another dtype, another copy
+    items = [("Tell me a story.", "Once upon a time.")]
+    assert np.allclose(first.encode(items)[:, -second.dim :], second.encode(items), atol=1e-5)
+
+
 def test_settings_name_the_field_at_fault() -> None:
     with pytest.raises(ValueError, match=r"states\.layers"):
         StatesSettings.from_mapping({"model": "m", "layers": "a,b"})
