@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -224,18 +225,26 @@ class _StopForward(Exception):
     """Raised by a hook once the deepest requested layer has been computed."""
 
 
-def _early_exit_states(
-    decoder: torch.nn.Module, layers: Sequence[int], ids: torch.Tensor, mask: torch.Tensor
-) -> dict[int, torch.Tensor] | None:
-    """Hidden states read by hooks, stopping after the deepest requested block (None if not applicable).
-
-    Index 0 is the input of the first block, ``l`` the output of block ``l``, as in ``output_hidden_states``;
-    the last index (after the final norm) is left to the full forward. The hooks act only in the calling thread:
-    concurrent callers (a server's requests, a stream monitor) run the same model through each other's hooks.
-    """
+def can_exit_early(decoder: torch.nn.Module, layers: Sequence[int]) -> bool:
+    """Whether ``early_exit_states`` can stop ``decoder`` after the deepest of ``layers`` (a stack of blocks, and
+    not its last index, which comes after the final norm)."""
     blocks = getattr(decoder, "layers", None)
-    if not isinstance(blocks, torch.nn.ModuleList) or max(layers) >= len(blocks):
+    return isinstance(blocks, torch.nn.ModuleList) and max(layers) < len(blocks)
+
+
+def early_exit_states(
+    decoder: torch.nn.Module, layers: Sequence[int], **forward: Any
+) -> dict[int, torch.Tensor] | None:
+    """Hidden states of ``decoder(**forward)`` read by hooks, stopping after the deepest requested block (None where
+    ``can_exit_early`` says no). A KV cache in ``forward`` is filled up to that block only.
+
+    Index 0 is the input of the first block, ``l`` the output of block ``l``, as in ``output_hidden_states``.
+    The hooks act only in the calling thread: concurrent callers (a server's requests, a stream monitor's batcher)
+    run the same model through each other's hooks.
+    """
+    if not can_exit_early(decoder, layers):
         return None
+    blocks = decoder.layers
     states: dict[int, torch.Tensor] = {}
     owner = threading.get_ident()
 
@@ -259,7 +268,7 @@ def _early_exit_states(
     handles = [blocks[0].register_forward_pre_hook(first_input, with_kwargs=True)]
     handles += [blocks[i - 1].register_forward_hook(block_output(i)) for i in sorted(set(layers)) if i > 0]
     try:
-        decoder(input_ids=ids, attention_mask=mask, use_cache=False)
+        decoder(**forward)
     except _StopForward:
         pass
     finally:
@@ -283,7 +292,7 @@ def forward_batch(lm: LoadedModel, sequences: Sequence[list[int]], layers: Seque
         mask[row, : len(seq)] = 1
     ids, mask = ids.to(lm.device), mask.to(lm.device)
     decoder = _decoder(lm)
-    states = _early_exit_states(decoder, layers, ids, mask)
+    states = early_exit_states(decoder, layers, input_ids=ids, attention_mask=mask, use_cache=False)
     if states is None:
         out = decoder(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
         states = {layer: out.hidden_states[layer] for layer in layers}

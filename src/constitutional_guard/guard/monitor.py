@@ -2,8 +2,8 @@
 every token from its hidden states.
 
 The upstream text is re-tokenised with the monitor's tokenizer; one KV-cached forward reads a chunk of
-``chunk_tokens`` new tokens. Only the layers up to the probe's deepest one run: a forward hook on the
-next layer stops the forward there, so neither deeper layers nor the LM head cost anything.
+``chunk_tokens`` new tokens. Only the layers up to the probe's deepest one run: hooks stop the forward there
+(``activations.early_exit_states``), so neither deeper layers nor the LM head cost anything.
 
 Concurrent streams share one ``MonitorBatcher``: the chunks they submit within ``max_wait_s`` of each other
 (or while a forward runs) are read in one padded forward, each stream keeping its own KV cache. A chunk
@@ -21,16 +21,13 @@ from typing import Any
 
 import torch
 
+from constitutional_guard.activations import can_exit_early, early_exit_states
 from constitutional_guard.guard.protocols import TokenProbe
 from constitutional_guard.guard.sources import add_time
 from constitutional_guard.models.loading import LoadedModel, Message, new_kv_cache
 
 MAX_UNCUT_TOKENS = 32
 """Tokens of text without whitespace held back before they are cut anyway."""
-
-
-class _Truncated(Exception):
-    """Raised by the hook after the deepest layer the probe reads: the rest of the forward is skipped."""
 
 
 @dataclass(frozen=True)
@@ -148,43 +145,12 @@ class StreamMonitor:
         self._active_lock = threading.Lock()
         self.base = lm.model.get_decoder() if hasattr(lm.model, "get_decoder") else lm.model
         self.deepest = max(probe.layers)
-        layers = getattr(self.base, "layers", None)
-        self._local = threading.local()
-        self.truncated = layers is not None and self.deepest < len(layers)
-        if self.truncated:
-            self._install_hooks(layers)
+        self.truncated = can_exit_early(self.base, probe.layers)
 
     @property
     def layers_run(self) -> int:
         """Decoder layers one forward runs."""
         return self.deepest if self.truncated else self.lm.num_layers
-
-    def _install_hooks(self, layers: Any) -> None:
-        """Capture ``hidden_states[i]`` for the probe's layers; stop after layer ``deepest`` (index ``deepest``).
-
-        Hooks act only in the thread whose forward set ``capture`` (other users of the model are untouched).
-        """
-        wanted = set(self.probe.layers)
-
-        def capture(index: int, tensor: torch.Tensor) -> None:
-            captured = getattr(self._local, "capture", None)
-            if captured is not None and index in wanted:
-                captured[index] = tensor
-
-        def before_first(_: Any, args: tuple, kwargs: dict) -> None:
-            capture(0, args[0] if args else kwargs["hidden_states"])
-
-        def after(layer_index: int):
-            def hook(_: Any, __: Any, output: Any) -> None:
-                capture(layer_index + 1, output[0] if isinstance(output, tuple) else output)
-                if layer_index + 1 == self.deepest and getattr(self._local, "capture", None) is not None:
-                    raise _Truncated
-
-            return hook
-
-        layers[0].register_forward_pre_hook(before_first, with_kwargs=True)
-        for i in range(self.deepest):
-            layers[i].register_forward_hook(after(i))
 
     @torch.inference_mode()
     def hidden_states(self, input_ids: list[int] | torch.Tensor, cache: dict[str, Any],
@@ -198,14 +164,9 @@ class StreamMonitor:
         if not self.truncated:
             out = self.base(input_ids=ids, use_cache=True, output_hidden_states=True, **inputs, **cache)
             return list(out.hidden_states)
-        captured: dict[int, torch.Tensor] = {}
-        self._local.capture = captured
-        try:
-            self.base(input_ids=ids, use_cache=True, **inputs, **cache)
-        except _Truncated:
-            pass
-        finally:
-            self._local.capture = None
+        captured = early_exit_states(self.base, self.probe.layers, input_ids=ids, use_cache=True, **inputs, **cache)
+        if captured is None:  # not after can_exit_early said yes
+            raise RuntimeError("the monitor's decoder can no longer stop early")
         return [captured.get(i) for i in range(self.deepest + 1)]
 
     def start(self, messages: list[Message], timings: dict[str, float]) -> MonitorStream:
