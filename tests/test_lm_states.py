@@ -14,6 +14,7 @@ from test_exchange_classifier import write_corpus
 from tiny_models import build_tiny_causal_lm
 
 from constitutional_guard.activations import _decoder, template_hash
+from constitutional_guard.classifiers import lm_states
 from constitutional_guard.classifiers.base import CONFIG_NAME, TrainOptions, load_classifier
 from constitutional_guard.classifiers.embedding import EmbeddingClassifier
 from constitutional_guard.classifiers.embedding_training import FeatureCache, cross_source_scores, train
@@ -58,6 +59,21 @@ def test_readers_of_one_model_share_it_while_held(tiny_lm_dir: Path) -> None:
     assert other.lm is not first.lm  # another dtype, another copy
     items = [("Tell me a story.", "Once upon a time.")]
     assert np.allclose(first.encode(items)[:, -second.dim :], second.encode(items), atol=1e-5)
+
+
+def test_recent_prompts_are_not_read_again(tiny_lm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prompt = "A prompt read by the input check."
+    prompt_row = reader(tiny_lm_dir).encode([(prompt, None)])
+    reads: list[int] = []
+    real = lm_states.pooled_states
+    monkeypatch.setattr(lm_states, "pooled_states", lambda lm, encoded, capture: reads.append(len(encoded))
+                        or real(lm, encoded, capture))
+    again = reader(tiny_lm_dir)  # another reader of the same setting, as the exchange classifier's
+    rows = again.encode([(prompt, "An answer."), (prompt, None)])
+    assert reads == [1]  # the exchange only
+    assert np.array_equal(rows[1], prompt_row[0])
+    reader(tiny_lm_dir, layers=(2,)).encode([(prompt, None)])  # another setting
+    assert reads == [1, 1]
 
 
 def test_settings_name_the_field_at_fault() -> None:
@@ -172,7 +188,8 @@ def test_a_malformed_states_entry_names_the_config_and_field(trained: tuple[Path
 def test_concurrent_reads_of_one_model_stay_apart(tiny_lm_dir: Path) -> None:
     """A server reads states for several requests at once: one read's hooks must not act in another's forward."""
     states = reader(tiny_lm_dir, layers=(1,))
-    first, second = [("How do vaccines work?", None)], [("Tell me a story.", "Once upon a time there was a cat.")]
+    first = [("How do vaccines work?", "They train the immune system.")]  # exchanges: read each time, not reused
+    second = [("Tell me a story.", "Once upon a time there was a cat.")]
     expected_first, expected_second = states.encode(first), states.encode(second)
     blocks = _decoder(states.lm).layers
     paused, resume = threading.Event(), threading.Event()

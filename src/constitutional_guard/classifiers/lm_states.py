@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -142,17 +143,60 @@ class StateReader:
         return 2 * len(self.settings.layers) * self.lm.hidden_size
 
     def encode(self, items: Sequence[tuple[str, str | None]]) -> np.ndarray:
-        """One float32 row per item (``pooled_states`` of the prompt as a user turn and its answer)."""
-        if not items:
-            return np.zeros((0, self.dim), dtype=np.float32)
+        """One float32 row per item (``pooled_states`` of the prompt as a user turn and its answer); the rows of
+        prompts alone read recently by any reader of the same setting are reused (``RECENT_PROMPTS``)."""
+        rows = np.zeros((len(items), self.dim), dtype=np.float32)
+        setting = tuple(self.cache_key())
+        todo = []
+        for i, (prompt, response) in enumerate(items):
+            row = _RECENT.get((setting, prompt)) if response is None else None
+            if row is None:
+                todo.append(i)
+            else:
+                rows[i] = row
+        if not todo:
+            return rows
         encoded = [
             encode_exchange(
                 self.lm,
-                [{"role": "user", "content": prompt}],
-                response,
+                [{"role": "user", "content": items[i][0]}],
+                items[i][1],
                 self.settings.max_length,
                 self.settings.max_response_tokens,
             )
-            for prompt, response in items
+            for i in todo
         ]
-        return pooled_states(self.lm, encoded, self.capture)
+        rows[todo] = pooled_states(self.lm, encoded, self.capture)
+        for i in todo:
+            if items[i][1] is None:
+                _RECENT.put((setting, items[i][0]), rows[i].copy())
+        return rows
+
+
+class _RecentRows:
+    """A bounded, thread-safe map of the most recently used rows."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._rows: OrderedDict[Any, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> np.ndarray | None:
+        with self._lock:
+            row = self._rows.get(key)
+            if row is not None:
+                self._rows.move_to_end(key)
+            return row
+
+    def put(self, key: Any, row: np.ndarray) -> None:
+        with self._lock:
+            self._rows[key] = row
+            self._rows.move_to_end(key)
+            while len(self._rows) > self.size:
+                self._rows.popitem(last=False)
+
+
+RECENT_PROMPTS = 256
+"""Prompts alone whose rows a process keeps, per reader setting: a guarded stream's exchange checks weigh the same
+prompt alone at every check, and the input check, reading the same states, read it first."""
+_RECENT = _RecentRows(RECENT_PROMPTS)
