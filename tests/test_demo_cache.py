@@ -106,7 +106,7 @@ def test_the_demo_trains_and_calibrates_its_two_classifiers(
         classifier_train_records=200, input_classifier_train_prompts=200, classifier_eval_records=100,
         classifier_test_records=30,
         classifier_head="linear", classifier_cross_source_folds=2,
-        target_model=str(tiny_lm_dir), input_classifier_states_layers="2",
+        target_model=str(tiny_lm_dir), input_classifier_states_layers="2", classifier_states_layers="2",
     )
     logs: list[str] = []
     work = tmp_path / "work"
@@ -118,7 +118,7 @@ def test_the_demo_trains_and_calibrates_its_two_classifiers(
     assert "cross-source" in prompts.config.calibration["calibration_scores"]
     # the input check reads the target model's states beside its encoder; the exchange classifier does not
     assert prompts.config.states["model"] == str(tiny_lm_dir) and prompts.config.states["layers"] == [2]
-    assert not exchanges.config.states
+    assert exchanges.config.states["model"] == str(tiny_lm_dir) and exchanges.config.states["layers"] == [2]
     # the exchange classifier's prompt pair is unused beside an input check: no refits for it
     assert "cross-source" not in exchanges.config.calibration["calibration_scores"]
     assert prompts.config.calibration["block_fpr_target"] == settings.classifier_prompt_block_fpr

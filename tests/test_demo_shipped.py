@@ -23,6 +23,7 @@ def tiny_settings(encoder: Path, lm: Path) -> demo.DemoSettings:
         classifier_train_records=200,
         classifier_eval_records=100, classifier_test_records=30, classifier_head="linear",
         classifier_cross_source_folds=2, target_model=str(lm), input_classifier_states_layers="2",
+        classifier_states_layers="2",
     )
 
 
@@ -153,11 +154,11 @@ def test_shipped_calibration_scores_must_cover_the_calibration_split(
 
 
 @pytest.mark.parametrize(
-    ("stage", "encoder", "states"), [("input-classifier", 768, 576), ("classifier", 384, 0)]
+    ("stage", "encoder", "states"), [("input-classifier", 768, 576), ("classifier", 384, 576)]
 )
 def test_the_shipped_classifiers_were_made_with_the_demo_defaults(stage: str, encoder: int, states: int) -> None:
     """When the demo's settings that shape a classifier change, the shipped files must be made again
-    (``cguard demo --export-classifiers DIR``); otherwise every first run trains for up to half an hour."""
+    (``cguard demo --export-classifiers DIR``); otherwise every first run trains for hours."""
     from constitutional_guard.classifiers.embedding import EmbeddingConfig, load_head
     from constitutional_guard.config_io import load_config
 
@@ -168,10 +169,9 @@ def test_the_shipped_classifiers_were_made_with_the_demo_defaults(stage: str, en
     config = load_config(EmbeddingConfig, folder / demo_shipped.CONFIG_FILE)
     inputs = "prompts" if stage == "input-classifier" else "all"
     assert config.training["inputs"] == inputs and config.head == settings.classifier_head
-    if states:
-        assert config.states["model"] == settings.target_model and config.states["layers"] == [18]
-    else:
-        assert not config.states and config.prompt_weight == settings.classifier_prompt_weight
+    assert config.states["model"] == settings.target_model and config.states["layers"] == [18]
+    assert config.states["dtype"] == "auto"  # bfloat16 only where the hardware multiplies it natively
+    assert config.prompt_weight == (settings.classifier_prompt_weight if stage == "classifier" else 0.0)
     head = load_head(folder / demo_shipped.HEAD_FILE)
     # prompt and answer (two pools of the encoder's hidden size each), a has-answer flag, two pools of states
     assert head.n_features == 2 * (2 * encoder) + 1 + 2 * states

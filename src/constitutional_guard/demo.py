@@ -10,7 +10,8 @@ The classifiers are the embedding kind (frozen encoder, averaged logistic and ML
 leave-source-out evaluation (docs/results/guard_quality.md); they train in minutes on a CPU. The input check
 reads prompts with all-mpnet-base-v2, the encoder that generalises best to new sources, beside the target model's
 own hidden states at the probe's layer (how the model itself reads the prompt); the exchange classifier
-reads prompt and answer with MiniLM, five times cheaper. Thresholds are calibrated for a false-block rate and a
+reads prompt and answer with MiniLM, five times cheaper, beside the target model's states over both (whether the
+answer helps or refuses). Thresholds are calibrated for a false-block rate and a
 hold rate on benign traffic (prompt thresholds on cross-source scores, so they hold on new sources); the probe's
 escalation threshold is calibrated on the target model's own answers. The input check's head and calibration
 scores ship with the package, as do the exchange classifier's (``demo_shipped``): a first run trains them only when
@@ -80,6 +81,11 @@ class DemoSettings:
     """Target share of safe calibration items in the uncertain (hold) band."""
     classifier_prompt_weight: float = 0.5
     """Weight of the prompt alone's score in an exchange's (``EmbeddingConfig.prompt_weight``)."""
+    classifier_states_layers: str = "18"
+    """Layers of the target model whose hidden states the exchange classifier reads beside its encoder, over the
+    prompt and the answer teacher-forced ("": the encoder alone). Under leave-source-out they lift exchanges from
+    0.793 to 0.826 AUROC, every exchange family better, and block half as many refusals to harmful requests
+    (docs/results/guard_quality.md, "The exchange check reads the target's states too")."""
     input_classifier_base: str = "mpnet-base"
     """Encoder of the input check, a classifier of prompts alone ("": the exchange classifier checks prompts)."""
     input_classifier_train_prompts: int = 9000
@@ -92,12 +98,14 @@ class DemoSettings:
 
 
 CLASSIFIER_FIELDS = (
+    "target_model",
     "seed",
     "classifier_base",
     "classifier_train_records",
     "classifier_eval_records",
     "classifier_head",
     "classifier_prompt_weight",
+    "classifier_states_layers",
 )
 INPUT_CHECK_FIELDS = (
     "target_model",
@@ -337,11 +345,11 @@ def ensure_classifier(
 ) -> Path:
     """The exchange classifier (also holding a prompt pair, used when the bundle has no input check). ``train``:
     train it even if a matching one ships; ``export``: train it and write what would ship to ``export``."""
+    extra = {"prompt_weight": settings.classifier_prompt_weight, **_states(settings, settings.classifier_states_layers)}
     return _build_classifier(
         work, corpus, settings, log, "classifier", "classifier", settings.classifier_base,
         settings.classifier_train_records, "all", settings.classifier_block_fpr, settings.classifier_prompt_block_fpr,
-        _classifier_folds(settings), {"prompt_weight": settings.classifier_prompt_weight},
-        classifier_recipe(settings), train, export,
+        _classifier_folds(settings), extra, classifier_recipe(settings), train, export,
     )
 
 
@@ -350,16 +358,17 @@ def ensure_input_classifier(
 ) -> Path:
     """The input check: a classifier of prompts alone, blocking at the prompt target on cross-source scores.
     ``train`` and ``export`` as for ``ensure_classifier``."""
-    states = (
-        {"states_model": settings.target_model, "states_layers": settings.input_classifier_states_layers}
-        if settings.input_classifier_states_layers
-        else {}
-    )
     return _build_classifier(
         work, corpus, settings, log, "input-classifier", "input check", settings.input_classifier_base,
         settings.input_classifier_train_prompts, "prompts", settings.classifier_prompt_block_fpr, None,
-        settings.classifier_cross_source_folds, states, input_check_recipe(settings), train, export,
+        settings.classifier_cross_source_folds, _states(settings, settings.input_classifier_states_layers),
+        input_check_recipe(settings), train, export,
     )
+
+
+def _states(settings: DemoSettings, layers: str) -> dict[str, str]:
+    """Training settings that read the target model's states at ``layers`` beside the encoder ("": none)."""
+    return {"states_model": settings.target_model, "states_layers": layers} if layers else {}
 
 
 def _installed_from_shipped(classifier_dir: Path) -> bool:

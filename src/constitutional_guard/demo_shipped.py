@@ -1,8 +1,8 @@
 """The demo's classifiers, trained once and shipped, so that a first run fits its budget on any 2-core CPU.
 
-Training them reads about 24,000 records with MiniLM (the exchange classifier) and 17,000 prompts with
-all-mpnet-base-v2 and the target model's states (the input check): on a 2-core CPU without AMX about 9 and 20
-minutes. Their heads (a few MB) and the scores of the calibration split they were calibrated on (cross-source
+Training them reads about 24,000 records with MiniLM and the target model's states (the exchange classifier) and
+17,000 prompts with all-mpnet-base-v2 and those states (the input check): on a 2-core CPU without AMX about two hours
+and 20 minutes. Their heads (a few MB) and the scores of the calibration split they were calibrated on (cross-source
 scores for the input check's prompts) therefore ship under ``demo_assets/<stage>/``, with what they were made from:
 the settings that shape them and a fingerprint of the corpus splits that did (train, validation, calibration).
 The demo uses them only when both match what it is about to build: it copies the encoder beside the head,
