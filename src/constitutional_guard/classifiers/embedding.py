@@ -26,6 +26,7 @@ except for the causal LM whose states it reads, which is named and checked at lo
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,10 @@ from constitutional_guard.classifiers.base import (
     ConfigThresholds,
     LabelledConfig,
 )
-from constitutional_guard.classifiers.lm_states import StateReader, StatesSettings
+from constitutional_guard.classifiers.lm_states import AnswerStates, StateReader, StatesSettings
 from constitutional_guard.config_io import load_config, save_config
 from constitutional_guard.errors import InputError
-from constitutional_guard.models.loading import default_device, encoder_dtype, parse_dtype
+from constitutional_guard.models.loading import LoadedModel, default_device, encoder_dtype, parse_dtype
 
 HEAD_FILE = "head.safetensors"
 ENCODER_DIR = "encoder"
@@ -184,13 +185,15 @@ def classifier_features(
     states: StateReader | None,
     items: list[tuple[str, str | None]],
     caches: tuple[Any, Any] | None = None,
+    answers: Sequence[AnswerStates | None] | None = None,
 ) -> np.ndarray:
     """The rows a head reads: ``item_features``, then the LM's pooled states when the classifier reads them.
-    ``caches``: (encoder cache, states cache), ``FeatureCache``s that skip inputs seen before."""
+    ``caches``: (encoder cache, states cache), ``FeatureCache``s that skip inputs seen before; ``answers``: per item,
+    the answer's states kept by the token source (``StateReader.encode``)."""
     rows = item_features(encoder, items, caches[0] if caches else None)
     if states is None:
         return rows
-    values = caches[1].encode(states, items) if caches else states.encode(items)
+    values = caches[1].encode(states, items) if caches else states.encode(items, answers)
     return np.hstack([rows, values])
 
 
@@ -430,15 +433,28 @@ class EmbeddingClassifier(ConfigThresholds):
     def save_config(self, path: str | Path) -> None:
         save_config(self.config, Path(path) / CONFIG_NAME)
 
-    def score(self, prompt: str, response: str | None = None) -> ClassifierScore:
-        return self.score_batch([(prompt, response)])[0]
+    def score(
+        self, prompt: str, response: str | None = None, answer_states: AnswerStates | None = None
+    ) -> ClassifierScore:
+        """``answer_states``: the answer's states as its token source kept them (read again unless they are these)."""
+        return self.score_batch([(prompt, response)], [answer_states])[0]
 
-    def features(self, items: list[tuple[str, str | None]], caches: tuple[Any, Any] | None = None) -> np.ndarray:
+    def shared_layers(self, lm: LoadedModel) -> tuple[int, ...]:
+        """Layers whose answer states a token source running ``lm`` should keep for this classifier (none: it reads
+        no states, or another model's)."""
+        return self.states.shared_layers(lm) if self.states is not None else ()
+
+    def features(
+        self, items: list[tuple[str, str | None]], caches: tuple[Any, Any] | None = None,
+        answers: Sequence[AnswerStates | None] | None = None,
+    ) -> np.ndarray:
         """``classifier_features`` of this classifier's encoder and states."""
-        return classifier_features(self.encoder, self.states, items, caches)
+        return classifier_features(self.encoder, self.states, items, caches, answers)
 
-    def probabilities(self, items: list[tuple[str, str | None]]) -> np.ndarray:
-        x = self.features(items)
+    def probabilities(
+        self, items: list[tuple[str, str | None]], answers: Sequence[AnswerStates | None] | None = None
+    ) -> np.ndarray:
+        x = self.features(items, answers=answers)
         rows = self.head.probabilities(x)
         exchanges = [i for i, (_, response) in enumerate(items) if response is not None]
         if not self.config.prompt_weight or not exchanges:
@@ -451,7 +467,9 @@ class EmbeddingClassifier(ConfigThresholds):
         """``prompt_alone_rows`` of this classifier's encoder and states."""
         return prompt_alone_rows(self.encoder, self.states, items, x)
 
-    def score_batch(self, items: list[tuple[str, str | None]]) -> list[ClassifierScore]:
+    def score_batch(
+        self, items: list[tuple[str, str | None]], answers: Sequence[AnswerStates | None] | None = None
+    ) -> list[ClassifierScore]:
         if not items:
             return []
-        return self.scores_from_probabilities(items, self.probabilities(items).tolist(), self._unsafe_ids)
+        return self.scores_from_probabilities(items, self.probabilities(items, answers).tolist(), self._unsafe_ids)

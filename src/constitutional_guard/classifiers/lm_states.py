@@ -7,6 +7,11 @@ answer token for an exchange) and the mean over the answer's tokens (over every 
 carry what a sentence encoder lacks, such as whether an answer helps or refuses; beside the encoder they generalise
 better to unseen sources (docs/results/guard_quality.md, "The target model's own hidden states").
 
+A guarded stream has those states already: the guarded model computed them for every answer token while it
+generated, and the stream monitor while it read an engine's answer. ``AnswerStates`` carries them from the token
+source to the exchange check, which then reads nothing again when they are what it would read itself (same model,
+dtype, template and token ids, prompt not cut).
+
 The settings live in the embedding classifier's config under ``states``. The model is named, not copied: at load
 its hidden size, depth and chat template are checked against what the head was trained on.
 """
@@ -17,8 +22,8 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -88,6 +93,42 @@ class StatesSettings:
         return {**asdict(self), "layers": list(self.layers)}
 
 
+@dataclass
+class AnswerStates:
+    """An answer's tokens and their hidden states at ``layers``, as the model that produced or read it computed them
+    after ``prompt_ids`` (one row of ``len(layers) × hidden`` per token, float32)."""
+
+    model: str
+    """The model's ``LoadedModel.path``."""
+    dtype: str
+    template: str
+    """``template_hash`` of the model."""
+    layers: tuple[int, ...]
+    prompt_ids: list[int]
+    token_ids: list[int] = field(default_factory=list)
+    rows: list[np.ndarray] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, lm: LoadedModel, layers: Sequence[int], prompt_ids: Sequence[int]) -> AnswerStates:
+        return cls(lm.path, str(lm.model.dtype), template_hash(lm), tuple(layers), list(prompt_ids))
+
+    def append(self, token_id: int, states: np.ndarray) -> None:
+        """One answer token and its states ``[len(layers), hidden]``."""
+        self.token_ids.append(int(token_id))
+        self.rows.append(np.asarray(states, dtype=np.float32))
+
+
+@runtime_checkable
+class ReadsAnswerStates(Protocol):
+    """A classifier that reads a causal LM's states and takes an answer's from its token source when they fit."""
+
+    def shared_layers(self, lm: LoadedModel) -> tuple[int, ...]:
+        """Layers whose answer states a token source running ``lm`` should keep (none: they would not be used)."""
+        ...
+
+    def score(self, prompt: str, response: str | None = None, answer_states: AnswerStates | None = None) -> Any: ...
+
+
 class StateReader:
     """Pooled hidden states of (prompt, answer) items from a loaded causal LM."""
 
@@ -142,35 +183,87 @@ class StateReader:
     def dim(self) -> int:
         return 2 * len(self.settings.layers) * self.lm.hidden_size
 
-    def encode(self, items: Sequence[tuple[str, str | None]]) -> np.ndarray:
+    def shared_layers(self, lm: LoadedModel) -> tuple[int, ...]:
+        """The layers whose answer states ``lm`` should keep for this reader: its own, when ``lm`` is this reader's
+        model in its dtype with its template (else none: states of another model or dtype are not these)."""
+        same = (lm.path, str(lm.model.dtype), template_hash(lm)) == (
+            self.lm.path, str(self.lm.model.dtype), template_hash(self.lm))
+        return tuple(self.settings.layers) if same else ()
+
+    def encode(
+        self, items: Sequence[tuple[str, str | None]], answers: Sequence[AnswerStates | None] | None = None
+    ) -> np.ndarray:
         """One float32 row per item (``pooled_states`` of the prompt as a user turn and its answer); the rows of
-        prompts alone read recently by any reader of the same setting are reused (``RECENT_PROMPTS``)."""
+        prompts alone read recently by any reader of the same setting are reused (``RECENT_PROMPTS``), and so are an
+        answer's states in ``answers`` (per item) when they are the ones this reader would compute."""
         rows = np.zeros((len(items), self.dim), dtype=np.float32)
         setting = tuple(self.cache_key())
-        todo = []
+        todo, encoded = [], []
         for i, (prompt, response) in enumerate(items):
             row = _RECENT.get((setting, prompt)) if response is None else None
+            if row is not None:
+                rows[i] = row
+                continue
+            ids = encode_exchange(
+                self.lm, [{"role": "user", "content": prompt}], response,
+                self.settings.max_length, self.settings.max_response_tokens,
+            )
+            answer = answers[i] if answers is not None else None
+            row = self._from_answer(ids, answer) if answer is not None else None
             if row is None:
                 todo.append(i)
+                encoded.append(ids)
             else:
                 rows[i] = row
         if not todo:
             return rows
-        encoded = [
-            encode_exchange(
-                self.lm,
-                [{"role": "user", "content": items[i][0]}],
-                items[i][1],
-                self.settings.max_length,
-                self.settings.max_response_tokens,
-            )
-            for i in todo
-        ]
         rows[todo] = pooled_states(self.lm, encoded, self.capture)
         for i in todo:
             if items[i][1] is None:
                 _RECENT.put((setting, items[i][0]), rows[i].copy())
         return rows
+
+    def _from_answer(self, encoded: tuple[list[int], int], answer: AnswerStates) -> np.ndarray | None:
+        """``pooled_states``' row from states kept while the answer was produced, or None unless they are what this
+        reader reads: its model, dtype, template and layers, the whole prompt (not cut) and the same answer text.
+
+        The text may come in other tokens: a model writes "\n\n" as one token where tokenising the text gives two.
+        The answer's own tokens are kept then (the states the model had), covering the same text."""
+        ids, prompt_length = encoded
+        tokens = ids[prompt_length:]
+        if (
+            not tokens
+            or (answer.model, answer.dtype, answer.template) != (self.lm.path, str(self.lm.model.dtype),
+                                                                 template_hash(self.lm))
+            or not set(self.settings.layers) <= set(answer.layers)
+            or ids[:prompt_length] != answer.prompt_ids
+        ):
+            return None
+        count = _covering(self.lm.tokenizer, tokens, answer.token_ids)
+        if count is None:
+            return None
+        states = np.stack(answer.rows[:count])[:, [answer.layers.index(layer) for layer in self.settings.layers]]
+        return np.stack([states[-1], states.mean(0)], axis=1).reshape(-1)  # [layers, 2, hidden], as pooled_states
+
+
+SEGMENTATION_SLACK = 16
+"""Tokens by which an answer's own tokens may outnumber or fall short of its text's tokenisation."""
+
+
+def _covering(tokenizer: Any, tokens: list[int], produced: list[int]) -> int | None:
+    """How many of the ``produced`` tokens spell the text of ``tokens`` (the same ids first; else the same decoded
+    text within ``SEGMENTATION_SLACK`` tokens), or None."""
+    if produced[: len(tokens)] == tokens:
+        return len(tokens)
+    text = tokenizer.decode(tokens)
+    low, high = max(1, len(tokens) - SEGMENTATION_SLACK), min(len(produced), len(tokens) + SEGMENTATION_SLACK)
+    for count in range(low, high + 1):
+        decoded = tokenizer.decode(produced[:count])
+        if decoded == text:
+            return count
+        if len(decoded) > len(text):
+            return None
+    return None
 
 
 class _RecentRows:

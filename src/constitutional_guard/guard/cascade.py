@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from constitutional_guard.classifiers.base import SafetyClassifier, Verdict
+from constitutional_guard.classifiers.lm_states import AnswerStates, ReadsAnswerStates
 from constitutional_guard.guard.events import (
     ClassifierVerdict,
     Escalation,
@@ -149,7 +150,7 @@ class CascadeRun:
         """Classify the response so far: block stops the stream, allow / uncertain update the state."""
         assert self.cascade.classifier is not None
         response = self.source.text.text_through(index + 1, True)
-        verdict = self.classify(self.cascade.classifier, "stream", index, response)
+        verdict = self.classify(self.cascade.classifier, "stream", index, response, self.source.answer_states)
         yield verdict
         if verdict.verdict == Verdict.BLOCK:
             raise _Stop(self.blocked())
@@ -161,7 +162,7 @@ class CascadeRun:
         must_check = cascade.policy.final_check or state.pinned_from is not None or unscored_tail
         if cascade.classifier is not None and must_check:
             response = self.source.text.text_through(state.scored, final=True)
-            verdict = self.classify(cascade.classifier, "final", state.scored - 1, response)
+            verdict = self.classify(cascade.classifier, "final", state.scored - 1, response, self.source.answer_states)
             yield verdict
             if verdict.verdict == Verdict.BLOCK:
                 raise _Stop(self.blocked())
@@ -187,10 +188,17 @@ class CascadeRun:
         self.timings.setdefault("first_release", time.perf_counter() - self.start)
         return TextReleased(chunk, first, max(first, bound - 1))
 
-    def classify(self, classifier: SafetyClassifier, stage: str, index: int, response: str | None) -> ClassifierVerdict:
+    def classify(
+        self, classifier: SafetyClassifier, stage: str, index: int, response: str | None,
+        answer_states: AnswerStates | None = None,
+    ) -> ClassifierVerdict:
+        """``answer_states``: the source's states of the answer, for a classifier that reads them."""
         tick = time.perf_counter()
         try:
-            result = classifier.score(self.prompt, response)
+            if answer_states is not None and isinstance(classifier, ReadsAnswerStates):
+                result = classifier.score(self.prompt, response, answer_states=answer_states)
+            else:
+                result = classifier.score(self.prompt, response)
         except Exception as exc:  # fail closed: nothing more is released
             message = f"{stage} classifier failed: {exc!r}"
             raise _Stop(self.held(GuardErrorCode.CLASSIFIER_FAILED, message)) from exc

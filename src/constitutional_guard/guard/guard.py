@@ -11,6 +11,7 @@ import torch
 
 from constitutional_guard.classifiers.base import ClassifierScore, SafetyClassifier
 from constitutional_guard.classifiers.input_format import chat_prompt
+from constitutional_guard.classifiers.lm_states import ReadsAnswerStates
 from constitutional_guard.constitution import Constitution, load_constitution
 from constitutional_guard.guard.cascade import REFUSAL_SEPARATOR, Cascade
 from constitutional_guard.guard.events import (
@@ -100,6 +101,16 @@ class Guard:
         self.thresholds = self.policy.thresholds(probe_threshold)
         self.cascade = Cascade(self.thresholds, self.policy, self.refusal, classifier, self.input_classifier,
                                classifier_every)
+        self.shares_answer_states = self._share_answer_states()
+        """Whether the source keeps the answer states the exchange check reads, so that it does not read them again."""
+
+    def _share_answer_states(self) -> bool:
+        """Ask the source to keep the answer states the exchange check reads, when its model is the check's."""
+        if self.lm is None or not isinstance(self.classifier, ReadsAnswerStates):
+            return False
+        layers = self.classifier.shared_layers(self.lm)
+        keep = getattr(self.source, "keep_answer_states", None)
+        return bool(layers) and keep is not None and bool(keep(layers))
 
     @property
     def model_id(self) -> str:

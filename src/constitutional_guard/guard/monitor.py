@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from constitutional_guard.activations import can_exit_early, early_exit_states
+from constitutional_guard.classifiers.lm_states import AnswerStates
 from constitutional_guard.guard.protocols import TokenProbe
 from constitutional_guard.guard.sources import add_time
 from constitutional_guard.models.loading import LoadedModel, Message, new_kv_cache
@@ -52,6 +53,9 @@ class MonitorJob:
     cache: dict[str, Any]
     """The stream's cache keyword argument; a batched forward replaces the cache object in it."""
     scores: list[float] | None = None
+    states: torch.Tensor | None = None
+    """The scored tokens' states at the monitor's ``answer_layers`` (``[count, layers, hidden]``) when it keeps
+    them."""
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -146,6 +150,16 @@ class StreamMonitor:
         self.base = lm.model.get_decoder() if hasattr(lm.model, "get_decoder") else lm.model
         self.deepest = max(probe.layers)
         self.truncated = can_exit_early(self.base, probe.layers)
+        self.answer_layers: tuple[int, ...] = ()
+        """Layers whose states of the answer tokens each stream keeps (``keep_answer_states``)."""
+
+    def keep_answer_states(self, layers: tuple[int, ...]) -> bool:
+        """Keep the answer tokens' states at ``layers`` in every stream from now on, if a forward computes them
+        anyway (no deeper than the probe's deepest layer when the stack stops early); whether it will."""
+        if not layers or (self.truncated and max(layers) > self.deepest):
+            return False
+        self.answer_layers = tuple(layers)
+        return True
 
     @property
     def layers_run(self) -> int:
@@ -164,7 +178,8 @@ class StreamMonitor:
         if not self.truncated:
             out = self.base(input_ids=ids, use_cache=True, output_hidden_states=True, **inputs, **cache)
             return list(out.hidden_states)
-        captured = early_exit_states(self.base, self.probe.layers, input_ids=ids, use_cache=True, **inputs, **cache)
+        layers = sorted({*self.probe.layers, *self.answer_layers})
+        captured = early_exit_states(self.base, layers, input_ids=ids, use_cache=True, **inputs, **cache)
         if captured is None:  # not after can_exit_early said yes
             raise RuntimeError("the monitor's decoder can no longer stop early")
         return [captured.get(i) for i in range(self.deepest + 1)]
@@ -172,7 +187,9 @@ class StreamMonitor:
     def start(self, messages: list[Message], timings: dict[str, float]) -> MonitorStream:
         """A stream that scores the response to ``messages`` as it arrives (the prompt is read by ``prefill``
         or with its first chunk, so a prompt blocked by the input check costs no forward)."""
-        return MonitorStream(self, self.lm.encode_messages(messages), timings)
+        prompt_ids = self.lm.encode_messages(messages)
+        answer = AnswerStates.start(self.lm, self.answer_layers, prompt_ids) if self.answer_layers else None
+        return MonitorStream(self, prompt_ids, timings, answer_states=answer)
 
     def submit(self, job: MonitorJob) -> MonitorJob:
         """Run ``job`` through the batcher, or here when batching is off (``job.result()`` has the outcome)."""
@@ -208,6 +225,7 @@ class StreamMonitor:
             hidden = self.hidden_states(job.ids, job.cache)
             scores = self.probe.score_hidden_states(hidden)[0, len(job.ids) - job.count :]
             job.scores = [float(x) for x in scores.tolist()] if job.count else []
+            job.states = self._answer_states(hidden, 0, len(job.ids) - job.count, len(job.ids))
         except Exception as exc:  # the job's stream fails closed
             job.error = exc
 
@@ -238,10 +256,21 @@ class StreamMonitor:
             for layer in range(self.layers_run):
                 keys, values = merged.layers[layer].keys, merged.layers[layer].values
                 _cache_of(own).update(keys[row : row + 1, :, start:end], values[row : row + 1, :, start:end], layer)
-            results.append((own, [float(x) for x in scores[row, length - job.count : length].tolist()]))
-        for job, (own, job_scores) in zip(jobs, results, strict=True):
+            job_scores = [float(x) for x in scores[row, length - job.count : length].tolist()]
+            results.append((own, job_scores, self._answer_states(hidden, row, length - job.count, length)))
+        for job, (own, job_scores, states) in zip(jobs, results, strict=True):
             job.cache.update(own)
-            job.scores = job_scores
+            job.scores, job.states = job_scores, states
+
+    def _answer_states(self, hidden: Sequence[torch.Tensor | None], row: int, start: int,
+                       end: int) -> torch.Tensor | None:
+        """Positions ``start:end`` of batch row ``row`` at ``answer_layers`` (``[tokens, layers, hidden]``)."""
+        if not self.answer_layers or start >= end:
+            return None
+        parts = [hidden[layer] for layer in self.answer_layers]
+        if any(part is None for part in parts):
+            raise RuntimeError(f"the monitor's forward did not keep layers {list(self.answer_layers)}")
+        return torch.stack([part[row, start:end] for part in parts if part is not None], dim=1).float().cpu()
 
 
 @dataclass
@@ -261,6 +290,8 @@ class MonitorStream:
     """Characters covered by scored tokens."""
     counted: bool = False
     """Counted in the monitor's active streams (from the first forward until ``close``)."""
+    answer_states: AnswerStates | None = None
+    """The answer tokens' states, when the monitor keeps them (``StreamMonitor.keep_answer_states``)."""
 
     @property
     def prompt_tokens(self) -> int:
@@ -291,12 +322,20 @@ class MonitorStream:
             self.monitor._count_stream(1)
 
     def _forward(self, ids: list[int], count: int) -> list[float]:
+        """Read ``ids``; the probe's scores of the last ``count``, whose states go to ``answer_states``."""
         assert self.cache is not None
         tick = time.perf_counter()
         try:
-            return self.monitor.submit(MonitorJob(ids, count, self.cache)).result()
+            job = self.monitor.submit(MonitorJob(ids, count, self.cache))
+            scores = job.result()
         finally:
             add_time(self.timings, "monitor", time.perf_counter() - tick)
+        if self.answer_states is not None and count:
+            if job.states is None or len(job.states) != count:
+                raise RuntimeError("the monitor's forward returned no answer states")
+            for token_id, states in zip(ids[len(ids) - count :], job.states.numpy(), strict=True):
+                self.answer_states.append(token_id, states)
+        return scores
 
     def feed(self, delta: str) -> Iterator[MonitoredToken]:
         """Add upstream text; yield the tokens of every complete chunk, scored.

@@ -8,6 +8,9 @@ from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import torch
+
+from constitutional_guard.classifiers.lm_states import AnswerStates
 from constitutional_guard.guard.events import FinishReason, GenerationConfig, GuardErrorCode, SourceError
 from constitutional_guard.guard.protocols import TokenProbe
 from constitutional_guard.guard.streaming import ResponseText, visible_end
@@ -56,6 +59,8 @@ class SourceStream:
     string."""
     steps: Steps = field(init=False)
     """Assigned by the source right after creating the stream; closing it stops the source."""
+    answer_states: AnswerStates | None = None
+    """The answer tokens' hidden states, kept by a source asked to (``keep_answer_states``) for the exchange check."""
 
 
 class TokenSource(Protocol):
@@ -107,10 +112,17 @@ class LocalSource:
 
     lm: LoadedModel
     probe: TokenProbe
+    answer_layers: tuple[int, ...] = ()
+    """Layers whose states of every answer token a stream keeps (``SourceStream.answer_states``)."""
 
     @property
     def model_id(self) -> str:
         return self.lm.name
+
+    def keep_answer_states(self, layers: tuple[int, ...]) -> bool:
+        """Keep the answer tokens' states at ``layers`` from now on (the generator computes them anyway)."""
+        self.answer_layers = tuple(layers)
+        return True
 
     def open(
         self, messages: list[Message], config: GenerationConfig, timings: dict[str, float],
@@ -120,6 +132,8 @@ class LocalSource:
         prompt_ids = self.lm.encode_messages(messages)
         text = ResponseText(self.lm.tokenizer, config.stop)
         stream = SourceStream(text, len(prompt_ids))
+        if self.answer_layers:
+            stream.answer_states = AnswerStates.start(self.lm, self.answer_layers, prompt_ids)
         stream.steps = self._steps(stream, text, prompt_ids, config, forced, timings)
         return stream
 
@@ -139,6 +153,9 @@ class LocalSource:
                     stream.finish_reason = FinishReason.STOP
                     return
                 text.append(step.token_id)
+                if stream.answer_states is not None:
+                    states = torch.stack([step.hidden_states[layer][0, -1] for layer in self.answer_layers])
+                    stream.answer_states.append(step.token_id, states.float().cpu().numpy())
                 yield SourceStep(step.index, step.token_id, self._score(step.index, step.hidden_states, timings))
         finally:
             loop.close()

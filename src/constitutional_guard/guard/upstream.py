@@ -136,6 +136,10 @@ class RemoteSource:
         """Steps carry probe scores (there is a stream monitor)."""
         return self.monitor is not None
 
+    def keep_answer_states(self, layers: tuple[int, ...]) -> bool:
+        """Keep the answer tokens' states at ``layers`` if the stream monitor computes them anyway."""
+        return self.monitor is not None and self.monitor.keep_answer_states(layers)
+
     @property
     def model_id(self) -> str:
         """The model that answers, as responses name it: the configured one, else the first the upstream lists
@@ -171,6 +175,7 @@ class RemoteSource:
         monitored = self.monitor.start(messages, timings) if self.monitor is not None else None
         text = PieceText(config.stop)
         stream = SourceStream(text, monitored.prompt_tokens if monitored is not None else 0)
+        stream.answer_states = monitored.answer_states if monitored is not None else None
         steps = self._steps(stream, text, messages, config, monitored, timings, early)
         stream.steps = steps if early is None else ClosingSteps(steps, early)
         return stream

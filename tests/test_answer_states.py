@@ -1,0 +1,173 @@
+"""Answer states kept by the token sources: the exchange check uses the guarded model's (or the stream monitor's)
+states of an answer instead of reading prompt and answer again, exactly when they are what it would read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from serve_fakes import quiet_probe
+from test_embedding_classifier import train_tiny
+from test_monitor_batching import in_threads, random_probe, read
+from tiny_models import DEVICE
+
+from constitutional_guard.classifiers import lm_states
+from constitutional_guard.classifiers.base import load_classifier
+from constitutional_guard.classifiers.embedding import EmbeddingClassifier
+from constitutional_guard.classifiers.lm_states import AnswerStates, StateReader, StatesSettings, _covering
+from constitutional_guard.guard.events import GenerationConfig
+from constitutional_guard.guard.guard import Guard
+from constitutional_guard.guard.monitor import MonitoredToken, StreamMonitor
+from constitutional_guard.guard.policy import PolicySettings
+from constitutional_guard.guard.upstream import RemoteSource, UpstreamSettings
+from constitutional_guard.models.loading import LoadedModel, load_causal_lm
+
+pytestmark = pytest.mark.usefixtures("private_cache")
+
+PROMPT = "What is the capital of France?"
+ANSWER = "The capital of France is Paris. Vaccines train the immune system."
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_lm_dir: Path) -> LoadedModel:
+    return load_causal_lm(str(tiny_lm_dir), device=DEVICE, dtype="float32")  # paths compared exactly
+
+
+@pytest.fixture(scope="module")
+def reader(tiny_lm_dir: Path) -> StateReader:
+    return StateReader.load(StatesSettings(model=str(tiny_lm_dir), layers=(1, 2), max_length=48,
+                                           max_response_tokens=16, dtype="float32"))
+
+
+def kept(lm: LoadedModel, prompt: str, answer: str, layers: tuple[int, ...] = (1, 2)) -> AnswerStates:
+    """The answer's states as a source keeps them, from one forward over prompt and answer."""
+    prompt_ids = lm.encode_messages([{"role": "user", "content": prompt}])
+    answer_ids = lm.tokenizer(answer, add_special_tokens=False)["input_ids"]
+    hidden = lm.hidden_states(prompt_ids + answer_ids)
+    states = AnswerStates.start(lm, layers, prompt_ids)
+    for j, token in enumerate(answer_ids):
+        states.append(token, torch.stack([hidden[layer][len(prompt_ids) + j] for layer in layers]).numpy())
+    return states
+
+
+def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Answers (prompts alone apart) the state readers run through the model from now on, per call."""
+    calls: list[int] = []
+    pooled = lm_states.pooled_states
+
+    def counted(lm, encoded, settings):
+        calls.append(sum(len(ids) > prompt_length for ids, prompt_length in encoded))
+        return pooled(lm, encoded, settings)
+
+    monkeypatch.setattr(lm_states, "pooled_states", counted)
+    return calls
+
+
+def test_kept_states_give_the_row_a_read_gives(lm, reader, monkeypatch):
+    answer = kept(lm, PROMPT, ANSWER)
+    tokens = lm.tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
+    partial = lm.tokenizer.decode(tokens[:7])  # a check in the middle of the answer
+    items = [(PROMPT, ANSWER), (PROMPT, partial)]
+    expected = reader.encode(items)
+    reads = count_reads(monkeypatch)
+    assert np.allclose(reader.encode(items, [answer, answer]), expected, atol=2e-3)
+    assert sum(reads) == 0, "the kept states were read again"
+
+
+@pytest.mark.parametrize("change", ["layers", "dtype", "model", "prompt", "answer", "prompt cut"])
+def test_states_that_are_not_the_readers_are_read_again(lm, reader, monkeypatch, change):
+    prompt, response = PROMPT, ANSWER
+    answer = kept(lm, PROMPT, ANSWER, layers=(1,) if change == "layers" else (1, 2))
+    if change == "dtype":
+        answer.dtype = "torch.bfloat16"
+    elif change == "model":
+        answer.model = "another-model"
+    elif change == "prompt":
+        prompt = "What is the capital of Spain?"
+    elif change == "answer":
+        response = "The capital of France is Lyon."
+    elif change == "prompt cut":  # the reader keeps max_length tokens: a long prompt is cut from the left
+        prompt = "Explain how vaccines work. " * 8
+        answer = kept(lm, prompt, ANSWER)
+    reads = count_reads(monkeypatch)
+    row = reader.encode([(prompt, response)], [answer])
+    assert sum(reads) == 1
+    assert np.allclose(row, reader.encode([(prompt, response)]), atol=1e-6)
+
+
+def test_the_same_text_in_other_tokens_is_covered(lm):
+    """A model may write a text in other tokens than tokenising it gives ("\\n\\n" as one token or two)."""
+    text = "Paris is big."
+    tokens = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    bytewise = lm.tokenizer.convert_tokens_to_ids(lm.tokenizer.convert_ids_to_tokens(tokens))
+    pieces = [piece for token in lm.tokenizer.convert_ids_to_tokens(tokens) for piece in token]
+    produced = lm.tokenizer.convert_tokens_to_ids(pieces)  # one token per byte
+    assert bytewise == tokens and lm.tokenizer.decode(produced) == text and len(produced) > len(tokens)
+    assert _covering(lm.tokenizer, tokens, produced + tokens) == len(produced)
+    assert _covering(lm.tokenizer, tokens, tokens + produced) == len(tokens)
+    assert _covering(lm.tokenizer, tokens, lm.tokenizer("Paris is small.")["input_ids"]) is None
+
+
+@pytest.fixture(scope="module")
+def state_classifier(tiny_encoder_dir: Path, tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    _, folder = train_tiny(
+        tmp_path_factory.mktemp("answer-states"), tiny_encoder_dir, states_model=str(tiny_lm_dir),
+        states_layers="1,2", states_max_length=64, states_max_response_tokens=16, states_dtype="float32",
+    )
+    classifier = load_classifier(folder)
+    assert isinstance(classifier, EmbeddingClassifier)
+    return classifier
+
+
+def test_the_local_guard_hands_its_states_to_the_exchange_check(lm, state_classifier, monkeypatch):
+    guard = Guard(lm, quiet_probe(str(lm.path), lm.num_layers, lm.hidden_size), classifier=state_classifier,
+                  policy=PolicySettings(input_check=False))
+    assert guard.shares_answer_states and guard.source.answer_layers == (1, 2)
+    config = GenerationConfig(max_new_tokens=64)
+    reads = count_reads(monkeypatch)
+    shared = guard.replay(PROMPT, ANSWER, config)
+    exchange_reads = sum(reads)
+    guard.source.answer_layers = ()
+    read_again = guard.replay(PROMPT, ANSWER, config)
+    finals = [[v.score for v in result.verdicts if v.stage == "final"] for result in (shared, read_again)]
+    assert len(finals[0]) == 1 and np.allclose(finals[0], finals[1], atol=1e-4)
+    assert exchange_reads == 0 and sum(reads) == 1, "the kept states were read again"
+
+
+def test_a_guard_whose_check_reads_another_model_keeps_nothing(lm, tiny_encoder_dir, tmp_path):
+    _, folder = train_tiny(tmp_path, tiny_encoder_dir)  # no states
+    guard = Guard(lm, quiet_probe(str(lm.path), lm.num_layers, lm.hidden_size), classifier=load_classifier(folder))
+    assert not guard.shares_answer_states and guard.source.answer_layers == ()
+    bf16 = StateReader.load(StatesSettings(model=str(lm.path), layers=(1,), dtype="bfloat16"))
+    assert bf16.shared_layers(lm) == ()
+
+
+@pytest.mark.parametrize("max_batch", [1, 4], ids=["alone", "batched"])
+def test_the_monitor_keeps_the_states_it_reads(lm, max_batch):
+    monitor = StreamMonitor(lm, random_probe([2]), chunk_tokens=3, max_batch=max_batch, max_wait_s=0.05)
+    assert monitor.keep_answer_states((1, 2))
+    streams = [monitor.start([{"role": "user", "content": PROMPT}], {}) for _ in range(2)]
+    results: list[list[MonitoredToken]] = [[], []]
+    errors = in_threads([lambda s=s, r=r: read(s, ANSWER, r) for s, r in zip(streams, results, strict=True)])
+    assert errors == [None, None]
+    for stream, tokens in zip(streams, results, strict=True):
+        answer = stream.answer_states
+        assert answer is not None and answer.token_ids == [t.token_id for t in tokens]
+        hidden = lm.hidden_states(answer.prompt_ids + answer.token_ids)
+        expected = torch.stack([hidden[layer][len(answer.prompt_ids) :] for layer in (1, 2)], dim=1)
+        assert torch.allclose(torch.from_numpy(np.stack(answer.rows)), expected, atol=1e-4)
+
+
+def test_the_monitor_keeps_no_layer_its_forward_stops_before(lm, state_classifier):
+    truncated = StreamMonitor(lm, random_probe([1]), chunk_tokens=3)
+    assert truncated.truncated and not truncated.keep_answer_states((1, 2)) and truncated.answer_layers == ()
+    monitor = StreamMonitor(lm, random_probe([2]), chunk_tokens=3)
+    source = RemoteSource(UpstreamSettings(base_url="http://127.0.0.1:9/v1", model="m"), monitor)
+    guard = Guard(lm, monitor.probe, classifier=state_classifier, source=source)
+    assert guard.shares_answer_states and monitor.answer_layers == (1, 2)
+    stream = source.open([{"role": "user", "content": PROMPT}], GenerationConfig(), {})
+    assert stream.answer_states is not None and stream.answer_states.prompt_ids == monitor.lm.encode_messages(
+        [{"role": "user", "content": PROMPT}])
+    stream.steps.close()
