@@ -70,6 +70,8 @@ def main() -> None:
         guarded = records[start + 1 :]  # the first is the guarded path's warm-up request
         rows.append({
             "concurrency": concurrency,
+            "raw_tokens_per_s": row["raw"]["tokens_per_s"],
+            "guarded_tokens_per_s": row["guarded"]["tokens_per_s"],
             "throughput_ratio": row["throughput_ratio"],
             "ttft_p50_extra_ms": row["ttft_p50_extra_ms"],
             "statuses": row["guarded"]["statuses"],
@@ -77,7 +79,8 @@ def main() -> None:
             "stages": summary(guarded),
         })
         stages = rows[-1]["stages"]
-        print(f"{concurrency:3d} streams: ratio {row['throughput_ratio']}, statuses {row['guarded']['statuses']}, "
+        print(f"{concurrency:3d} streams: {row['raw']['tokens_per_s']} / {row['guarded']['tokens_per_s']} tok/s raw / "
+              f"guarded, ratio {row['throughput_ratio']}, statuses {row['guarded']['statuses']}, "
               + ", ".join(f"{s} {stages[s]['p50_ms']:.0f} ms" for s in STAGES if s in stages))
     with open(args.out, "w", encoding="utf-8") as fh:
         json.dump({"guard": args.guard, "upstream": args.upstream, "rows": rows}, fh, indent=1)

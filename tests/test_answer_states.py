@@ -16,7 +16,14 @@ from tiny_models import DEVICE
 from constitutional_guard.classifiers import lm_states
 from constitutional_guard.classifiers.base import load_classifier
 from constitutional_guard.classifiers.embedding import EmbeddingClassifier
-from constitutional_guard.classifiers.lm_states import AnswerStates, StateReader, StatesSettings, _covering
+from constitutional_guard.classifiers.lm_states import (
+    SEGMENTATION_SLACK,
+    AnswerStates,
+    StateReader,
+    StatesSettings,
+    StatesWanted,
+    _covering,
+)
 from constitutional_guard.guard.events import GenerationConfig
 from constitutional_guard.guard.guard import Guard
 from constitutional_guard.guard.monitor import MonitoredToken, StreamMonitor
@@ -41,14 +48,16 @@ def reader(tiny_lm_dir: Path) -> StateReader:
                                            max_response_tokens=16, dtype="float32"))
 
 
-def kept(lm: LoadedModel, prompt: str, answer: str, layers: tuple[int, ...] = (1, 2)) -> AnswerStates:
-    """The answer's states as a source keeps them, from one forward over prompt and answer."""
+def kept(lm: LoadedModel, prompt: str, answer: str, layers: tuple[int, ...] = (1, 2), limit: int = 64) -> AnswerStates:
+    """The answer's states as a source keeps them (of its first ``limit`` tokens), from one forward over prompt and
+    answer."""
     prompt_ids = lm.encode_messages([{"role": "user", "content": prompt}])
     answer_ids = lm.tokenizer(answer, add_special_tokens=False)["input_ids"]
     hidden = lm.hidden_states(prompt_ids + answer_ids)
-    states = AnswerStates.start(lm, layers, prompt_ids)
+    states = AnswerStates.start(lm, StatesWanted(layers, limit), prompt_ids)
     for j, token in enumerate(answer_ids):
-        states.append(token, torch.stack([hidden[layer][len(prompt_ids) + j] for layer in layers]).numpy())
+        row = torch.stack([hidden[layer][len(prompt_ids) + j] for layer in layers]).numpy()
+        states.append(token, None if states.full else row)
     return states
 
 
@@ -74,6 +83,17 @@ def test_kept_states_give_the_row_a_read_gives(lm, reader, monkeypatch):
     reads = count_reads(monkeypatch)
     assert np.allclose(reader.encode(items, [answer, answer]), expected, atol=2e-3)
     assert sum(reads) == 0, "the kept states were read again"
+
+
+def test_states_past_the_limit_are_not_kept(lm, reader, monkeypatch):
+    answer = kept(lm, PROMPT, ANSWER, limit=5)
+    tokens = lm.tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
+    assert len(answer.rows) == 5 and answer.token_ids == tokens
+    reads = count_reads(monkeypatch)
+    within = (PROMPT, lm.tokenizer.decode(tokens[:5]))
+    assert np.allclose(reader.encode([within], [answer]), reader.encode([within]), atol=2e-3)
+    reader.encode([(PROMPT, ANSWER)], [answer])  # needs states past the limit: read
+    assert reads == [1, 1]
 
 
 @pytest.mark.parametrize("change", ["layers", "dtype", "model", "prompt", "answer", "prompt cut"])
@@ -124,12 +144,12 @@ def state_classifier(tiny_encoder_dir: Path, tiny_lm_dir: Path, tmp_path_factory
 def test_the_local_guard_hands_its_states_to_the_exchange_check(lm, state_classifier, monkeypatch):
     guard = Guard(lm, quiet_probe(str(lm.path), lm.num_layers, lm.hidden_size), classifier=state_classifier,
                   policy=PolicySettings(input_check=False))
-    assert guard.shares_answer_states and guard.source.answer_layers == (1, 2)
+    assert guard.shares_answer_states and guard.source.kept_states == StatesWanted((1, 2), 16 + SEGMENTATION_SLACK)
     config = GenerationConfig(max_new_tokens=64)
     reads = count_reads(monkeypatch)
     shared = guard.replay(PROMPT, ANSWER, config)
     exchange_reads = sum(reads)
-    guard.source.answer_layers = ()
+    guard.source.kept_states = None
     read_again = guard.replay(PROMPT, ANSWER, config)
     finals = [[v.score for v in result.verdicts if v.stage == "final"] for result in (shared, read_again)]
     assert len(finals[0]) == 1 and np.allclose(finals[0], finals[1], atol=1e-4)
@@ -139,15 +159,15 @@ def test_the_local_guard_hands_its_states_to_the_exchange_check(lm, state_classi
 def test_a_guard_whose_check_reads_another_model_keeps_nothing(lm, tiny_encoder_dir, tmp_path):
     _, folder = train_tiny(tmp_path, tiny_encoder_dir)  # no states
     guard = Guard(lm, quiet_probe(str(lm.path), lm.num_layers, lm.hidden_size), classifier=load_classifier(folder))
-    assert not guard.shares_answer_states and guard.source.answer_layers == ()
+    assert not guard.shares_answer_states and guard.source.kept_states is None
     bf16 = StateReader.load(StatesSettings(model=str(lm.path), layers=(1,), dtype="bfloat16"))
-    assert bf16.shared_layers(lm) == ()
+    assert bf16.wanted_states(lm) is None
 
 
 @pytest.mark.parametrize("max_batch", [1, 4], ids=["alone", "batched"])
 def test_the_monitor_keeps_the_states_it_reads(lm, max_batch):
     monitor = StreamMonitor(lm, random_probe([2]), chunk_tokens=3, max_batch=max_batch, max_wait_s=0.05)
-    assert monitor.keep_answer_states((1, 2))
+    assert monitor.keep_answer_states(StatesWanted((1, 2), 8))
     streams = [monitor.start([{"role": "user", "content": PROMPT}], {}) for _ in range(2)]
     results: list[list[MonitoredToken]] = [[], []]
     errors = in_threads([lambda s=s, r=r: read(s, ANSWER, r) for s, r in zip(streams, results, strict=True)])
@@ -157,12 +177,14 @@ def test_the_monitor_keeps_the_states_it_reads(lm, max_batch):
         assert answer is not None and answer.token_ids == [t.token_id for t in tokens]
         hidden = lm.hidden_states(answer.prompt_ids + answer.token_ids)
         expected = torch.stack([hidden[layer][len(answer.prompt_ids) :] for layer in (1, 2)], dim=1)
-        assert torch.allclose(torch.from_numpy(np.stack(answer.rows)), expected, atol=1e-4)
+        assert len(tokens) > 8 and len(answer.rows) == 8, "the states of the first 8 tokens only"
+        assert torch.allclose(torch.from_numpy(np.stack(answer.rows)), expected[:8], atol=1e-4)
 
 
 def test_the_monitor_keeps_no_layer_its_forward_stops_before(lm, state_classifier):
     truncated = StreamMonitor(lm, random_probe([1]), chunk_tokens=3)
-    assert truncated.truncated and not truncated.keep_answer_states((1, 2)) and truncated.answer_layers == ()
+    assert truncated.truncated and not truncated.keep_answer_states(StatesWanted((1, 2), 8))
+    assert truncated.kept_states is None
     monitor = StreamMonitor(lm, random_probe([2]), chunk_tokens=3)
     source = RemoteSource(UpstreamSettings(base_url="http://127.0.0.1:9/v1", model="m"), monitor)
     guard = Guard(lm, monitor.probe, classifier=state_classifier, source=source)

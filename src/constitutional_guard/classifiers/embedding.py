@@ -40,7 +40,7 @@ from constitutional_guard.classifiers.base import (
     ConfigThresholds,
     LabelledConfig,
 )
-from constitutional_guard.classifiers.lm_states import AnswerStates, StateReader, StatesSettings
+from constitutional_guard.classifiers.lm_states import AnswerStates, StateReader, StatesSettings, StatesWanted
 from constitutional_guard.config_io import load_config, save_config
 from constitutional_guard.errors import InputError
 from constitutional_guard.models.loading import LoadedModel, default_device, encoder_dtype, parse_dtype
@@ -439,10 +439,10 @@ class EmbeddingClassifier(ConfigThresholds):
         """``answer_states``: the answer's states as its token source kept them (read again unless they are these)."""
         return self.score_batch([(prompt, response)], [answer_states])[0]
 
-    def shared_layers(self, lm: LoadedModel) -> tuple[int, ...]:
-        """Layers whose answer states a token source running ``lm`` should keep for this classifier (none: it reads
-        no states, or another model's)."""
-        return self.states.shared_layers(lm) if self.states is not None else ()
+    def wanted_states(self, lm: LoadedModel) -> StatesWanted | None:
+        """The answer states a token source running ``lm`` should keep for this classifier (None: it reads no states,
+        or another model's)."""
+        return self.states.wanted_states(lm) if self.states is not None else None
 
     def features(
         self, items: list[tuple[str, str | None]], caches: tuple[Any, Any] | None = None,

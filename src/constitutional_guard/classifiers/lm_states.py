@@ -93,10 +93,18 @@ class StatesSettings:
         return {**asdict(self), "layers": list(self.layers)}
 
 
+@dataclass(frozen=True)
+class StatesWanted:
+    """The answer states a check would use: these layers, of at most the first ``tokens`` answer tokens."""
+
+    layers: tuple[int, ...]
+    tokens: int
+
+
 @dataclass
 class AnswerStates:
-    """An answer's tokens and their hidden states at ``layers``, as the model that produced or read it computed them
-    after ``prompt_ids`` (one row of ``len(layers) × hidden`` per token, float32)."""
+    """An answer's tokens and, for the first ``limit`` of them, their hidden states at ``layers``, as the model that
+    produced or read it computed them after ``prompt_ids`` (one row of ``len(layers) × hidden`` per token)."""
 
     model: str
     """The model's ``LoadedModel.path``."""
@@ -104,26 +112,35 @@ class AnswerStates:
     template: str
     """``template_hash`` of the model."""
     layers: tuple[int, ...]
+    limit: int
     prompt_ids: list[int]
     token_ids: list[int] = field(default_factory=list)
     rows: list[np.ndarray] = field(default_factory=list)
 
     @classmethod
-    def start(cls, lm: LoadedModel, layers: Sequence[int], prompt_ids: Sequence[int]) -> AnswerStates:
-        return cls(lm.path, str(lm.model.dtype), template_hash(lm), tuple(layers), list(prompt_ids))
+    def start(cls, lm: LoadedModel, wanted: StatesWanted, prompt_ids: Sequence[int]) -> AnswerStates:
+        return cls(lm.path, str(lm.model.dtype), template_hash(lm), wanted.layers, wanted.tokens, list(prompt_ids))
 
-    def append(self, token_id: int, states: np.ndarray) -> None:
-        """One answer token and its states ``[len(layers), hidden]``."""
+    @property
+    def full(self) -> bool:
+        """Whether later tokens' states would go unused."""
+        return len(self.rows) >= self.limit
+
+    def append(self, token_id: int, states: np.ndarray | None) -> None:
+        """One answer token and its states ``[len(layers), hidden]`` (None once ``full``)."""
         self.token_ids.append(int(token_id))
-        self.rows.append(np.asarray(states, dtype=np.float32))
+        if not self.full:
+            if states is None:
+                raise ValueError("answer states missing before the limit")
+            self.rows.append(np.asarray(states, dtype=np.float32))
 
 
 @runtime_checkable
 class ReadsAnswerStates(Protocol):
     """A classifier that reads a causal LM's states and takes an answer's from its token source when they fit."""
 
-    def shared_layers(self, lm: LoadedModel) -> tuple[int, ...]:
-        """Layers whose answer states a token source running ``lm`` should keep (none: they would not be used)."""
+    def wanted_states(self, lm: LoadedModel) -> StatesWanted | None:
+        """The answer states a token source running ``lm`` should keep (None: they would not be used)."""
         ...
 
     def score(self, prompt: str, response: str | None = None, answer_states: AnswerStates | None = None) -> Any: ...
@@ -183,12 +200,14 @@ class StateReader:
     def dim(self) -> int:
         return 2 * len(self.settings.layers) * self.lm.hidden_size
 
-    def shared_layers(self, lm: LoadedModel) -> tuple[int, ...]:
-        """The layers whose answer states ``lm`` should keep for this reader: its own, when ``lm`` is this reader's
-        model in its dtype with its template (else none: states of another model or dtype are not these)."""
+    def wanted_states(self, lm: LoadedModel) -> StatesWanted | None:
+        """The answer states a source running ``lm`` should keep for this reader: its layers, of as many tokens as it
+        reads (and the slack of another segmentation), when ``lm`` is this reader's model in its dtype with its
+        template (else None: states of another model or dtype are not these)."""
         same = (lm.path, str(lm.model.dtype), template_hash(lm)) == (
             self.lm.path, str(self.lm.model.dtype), template_hash(self.lm))
-        return tuple(self.settings.layers) if same else ()
+        tokens = self.settings.max_response_tokens + SEGMENTATION_SLACK
+        return StatesWanted(tuple(self.settings.layers), tokens) if same else None
 
     def encode(
         self, items: Sequence[tuple[str, str | None]], answers: Sequence[AnswerStates | None] | None = None
@@ -240,7 +259,7 @@ class StateReader:
         ):
             return None
         count = _covering(self.lm.tokenizer, tokens, answer.token_ids)
-        if count is None:
+        if count is None or count > len(answer.rows):
             return None
         states = np.stack(answer.rows[:count])[:, [answer.layers.index(layer) for layer in self.settings.layers]]
         return np.stack([states[-1], states.mean(0)], axis=1).reshape(-1)  # [layers, 2, hidden], as pooled_states

@@ -108,9 +108,9 @@ class Guard:
         """Ask the source to keep the answer states the exchange check reads, when its model is the check's."""
         if self.lm is None or not isinstance(self.classifier, ReadsAnswerStates):
             return False
-        layers = self.classifier.shared_layers(self.lm)
+        wanted = self.classifier.wanted_states(self.lm)
         keep = getattr(self.source, "keep_answer_states", None)
-        return bool(layers) and keep is not None and bool(keep(layers))
+        return wanted is not None and keep is not None and bool(keep(wanted))
 
     @property
     def model_id(self) -> str:

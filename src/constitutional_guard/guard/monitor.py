@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from constitutional_guard.activations import can_exit_early, early_exit_states
-from constitutional_guard.classifiers.lm_states import AnswerStates
+from constitutional_guard.classifiers.lm_states import AnswerStates, StatesWanted
 from constitutional_guard.guard.protocols import TokenProbe
 from constitutional_guard.guard.sources import add_time
 from constitutional_guard.models.loading import LoadedModel, Message, new_kv_cache
@@ -150,15 +150,19 @@ class StreamMonitor:
         self.base = lm.model.get_decoder() if hasattr(lm.model, "get_decoder") else lm.model
         self.deepest = max(probe.layers)
         self.truncated = can_exit_early(self.base, probe.layers)
-        self.answer_layers: tuple[int, ...] = ()
-        """Layers whose states of the answer tokens each stream keeps (``keep_answer_states``)."""
+        self.kept_states: StatesWanted | None = None
+        """The answer tokens' states each stream keeps (``keep_answer_states``), if any."""
 
-    def keep_answer_states(self, layers: tuple[int, ...]) -> bool:
-        """Keep the answer tokens' states at ``layers`` in every stream from now on, if a forward computes them
-        anyway (no deeper than the probe's deepest layer when the stack stops early); whether it will."""
-        if not layers or (self.truncated and max(layers) > self.deepest):
+    @property
+    def answer_layers(self) -> tuple[int, ...]:
+        return self.kept_states.layers if self.kept_states is not None else ()
+
+    def keep_answer_states(self, wanted: StatesWanted) -> bool:
+        """Keep these answer states in every stream from now on, if a forward computes them anyway (no layer deeper
+        than the probe's deepest when the stack stops early); whether it will."""
+        if not wanted.layers or (self.truncated and max(wanted.layers) > self.deepest):
             return False
-        self.answer_layers = tuple(layers)
+        self.kept_states = wanted
         return True
 
     @property
@@ -188,7 +192,8 @@ class StreamMonitor:
         """A stream that scores the response to ``messages`` as it arrives (the prompt is read by ``prefill``
         or with its first chunk, so a prompt blocked by the input check costs no forward)."""
         prompt_ids = self.lm.encode_messages(messages)
-        answer = AnswerStates.start(self.lm, self.answer_layers, prompt_ids) if self.answer_layers else None
+        wanted = self.kept_states
+        answer = AnswerStates.start(self.lm, wanted, prompt_ids) if wanted is not None else None
         return MonitorStream(self, prompt_ids, timings, answer_states=answer)
 
     def submit(self, job: MonitorJob) -> MonitorJob:
@@ -334,7 +339,7 @@ class MonitorStream:
             if job.states is None or len(job.states) != count:
                 raise RuntimeError("the monitor's forward returned no answer states")
             for token_id, states in zip(ids[len(ids) - count :], job.states.numpy(), strict=True):
-                self.answer_states.append(token_id, states)
+                self.answer_states.append(token_id, None if self.answer_states.full else states)
         return scores
 
     def feed(self, delta: str) -> Iterator[MonitoredToken]:

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import torch
 
-from constitutional_guard.classifiers.lm_states import AnswerStates
+from constitutional_guard.classifiers.lm_states import AnswerStates, StatesWanted
 from constitutional_guard.guard.events import FinishReason, GenerationConfig, GuardErrorCode, SourceError
 from constitutional_guard.guard.protocols import TokenProbe
 from constitutional_guard.guard.streaming import ResponseText, visible_end
@@ -112,16 +112,16 @@ class LocalSource:
 
     lm: LoadedModel
     probe: TokenProbe
-    answer_layers: tuple[int, ...] = ()
-    """Layers whose states of every answer token a stream keeps (``SourceStream.answer_states``)."""
+    kept_states: StatesWanted | None = None
+    """The answer tokens' states each stream keeps (``SourceStream.answer_states``), if any."""
 
     @property
     def model_id(self) -> str:
         return self.lm.name
 
-    def keep_answer_states(self, layers: tuple[int, ...]) -> bool:
-        """Keep the answer tokens' states at ``layers`` from now on (the generator computes them anyway)."""
-        self.answer_layers = tuple(layers)
+    def keep_answer_states(self, wanted: StatesWanted) -> bool:
+        """Keep these answer states from now on (the generator computes them anyway)."""
+        self.kept_states = wanted
         return True
 
     def open(
@@ -132,8 +132,8 @@ class LocalSource:
         prompt_ids = self.lm.encode_messages(messages)
         text = ResponseText(self.lm.tokenizer, config.stop)
         stream = SourceStream(text, len(prompt_ids))
-        if self.answer_layers:
-            stream.answer_states = AnswerStates.start(self.lm, self.answer_layers, prompt_ids)
+        if self.kept_states is not None:
+            stream.answer_states = AnswerStates.start(self.lm, self.kept_states, prompt_ids)
         stream.steps = self._steps(stream, text, prompt_ids, config, forced, timings)
         return stream
 
@@ -153,9 +153,10 @@ class LocalSource:
                     stream.finish_reason = FinishReason.STOP
                     return
                 text.append(step.token_id)
-                if stream.answer_states is not None:
-                    states = torch.stack([step.hidden_states[layer][0, -1] for layer in self.answer_layers])
-                    stream.answer_states.append(step.token_id, states.float().cpu().numpy())
+                kept = stream.answer_states
+                if kept is not None:
+                    states = None if kept.full else torch.stack([step.hidden_states[i][0, -1] for i in kept.layers])
+                    kept.append(step.token_id, states.float().cpu().numpy() if states is not None else None)
                 yield SourceStep(step.index, step.token_id, self._score(step.index, step.hidden_states, timings))
         finally:
             loop.close()

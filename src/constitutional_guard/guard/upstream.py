@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from pydantic import ConfigDict, Field, field_validator
 
+from constitutional_guard.classifiers.lm_states import StatesWanted
 from constitutional_guard.config_io import SettingsModel
 from constitutional_guard.guard.events import FinishReason, GenerationConfig, GuardErrorCode, SourceError
 from constitutional_guard.guard.monitor import MonitorStream, StreamMonitor
@@ -136,9 +137,9 @@ class RemoteSource:
         """Steps carry probe scores (there is a stream monitor)."""
         return self.monitor is not None
 
-    def keep_answer_states(self, layers: tuple[int, ...]) -> bool:
-        """Keep the answer tokens' states at ``layers`` if the stream monitor computes them anyway."""
-        return self.monitor is not None and self.monitor.keep_answer_states(layers)
+    def keep_answer_states(self, wanted: StatesWanted) -> bool:
+        """Keep these answer states if the stream monitor computes them anyway."""
+        return self.monitor is not None and self.monitor.keep_answer_states(wanted)
 
     @property
     def model_id(self) -> str:
