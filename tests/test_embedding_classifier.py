@@ -269,7 +269,7 @@ def test_cross_source_calibration_scores_move_prompts_only(trained: tuple[Path, 
     own = np.array(score_records(classifier, calibration))
     exchange = np.array([r.response is not None for r in calibration])
     assert exchange.any() and (~exchange).any()
-    assert np.allclose(np.array(scores)[exchange], own[exchange])
+    assert np.allclose(np.array(scores)[exchange], own[exchange], atol=1e-3)  # through the feature cache
     assert not np.allclose(np.array(scores)[~exchange], own[~exchange])
     assert scores_from.startswith("prompts: cross-source, 2 folds")
 

@@ -143,6 +143,27 @@ def test_state_features_are_cached_per_item(trained: tuple[Path, Path]) -> None:
     assert np.allclose(cache.encode(classifier.states, items[::-1]), first[::-1])
 
 
+def test_cached_scores_are_the_classifiers_without_encoding_again(
+    trained: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from constitutional_guard.classifiers.calibration import score_records
+    from constitutional_guard.classifiers.embedding_training import cached_scores
+    from constitutional_guard.data.corpus import load_split
+
+    corpus, folder = trained
+    classifier = load_classifier(folder)
+    records = load_split(corpus, "calibration")
+    assert any(r.response for r in records) and any(r.response is None for r in records)
+    expected = score_records(classifier, records)  # batched otherwise: equal to float32 noise
+    assert np.allclose(cached_scores(classifier, records), expected, atol=1e-3)
+    encoded: list[int] = []
+    encode, pooled = classifier.encoder.encode, lm_states.pooled_states
+    monkeypatch.setattr(classifier.encoder, "encode", lambda texts: encoded.append(len(texts)) or encode(texts))
+    monkeypatch.setattr(lm_states, "pooled_states", lambda lm, ids, s: encoded.append(len(ids)) or pooled(lm, ids, s))
+    again = cached_scores(load_classifier(folder), records)  # a new classifier: the caches come from disk
+    assert sum(encoded) == 0 and np.allclose(again, expected, atol=1e-3)
+
+
 def test_cross_source_scores_read_the_states(trained: tuple[Path, Path]) -> None:
     from constitutional_guard.data.corpus import load_split
 

@@ -269,8 +269,12 @@ def _build_classifier(
     made with ``recipe`` from this corpus; else, or with ``train_it`` or ``export``, the classifier is trained.
     ``export``: write the trained head and its calibration scores to ``export / stage``, as they ship."""
     from constitutional_guard.classifiers.base import TrainOptions, load_classifier
-    from constitutional_guard.classifiers.calibration import calibrate_and_save, score_records
-    from constitutional_guard.classifiers.embedding_training import cross_source_calibration_scores, train
+    from constitutional_guard.classifiers.calibration import calibrate_and_save
+    from constitutional_guard.classifiers.embedding_training import (
+        cached_scores,
+        cross_source_calibration_scores,
+        train,
+    )
     from constitutional_guard.classifiers.exchange_training import cap_records, select_inputs
     from constitutional_guard.data.corpus import load_split
     from constitutional_guard.demo_shipped import ShippedClassifier, export_classifier
@@ -322,7 +326,7 @@ def _build_classifier(
             log(f"{name}: cross-source prompt scores ({cross_source_folds} folds of sources)")
             scores, scores_from = cross_source_calibration_scores(classifier, calibration, cross_source_folds)
         if export is not None and scores is None:
-            scores = score_records(classifier, calibration)
+            scores = cached_scores(classifier, calibration)
     report = calibrate_and_save(
         classifier, trained, calibration, test, block_fpr, hold_rate=settings.classifier_hold_rate,
         calibration_scores=scores, scores_from=scores_from, prompt_block_fpr=prompt_block_fpr,

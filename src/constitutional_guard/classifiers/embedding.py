@@ -452,24 +452,29 @@ class EmbeddingClassifier(ConfigThresholds):
         return classifier_features(self.encoder, self.states, items, caches, answers)
 
     def probabilities(
-        self, items: list[tuple[str, str | None]], answers: Sequence[AnswerStates | None] | None = None
+        self, items: list[tuple[str, str | None]], answers: Sequence[AnswerStates | None] | None = None,
+        caches: tuple[Any, Any] | None = None,
     ) -> np.ndarray:
-        x = self.features(items, answers=answers)
+        """Per-label probabilities; ``answers`` and ``caches`` as for ``features``."""
+        x = self.features(items, caches, answers)
         rows = self.head.probabilities(x)
         exchanges = [i for i, (_, response) in enumerate(items) if response is not None]
         if not self.config.prompt_weight or not exchanges:
             return rows
-        alone = self.head.probabilities(self.prompt_alone([items[i] for i in exchanges], x[exchanges]))
+        alone_rows = self.prompt_alone([items[i] for i in exchanges], x[exchanges], caches[1] if caches else None)
+        alone = self.head.probabilities(alone_rows)
         rows[exchanges] = weigh_prompt(rows[exchanges], alone, self.config.prompt_weight, self._unsafe_ids)
         return rows
 
-    def prompt_alone(self, items: list[tuple[str, str | None]], x: np.ndarray) -> np.ndarray:
-        """``prompt_alone_rows`` of this classifier's encoder and states."""
-        return prompt_alone_rows(self.encoder, self.states, items, x)
+    def prompt_alone(self, items: list[tuple[str, str | None]], x: np.ndarray, cache: Any = None) -> np.ndarray:
+        """``prompt_alone_rows`` of this classifier's encoder and states (``cache``: a states ``FeatureCache``)."""
+        return prompt_alone_rows(self.encoder, self.states, items, x, cache)
 
     def score_batch(
-        self, items: list[tuple[str, str | None]], answers: Sequence[AnswerStates | None] | None = None
+        self, items: list[tuple[str, str | None]], answers: Sequence[AnswerStates | None] | None = None,
+        caches: tuple[Any, Any] | None = None,
     ) -> list[ClassifierScore]:
         if not items:
             return []
-        return self.scores_from_probabilities(items, self.probabilities(items, answers).tolist(), self._unsafe_ids)
+        probabilities = self.probabilities(items, answers, caches).tolist()
+        return self.scores_from_probabilities(items, probabilities, self._unsafe_ids)

@@ -465,18 +465,27 @@ def cross_source_scores(
     return scores
 
 
+def cached_scores(classifier: EmbeddingClassifier, records: Sequence[Record]) -> list[float]:
+    """``score_records`` through the feature caches of the classifier's setting: what its training (or an earlier
+    scoring) encoded is not encoded again."""
+    if not records:
+        return []
+    caches = feature_caches(classifier.config.base_model, classifier.encoder, classifier.states)
+    scores = [float(score.score) for score in classifier.score_batch(record_items(records), caches=caches)]
+    save_caches(caches)
+    return scores
+
+
 def cross_source_calibration_scores(
     classifier: EmbeddingClassifier, records: Sequence[Record], folds: int = 5
 ) -> tuple[list[float], str]:
     """Calibration scores whose prompts come from ``cross_source_scores`` (exchanges keep the classifier's own),
     and a line saying so for the classifier's calibration record."""
-    from constitutional_guard.classifiers.calibration import score_records
-
     prompts = [i for i, r in enumerate(records) if r.response is None]
     exchanges = [i for i, r in enumerate(records) if r.response is not None]
     scores = [0.0] * len(records)
     for i, value in zip(prompts, cross_source_scores(classifier, [records[i] for i in prompts], folds), strict=True):
         scores[i] = float(value)
-    for i, value in zip(exchanges, score_records(classifier, [records[i] for i in exchanges]), strict=True):
+    for i, value in zip(exchanges, cached_scores(classifier, [records[i] for i in exchanges]), strict=True):
         scores[i] = value
     return scores, f"prompts: cross-source, {folds} folds of sources; exchanges: the classifier"
