@@ -10,7 +10,7 @@ better to unseen sources (docs/results/guard_quality.md, "The target model's own
 A guarded stream has those states already: the guarded model computed them for every answer token while it
 generated, and the stream monitor while it read an engine's answer. ``AnswerStates`` carries them from the token
 source to the exchange check, which then reads nothing again when they are what it would read itself (same model,
-dtype, template and token ids, prompt not cut).
+dtype, template and layers, the whole prompt, the same answer text).
 
 The settings live in the embedding classifier's config under ``states``. The model is named, not copied: at load
 its hidden size, depth and chat template are checked against what the head was trained on.
@@ -246,7 +246,7 @@ class StateReader:
         """``pooled_states``' row from states kept while the answer was produced, or None unless they are what this
         reader reads: its model, dtype, template and layers, the whole prompt (not cut) and the same answer text.
 
-        The text may come in other tokens: a model writes "\n\n" as one token where tokenising the text gives two.
+        The text may come in other tokens: a model writes "\\n\\n" as one token where tokenising the text gives two.
         The answer's own tokens are kept then (the states the model had), covering the same text."""
         ids, prompt_length = encoded
         tokens = ids[prompt_length:]
