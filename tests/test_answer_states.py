@@ -101,9 +101,9 @@ def test_states_that_are_not_the_readers_are_read_again(lm, reader, monkeypatch,
     prompt, response = PROMPT, ANSWER
     answer = kept(lm, PROMPT, ANSWER, layers=(1,) if change == "layers" else (1, 2))
     if change == "dtype":
-        answer.dtype = "torch.bfloat16"
+        answer.model = (answer.model[0], "torch.bfloat16", answer.model[2])
     elif change == "model":
-        answer.model = "another-model"
+        answer.model = ("another-model", *answer.model[1:])
     elif change == "prompt":
         prompt = "What is the capital of Spain?"
     elif change == "answer":

@@ -101,16 +101,18 @@ class StatesWanted:
     tokens: int
 
 
+def model_identity(lm: LoadedModel) -> tuple[str, str, str]:
+    """What a model's states depend on besides its input: its path, its dtype and its chat template's fingerprint."""
+    return lm.path, str(lm.model.dtype), template_hash(lm)
+
+
 @dataclass
 class AnswerStates:
     """An answer's tokens and, for the first ``limit`` of them, their hidden states at ``layers``, as the model that
     produced or read it computed them after ``prompt_ids`` (one row of ``len(layers) × hidden`` per token)."""
 
-    model: str
-    """The model's ``LoadedModel.path``."""
-    dtype: str
-    template: str
-    """``template_hash`` of the model."""
+    model: tuple[str, str, str]
+    """``model_identity`` of the model."""
     layers: tuple[int, ...]
     limit: int
     prompt_ids: list[int]
@@ -119,7 +121,7 @@ class AnswerStates:
 
     @classmethod
     def start(cls, lm: LoadedModel, wanted: StatesWanted, prompt_ids: Sequence[int]) -> AnswerStates:
-        return cls(lm.path, str(lm.model.dtype), template_hash(lm), wanted.layers, wanted.tokens, list(prompt_ids))
+        return cls(model_identity(lm), wanted.layers, wanted.tokens, list(prompt_ids))
 
     @property
     def full(self) -> bool:
@@ -163,6 +165,7 @@ class StateReader:
             raise ValueError(f"states.model: {settings.model}'s chat template differs from the one trained on")
         self.lm = lm
         self.settings = settings
+        self.identity = model_identity(lm)
         self.capture = CaptureSettings(
             layers=tuple(settings.layers),
             max_length=settings.max_length,
@@ -193,8 +196,7 @@ class StateReader:
     def cache_key(self) -> list[str]:
         """What the features depend on, for a feature cache: the model, its dtype and template, layers, lengths."""
         s = self.settings
-        return [self.lm.path, str(self.lm.model.dtype), template_hash(self.lm), ",".join(map(str, s.layers)),
-                str(s.max_length), str(s.max_response_tokens)]
+        return [*self.identity, ",".join(map(str, s.layers)), str(s.max_length), str(s.max_response_tokens)]
 
     @property
     def dim(self) -> int:
@@ -204,10 +206,9 @@ class StateReader:
         """The answer states a source running ``lm`` should keep for this reader: its layers, of as many tokens as it
         reads (and the slack of another segmentation), when ``lm`` is this reader's model in its dtype with its
         template (else None: states of another model or dtype are not these)."""
-        same = (lm.path, str(lm.model.dtype), template_hash(lm)) == (
-            self.lm.path, str(self.lm.model.dtype), template_hash(self.lm))
-        tokens = self.settings.max_response_tokens + SEGMENTATION_SLACK
-        return StatesWanted(tuple(self.settings.layers), tokens) if same else None
+        if model_identity(lm) != self.identity:
+            return None
+        return StatesWanted(tuple(self.settings.layers), self.settings.max_response_tokens + SEGMENTATION_SLACK)
 
     def encode(
         self, items: Sequence[tuple[str, str | None]], answers: Sequence[AnswerStates | None] | None = None
@@ -252,8 +253,7 @@ class StateReader:
         tokens = ids[prompt_length:]
         if (
             not tokens
-            or (answer.model, answer.dtype, answer.template) != (self.lm.path, str(self.lm.model.dtype),
-                                                                 template_hash(self.lm))
+            or answer.model != self.identity
             or not set(self.settings.layers) <= set(answer.layers)
             or ids[:prompt_length] != answer.prompt_ids
         ):
