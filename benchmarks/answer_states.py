@@ -1,9 +1,10 @@
-"""The exchange check with the answer states its token source kept, against reading them again.
+"""The input and exchange checks with the states their token source kept, against reading them again.
 
-Generates answers with the bundle's target model (the local source, keeping the states its exchange check reads)
-to prompts of a corpus split, then scores every ``--every``-th prefix of each answer with the exchange check twice:
-with the kept states and without them (the check then reads prompt and answer through the model itself). Reports
-the score differences, the verdicts that differ and the time per check of each path, in the same run.
+Reads prompts of a corpus split with the bundle's target model (the local source's prefill, keeping the prompt's
+states) and scores each with the input check twice: with the kept states and without them. Then generates the
+answers (keeping the states the exchange check reads) and scores every ``--every``-th prefix of each answer with the
+exchange check twice, the same way (without them the check reads prompt and answer through the model itself).
+Reports the score differences, the verdicts that differ and the time per check of each path, in the same run.
 
     python benchmarks/answer_states.py --guard BUNDLE --data CORPUS/binary/test.jsonl --answers 24 \\
         --out answer_states.json
@@ -18,6 +19,7 @@ import time
 
 import numpy as np
 
+from constitutional_guard.classifiers.lm_states import forget_recent_prompts
 from constitutional_guard.guard.events import GenerationConfig
 from constitutional_guard.guard.guard import Guard
 
@@ -40,7 +42,8 @@ def main() -> None:
     guard = Guard.from_pretrained(args.guard)
     if not guard.shares_answer_states:
         raise SystemExit("this bundle's exchange check reads no states its target model keeps")
-    classifier = guard.classifier
+    classifier, input_classifier = guard.classifier, guard.input_classifier
+    reads_prompt = guard.shares_prompt_states and input_classifier is not None
     with open(args.data, encoding="utf-8") as fh:
         rows = [json.loads(line) for line in fh if line.strip()]
     random.Random(args.seed).shuffle(rows)
@@ -51,10 +54,21 @@ def main() -> None:
             prompts.append((row["label"], row["prompt"]))
         if len(prompts) == args.answers:
             break
-    checks, seconds = [], {"kept": 0.0, "read": 0.0}
+    checks, inputs, seconds = [], [], {"kept": 0.0, "read": 0.0, "input_kept": 0.0, "input_read": 0.0}
     config = GenerationConfig(max_new_tokens=args.max_new_tokens)
     for label, prompt in prompts:
         stream = guard.source.open([{"role": "user", "content": prompt}], config, {})
+        if reads_prompt and stream.read_prompt is not None:
+            stream.read_prompt()  # the generator's prefill, as before the input check
+            forget_recent_prompts()
+            tick = time.perf_counter()
+            kept = input_classifier.score(prompt, None, answer_states=stream.answer_states).score
+            seconds["input_kept"] += time.perf_counter() - tick
+            forget_recent_prompts()
+            tick = time.perf_counter()
+            read = input_classifier.score(prompt).score
+            seconds["input_read"] += time.perf_counter() - tick
+            inputs.append({"label": label, "kept": kept, "read": read})
         for _ in stream.steps:
             pass
         length = len(stream.text)
@@ -82,10 +96,22 @@ def main() -> None:
         "ms_per_check_kept": 1000 * seconds["kept"] / len(checks),
         "ms_per_check_read": 1000 * seconds["read"] / len(checks),
     }
+    if inputs:
+        diffs = np.array([abs(c["kept"] - c["read"]) for c in inputs])
+        allow, block = input_classifier.prompt_thresholds.allow, input_classifier.prompt_thresholds.block
+        summary["input_checks"] = {
+            "checks": len(inputs),
+            "abs_diff_mean": float(diffs.mean()),
+            "abs_diff_max": float(diffs.max()),
+            "verdicts_changed": sum(verdict(c["kept"], allow, block) != verdict(c["read"], allow, block)
+                                    for c in inputs),
+            "ms_per_check_kept": 1000 * seconds["input_kept"] / len(inputs),
+            "ms_per_check_read": 1000 * seconds["input_read"] / len(inputs),
+        }
     print(json.dumps(summary, indent=1))
     with open(args.out, "w", encoding="utf-8") as fh:
         json.dump({"guard": args.guard, "data": args.data, "summary": summary, "changed": changed,
-                   "checks": checks}, fh, indent=1)
+                   "checks": checks, "input_checks": inputs}, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -115,6 +115,22 @@ def test_rounds_are_averaged_and_counts_summed(lm, engine):
     assert guarded["tokens_per_s"] == pytest.approx(sum(rates) / 2, abs=0.01)
 
 
+@pytest.mark.parametrize("unique", [True, False], ids=["unique", "repeated"])
+def test_every_request_asks_a_new_prompt_unless_told_to_repeat(lm, engine, unique):
+    guard = remote_guard(lm, engine[0], classifier=ZyxClassifier(), retries=0)
+    options = UpstreamBenchOptions(concurrencies=(1, 2), max_tokens=64, prompts=("Hi", "Hello"), harmful_prompts=(),
+                                   requests_per_stream=2, rounds=2, unique_prompts=unique)
+    seen = len(engine[1].requests)
+    report = bench_upstream(guard, options)
+    assert report["options"]["unique_prompts"] is unique
+    sent = engine[1].requests[seen:]
+    guarded = [r["messages"][-1]["content"] for r in sent if "top_p" in r][1:]  # the guard's requests, warm-up apart
+    raw = [r["messages"][-1]["content"] for r in sent if "top_p" not in r][1:]
+    assert len(guarded) == len(raw) == 12 and sorted(guarded) == sorted(raw)
+    assert {p.split(") ")[-1] for p in guarded} == {"Hi", "Hello"}
+    assert len(set(guarded)) == (12 if unique else 2)
+
+
 def test_bad_options_are_refused():
     for bad in ({"concurrencies": ()}, {"concurrencies": (0,)}, {"max_tokens": 0}, {"prompts": ()}):
         with pytest.raises(ValueError):

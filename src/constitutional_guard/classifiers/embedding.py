@@ -203,15 +203,18 @@ def prompt_alone_rows(
     items: list[tuple[str, str | None]],
     x: np.ndarray,
     cache: Any = None,
+    answers: Sequence[AnswerStates | None] | None = None,
 ) -> np.ndarray:
     """The rows of the items' prompts alone, from the items' rows ``x`` (``classifier_features``): the encoder reads
     the prompt apart from the response, so only the response block is cleared; the LM's states, which read both,
-    are read again (through ``cache``, a states ``FeatureCache``, when given)."""
+    are read again (through ``cache``, a states ``FeatureCache``, when given; else from the prompt's states a token
+    source kept, in ``answers``, when they fit)."""
     rows = x.copy()
     rows[:, encoder.dim : 2 * encoder.dim + 1] = 0.0
     if states is not None:
         prompts = [(prompt, None) for prompt, _ in items]
-        rows[:, 2 * encoder.dim + 1 :] = cache.encode(states, prompts) if cache is not None else states.encode(prompts)
+        read = cache.encode(states, prompts) if cache is not None else states.encode(prompts, answers)
+        rows[:, 2 * encoder.dim + 1 :] = read
     return rows
 
 
@@ -461,14 +464,20 @@ class EmbeddingClassifier(ConfigThresholds):
         exchanges = [i for i, (_, response) in enumerate(items) if response is not None]
         if not self.config.prompt_weight or not exchanges:
             return rows
-        alone_rows = self.prompt_alone([items[i] for i in exchanges], x[exchanges], caches[1] if caches else None)
+        alone_rows = self.prompt_alone(
+            [items[i] for i in exchanges], x[exchanges], caches[1] if caches else None,
+            [answers[i] for i in exchanges] if answers is not None else None,
+        )
         alone = self.head.probabilities(alone_rows)
         rows[exchanges] = weigh_prompt(rows[exchanges], alone, self.config.prompt_weight, self._unsafe_ids)
         return rows
 
-    def prompt_alone(self, items: list[tuple[str, str | None]], x: np.ndarray, cache: Any = None) -> np.ndarray:
+    def prompt_alone(
+        self, items: list[tuple[str, str | None]], x: np.ndarray, cache: Any = None,
+        answers: Sequence[AnswerStates | None] | None = None,
+    ) -> np.ndarray:
         """``prompt_alone_rows`` of this classifier's encoder and states (``cache``: a states ``FeatureCache``)."""
-        return prompt_alone_rows(self.encoder, self.states, items, x, cache)
+        return prompt_alone_rows(self.encoder, self.states, items, x, cache, answers)
 
     def score_batch(
         self, items: list[tuple[str, str | None]], answers: Sequence[AnswerStates | None] | None = None,

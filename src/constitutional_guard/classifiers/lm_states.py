@@ -7,10 +7,10 @@ answer token for an exchange) and the mean over the answer's tokens (over every 
 carry what a sentence encoder lacks, such as whether an answer helps or refuses; beside the encoder they generalise
 better to unseen sources (docs/results/guard_quality.md, "The target model's own hidden states").
 
-A guarded stream has those states already: the guarded model computed them for every answer token while it
-generated, and the stream monitor while it read an engine's answer. ``AnswerStates`` carries them from the token
-source to the exchange check, which then reads nothing again when they are what it would read itself (same model,
-dtype, template and layers, the whole prompt, the same answer text).
+A guarded stream has those states already: the guarded model computed them for the prompt and every answer token
+while it generated, and the stream monitor while it read the prompt and an engine's answer. ``AnswerStates`` carries
+them from the token source to the input and exchange checks, which then read nothing again when they are what they
+would read themselves (same model, dtype, template and layers, the whole prompt, the same answer text).
 
 The settings live in the embedding classifier's config under ``states``. The model is named, not copied: at load
 its hidden size, depth and chat template are checked against what the head was trained on.
@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
@@ -109,7 +109,8 @@ def model_identity(lm: LoadedModel) -> tuple[str, str, str]:
 @dataclass
 class AnswerStates:
     """An answer's tokens and, for the first ``limit`` of them, their hidden states at ``layers``, as the model that
-    produced or read it computed them after ``prompt_ids`` (one row of ``len(layers) × hidden`` per token)."""
+    produced or read it computed them after ``prompt_ids`` (one row of ``len(layers) × hidden`` per token); and,
+    once the source has read the prompt, the prompt's pooled states."""
 
     model: tuple[str, str, str]
     """``model_identity`` of the model."""
@@ -118,6 +119,26 @@ class AnswerStates:
     prompt_ids: list[int]
     token_ids: list[int] = field(default_factory=list)
     rows: list[np.ndarray] = field(default_factory=list)
+    prompt_pooled: np.ndarray | None = None
+    """The prompt's last-token and mean states per layer (``[len(layers), 2, hidden]``, as ``pooled_states`` pools a
+    prompt alone), set by ``read_prompt``."""
+    pending: Callable[[], None] | None = None
+    """Completes the source's read of the prompt while it is under way (``prompt_states`` waits for it)."""
+
+    def prompt_states(self) -> np.ndarray | None:
+        """``prompt_pooled``, once a read of the prompt under way completes (its error raised here); None if the
+        source has not read the prompt."""
+        if self.pending is not None:
+            self.pending()
+        return self.prompt_pooled
+
+    def read_prompt(self, states: np.ndarray) -> None:
+        """The prompt's states ``[len(prompt_ids), len(layers), hidden]``, as the source's forward over it computed
+        them."""
+        states = np.asarray(states, dtype=np.float32)
+        if states.shape[:2] != (len(self.prompt_ids), len(self.layers)):
+            raise ValueError(f"prompt states of shape {states.shape} for {len(self.prompt_ids)} tokens")
+        self.prompt_pooled = np.stack([states[-1], states.mean(0)], axis=1)
 
     @classmethod
     def start(cls, lm: LoadedModel, wanted: StatesWanted, prompt_ids: Sequence[int]) -> AnswerStates:
@@ -214,8 +235,9 @@ class StateReader:
         self, items: Sequence[tuple[str, str | None]], answers: Sequence[AnswerStates | None] | None = None
     ) -> np.ndarray:
         """One float32 row per item (``pooled_states`` of the prompt as a user turn and its answer); the rows of
-        prompts alone read recently by any reader of the same setting are reused (``RECENT_PROMPTS``), and so are an
-        answer's states in ``answers`` (per item) when they are the ones this reader would compute."""
+        prompts alone read recently by any reader of the same setting are reused (``RECENT_PROMPTS``), and so are the
+        states a token source kept (``answers``, per item: the prompt's for a prompt alone, the answer's for an
+        exchange) when they are the ones this reader would compute."""
         rows = np.zeros((len(items), self.dim), dtype=np.float32)
         setting = tuple(self.cache_key())
         todo, encoded = [], []
@@ -229,12 +251,14 @@ class StateReader:
                 self.settings.max_length, self.settings.max_response_tokens,
             )
             answer = answers[i] if answers is not None else None
-            row = self._from_answer(ids, answer) if answer is not None else None
+            row = self._from_source(ids, answer) if answer is not None else None
             if row is None:
                 todo.append(i)
                 encoded.append(ids)
-            else:
-                rows[i] = row
+                continue
+            rows[i] = row
+            if response is None:
+                _RECENT.put((setting, prompt), row.copy())
         if not todo:
             return rows
         rows[todo] = pooled_states(self.lm, encoded, self.capture)
@@ -243,25 +267,29 @@ class StateReader:
                 _RECENT.put((setting, items[i][0]), rows[i].copy())
         return rows
 
-    def _from_answer(self, encoded: tuple[list[int], int], answer: AnswerStates) -> np.ndarray | None:
-        """``pooled_states``' row from states kept while the answer was produced, or None unless they are what this
-        reader reads: its model, dtype, template and layers, the whole prompt (not cut) and the same answer text.
+    def _from_source(self, encoded: tuple[list[int], int], answer: AnswerStates) -> np.ndarray | None:
+        """``pooled_states``' row from states kept while the prompt was read and the answer produced, or None unless
+        they are what this reader reads: its model, dtype, template and layers, the whole prompt (not cut) and, for
+        an exchange, the same answer text.
 
         The text may come in other tokens: a model writes "\\n\\n" as one token where tokenising the text gives two.
         The answer's own tokens are kept then (the states the model had), covering the same text."""
         ids, prompt_length = encoded
         tokens = ids[prompt_length:]
         if (
-            not tokens
-            or answer.model != self.identity
+            answer.model != self.identity
             or not set(self.settings.layers) <= set(answer.layers)
             or ids[:prompt_length] != answer.prompt_ids
         ):
             return None
+        picked = [answer.layers.index(layer) for layer in self.settings.layers]
+        if not tokens:
+            pooled = answer.prompt_states()
+            return None if pooled is None else pooled[picked].reshape(-1)
         count = _covering(self.lm.tokenizer, tokens, answer.token_ids)
         if count is None or count > len(answer.rows):
             return None
-        states = np.stack(answer.rows[:count])[:, [answer.layers.index(layer) for layer in self.settings.layers]]
+        states = np.stack(answer.rows[:count])[:, picked]
         return np.stack([states[-1], states.mean(0)], axis=1).reshape(-1)  # [layers, 2, hidden], as pooled_states
 
 
@@ -300,12 +328,21 @@ class _RecentRows:
                 self._rows.move_to_end(key)
             return row
 
+    def clear(self) -> None:
+        with self._lock:
+            self._rows.clear()
+
     def put(self, key: Any, row: np.ndarray) -> None:
         with self._lock:
             self._rows[key] = row
             self._rows.move_to_end(key)
             while len(self._rows) > self.size:
                 self._rows.popitem(last=False)
+
+
+def forget_recent_prompts() -> None:
+    """Drop the remembered rows of prompts alone (``RECENT_PROMPTS``), e.g. to time reads of prompts seen before."""
+    _RECENT.clear()
 
 
 RECENT_PROMPTS = 256

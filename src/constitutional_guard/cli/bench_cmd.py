@@ -239,6 +239,10 @@ def upstream(
     requests_per_stream: int = typer.Option(1, "--requests-per-stream", min=1, help="Sequential requests per stream."),
     rounds: int = typer.Option(1, "--rounds", min=1, help="Waves per concurrency and path (order alternates)."),
     prompts: Path | None = typer.Option(None, "--prompts", help="Text file, one benign prompt per line."),
+    unique_prompts: bool = typer.Option(
+        True, "--unique-prompts/--repeat-prompts",
+        help="Number each request's prompt so that every one is new to the guard, as in real traffic.",
+    ),
     harmful_prompts: Path | None = typer.Option(
         None, "--harmful-prompts", help="Text file, one harmful prompt per line, for detection latency."
     ),
@@ -276,8 +280,8 @@ def upstream(
         options = UpstreamBenchOptions(
             concurrencies=tuple(int(c) for c in concurrency.split(",")), max_tokens=max_tokens,
             requests_per_stream=requests_per_stream, rounds=rounds, prompts=lines(prompts, BENIGN_PROMPTS),
-            harmful_prompts=lines(harmful_prompts, HARMFUL_PROMPTS)[:num_harmful], harmful_marker=harmful_marker,
-            timeout_s=timeout,
+            unique_prompts=unique_prompts, harmful_prompts=lines(harmful_prompts, HARMFUL_PROMPTS)[:num_harmful],
+            harmful_marker=harmful_marker, timeout_s=timeout,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

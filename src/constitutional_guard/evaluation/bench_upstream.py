@@ -1,8 +1,9 @@
 """Raw against guarded streaming from an OpenAI-compatible engine, side by side in one run.
 
-At each concurrency, the same benign prompts stream straight from the upstream (raw) and through the guard
-served in this process in front of it (guarded), in alternating order: aggregate completion tokens/s, time to
-the first content (raw) or first released content (guarded), classifier calls and monitor forwards per stream.
+At each concurrency, the same benign prompts (numbered per request, so each is new to the guard) stream straight
+from the upstream (raw) and through the guard served in this process in front of it (guarded), in alternating
+order: aggregate completion tokens/s, time to the first content (raw) or first released content (guarded),
+classifier calls and monitor forwards per stream.
 Detection latency then replays harmful prompts through the guard (input check off, output side only): tokens
 read from the first harmful token to the block, and whether any text at or after it reached the client.
 """
@@ -14,6 +15,7 @@ import contextlib
 import json
 import os
 import platform
+import secrets
 import statistics
 import threading
 import time
@@ -53,6 +55,9 @@ class UpstreamBenchOptions:
     rounds: int = 1
     """Waves per concurrency and path; the order of the paths alternates between rounds."""
     prompts: tuple[str, ...] = BENIGN_PROMPTS
+    unique_prompts: bool = True
+    """Number every request's prompt within the run, so that each is new to the guard as real traffic's prompts are (a
+    guard remembers the states of prompts it read recently); the raw path gets the same prompts."""
     harmful_prompts: tuple[str, ...] = HARMFUL_PROMPTS
     """Prompts replayed for detection latency (none: skip it)."""
     harmful_marker: str | None = None
@@ -150,9 +155,11 @@ async def stream_once(client: httpx.AsyncClient, url: str, body: dict[str, Any])
 
 
 async def run_wave(
-    base_url: str, model: str | None, concurrency: int, options: UpstreamBenchOptions, api_key: str | None = None
+    base_url: str, model: str | None, concurrency: int, options: UpstreamBenchOptions, api_key: str | None = None,
+    tag: str = "",
 ) -> tuple[list[StreamOutcome], float]:
-    """``concurrency`` streams at once, each sending ``requests_per_stream`` requests; (outcomes, wall seconds)."""
+    """``concurrency`` streams at once, each sending ``requests_per_stream`` requests; (outcomes, wall seconds).
+    ``tag`` (with ``options.unique_prompts``) names the wave in every prompt: waves of one tag send the same prompts."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
     async with httpx.AsyncClient(timeout=options.timeout_s, headers=headers, limits=limits) as client:
@@ -161,6 +168,8 @@ async def run_wave(
             out = []
             for request in range(options.requests_per_stream):
                 prompt = options.prompts[(stream * options.requests_per_stream + request) % len(options.prompts)]
+                if options.unique_prompts:
+                    prompt = f"(Request {tag}-{stream}-{request}) {prompt}"
                 body: dict[str, Any] = {
                     "messages": [{"role": "user", "content": prompt}], "max_tokens": options.max_tokens,
                     "temperature": 0.0, "stream": True, "stream_options": {"include_usage": True},
@@ -355,6 +364,7 @@ def bench_upstream(
         source.monitor.hidden_states = forwards.wrap(source.monitor.hidden_states)  # type: ignore[method-assign]
     load_before = os.getloadavg()
     results = []
+    run = secrets.token_hex(2)  # prompts of this run are new to a guard that served an earlier one
     try:
         with serve_in_thread(create_app(guard, settings)) as guarded_url:
             urls = {"raw": (raw_url, model, api_key), "guarded": (guarded_url, None, None)}
@@ -362,7 +372,7 @@ def bench_upstream(
                                         prompts=options.prompts[:1], timeout_s=options.timeout_s)
             for path in PATHS:
                 log(f"warm-up: {path}")
-                outcomes, _ = asyncio.run(run_wave(*urls[path][:2], 1, warm, urls[path][2]))
+                outcomes, _ = asyncio.run(run_wave(*urls[path][:2], 1, warm, urls[path][2], f"{run}-warm"))
                 if not outcomes[0].ok:
                     raise RuntimeError(f"warm-up request to the {path} path failed: {outcomes[0].error}")
             for concurrency in options.concurrencies:
@@ -372,7 +382,8 @@ def bench_upstream(
                         log(f"concurrency {concurrency}, round {round_ + 1}/{options.rounds}: {path}")
                         before = forwards.calls
                         url, name, key = urls[path]
-                        outcomes, wall = asyncio.run(run_wave(url, name, concurrency, options, key))
+                        tag = f"{run}-{concurrency}-{round_}"
+                        outcomes, wall = asyncio.run(run_wave(url, name, concurrency, options, key, tag))
                         counted = forwards.calls - before if path == "guarded" and source.monitor else None
                         waves[path].append(summarize_wave(outcomes, wall, counted))
                 results.append(_compare(concurrency, waves))
@@ -390,7 +401,8 @@ def bench_upstream(
         "options": {
             "concurrencies": list(options.concurrencies), "max_tokens": options.max_tokens,
             "requests_per_stream": options.requests_per_stream, "rounds": options.rounds,
-            "prompts": len(options.prompts), "harmful_prompts": len(options.harmful_prompts),
+            "prompts": len(options.prompts), "unique_prompts": options.unique_prompts,
+            "harmful_prompts": len(options.harmful_prompts),
             "harmful_marker": options.harmful_marker, "temperature": 0.0,
         },
         "guard": _guard_info(guard, source),

@@ -54,6 +54,8 @@ class Cascade:
     input_classifier: SafetyClassifier | None = None
     classifier_every: int = 16
     """Without probe scores, the classifier reads the response every this many tokens."""
+    prompt_states: bool = False
+    """The source keeps the prompt's states the input check reads: it reads the prompt before the check."""
 
     def run(self, prompt: str, source: SourceStream, smoother: Smoother | None,
             timings: dict[str, float]) -> Iterator[GuardEvent]:
@@ -92,7 +94,11 @@ class CascadeRun:
     def guarded(self) -> Iterator[GuardEvent]:
         cascade = self.cascade
         if cascade.policy.input_check and cascade.input_classifier is not None:
-            verdict = self.classify(cascade.input_classifier, "input", -1, None)
+            states = None
+            if cascade.prompt_states and self.source.read_prompt is not None:
+                self.source.read_prompt()  # work the source does anyway; a failure holds the stream
+                states = self.source.answer_states
+            verdict = self.classify(cascade.input_classifier, "input", -1, None, states)
             yield verdict
             if verdict.verdict == Verdict.BLOCK:
                 raise _Stop(self.blocked())
@@ -192,7 +198,7 @@ class CascadeRun:
         self, classifier: SafetyClassifier, stage: str, index: int, response: str | None,
         answer_states: AnswerStates | None = None,
     ) -> ClassifierVerdict:
-        """``answer_states``: the source's states of the answer, for a classifier that reads them."""
+        """``answer_states``: the source's states of the prompt and answer, for a classifier that reads them."""
         tick = time.perf_counter()
         try:
             if answer_states is not None and isinstance(classifier, ReadsAnswerStates):

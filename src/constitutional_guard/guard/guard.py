@@ -11,7 +11,7 @@ import torch
 
 from constitutional_guard.classifiers.base import ClassifierScore, SafetyClassifier
 from constitutional_guard.classifiers.input_format import chat_prompt
-from constitutional_guard.classifiers.lm_states import ReadsAnswerStates
+from constitutional_guard.classifiers.lm_states import ReadsAnswerStates, StatesWanted
 from constitutional_guard.constitution import Constitution, load_constitution
 from constitutional_guard.guard.cascade import REFUSAL_SEPARATOR, Cascade
 from constitutional_guard.guard.events import (
@@ -99,18 +99,29 @@ class Guard:
         self.refusal = refusal or self.constitution.refusal
         probe_threshold = float(probe.config.escalation_threshold) if probe is not None else 1.0
         self.thresholds = self.policy.thresholds(probe_threshold)
+        self.shares_answer_states, self.shares_prompt_states = self._share_states()
+        """Whether the source keeps the answer states the exchange check reads, and the prompt's states the input
+        check reads, so that the checks do not read them again."""
         self.cascade = Cascade(self.thresholds, self.policy, self.refusal, classifier, self.input_classifier,
-                               classifier_every)
-        self.shares_answer_states = self._share_answer_states()
-        """Whether the source keeps the answer states the exchange check reads, so that it does not read them again."""
+                               classifier_every, prompt_states=self.shares_prompt_states)
 
-    def _share_answer_states(self) -> bool:
-        """Ask the source to keep the answer states the exchange check reads, when its model is the check's."""
-        if self.lm is None or not isinstance(self.classifier, ReadsAnswerStates):
-            return False
-        wanted = self.classifier.wanted_states(self.lm)
+    def _share_states(self) -> tuple[bool, bool]:
+        """Ask the source to keep the states the checks read of the answer (exchange check) and of the prompt (input
+        check), when its model is theirs; which of the two it keeps."""
+        answer = self._wanted(self.classifier)
+        prompt = self._wanted(self.input_classifier) if self.policy.input_check else None
         keep = getattr(self.source, "keep_answer_states", None)
-        return wanted is not None and keep is not None and bool(keep(wanted))
+        if keep is None or (answer is None and prompt is None):
+            return False, False
+        layers = tuple(sorted({*(answer.layers if answer else ()), *(prompt.layers if prompt else ())}))
+        if not keep(StatesWanted(layers, answer.tokens if answer is not None else 0)):
+            return False, False
+        return answer is not None, prompt is not None
+
+    def _wanted(self, classifier: SafetyClassifier | None) -> StatesWanted | None:
+        if self.lm is None or not isinstance(classifier, ReadsAnswerStates):
+            return None
+        return classifier.wanted_states(self.lm)
 
     @property
     def model_id(self) -> str:

@@ -52,10 +52,16 @@ class MonitorJob:
     count: int
     cache: dict[str, Any]
     """The stream's cache keyword argument; a batched forward replaces the cache object in it."""
+    states_from: int | None = None
+    """The first position whose states come back (default: the first scored one)."""
     scores: list[float] | None = None
     states: torch.Tensor | None = None
-    """The scored tokens' states at the monitor's ``answer_layers`` (``[count, layers, hidden]``) when it keeps
-    them."""
+    """The states from ``states_from`` on at the monitor's ``answer_layers`` (``[tokens, layers, hidden]``) when it
+    keeps them."""
+
+    @property
+    def states_start(self) -> int:
+        return len(self.ids) - self.count if self.states_from is None else self.states_from
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -158,8 +164,8 @@ class StreamMonitor:
         return self.kept_states.layers if self.kept_states is not None else ()
 
     def keep_answer_states(self, wanted: StatesWanted) -> bool:
-        """Keep these answer states in every stream from now on, if a forward computes them anyway (no layer deeper
-        than the probe's deepest when the stack stops early); whether it will."""
+        """Keep these states of the prompt and the answer in every stream from now on, if a forward computes them
+        anyway (no layer deeper than the probe's deepest when the stack stops early); whether it will."""
         if not wanted.layers or (self.truncated and max(wanted.layers) > self.deepest):
             return False
         self.kept_states = wanted
@@ -189,8 +195,9 @@ class StreamMonitor:
         return [captured.get(i) for i in range(self.deepest + 1)]
 
     def start(self, messages: list[Message], timings: dict[str, float]) -> MonitorStream:
-        """A stream that scores the response to ``messages`` as it arrives (the prompt is read by ``prefill``
-        or with its first chunk, so a prompt blocked by the input check costs no forward)."""
+        """A stream that scores the response to ``messages`` as it arrives. The prompt is read by ``read_prompt``
+        before an input check that reads its states, else by ``prefill`` or with the first chunk (a prompt the input
+        check blocks then costs no forward)."""
         prompt_ids = self.lm.encode_messages(messages)
         wanted = self.kept_states
         answer = AnswerStates.start(self.lm, wanted, prompt_ids) if wanted is not None else None
@@ -230,7 +237,7 @@ class StreamMonitor:
             hidden = self.hidden_states(job.ids, job.cache)
             scores = self.probe.score_hidden_states(hidden)[0, len(job.ids) - job.count :]
             job.scores = [float(x) for x in scores.tolist()] if job.count else []
-            job.states = self._answer_states(hidden, 0, len(job.ids) - job.count, len(job.ids))
+            job.states = self._answer_states(hidden, 0, job.states_start, len(job.ids))
         except Exception as exc:  # the job's stream fails closed
             job.error = exc
 
@@ -262,7 +269,7 @@ class StreamMonitor:
                 keys, values = merged.layers[layer].keys, merged.layers[layer].values
                 _cache_of(own).update(keys[row : row + 1, :, start:end], values[row : row + 1, :, start:end], layer)
             job_scores = [float(x) for x in scores[row, length - job.count : length].tolist()]
-            results.append((own, job_scores, self._answer_states(hidden, row, length - job.count, length)))
+            results.append((own, job_scores, self._answer_states(hidden, row, job.states_start, length)))
         for job, (own, job_scores, states) in zip(jobs, results, strict=True):
             job.cache.update(own)
             job.scores, job.states = job_scores, states
@@ -296,7 +303,9 @@ class MonitorStream:
     counted: bool = False
     """Counted in the monitor's active streams (from the first forward until ``close``)."""
     answer_states: AnswerStates | None = None
-    """The answer tokens' states, when the monitor keeps them (``StreamMonitor.keep_answer_states``)."""
+    """The prompt's and the answer tokens' states, when the monitor keeps them (``keep_answer_states``)."""
+    prompt_job: MonitorJob | None = None
+    """The prompt's forward, sent by ``read_prompt`` and not yet collected."""
 
     @property
     def prompt_tokens(self) -> int:
@@ -307,13 +316,29 @@ class MonitorStream:
         """Tokens the next forward reads (fewer for the first chunk)."""
         return self.monitor.first_chunk_tokens if self.scored_to == 0 else self.monitor.chunk_tokens
 
-    def prefill(self) -> None:
-        """Read the prompt now (e.g. while the upstream produces its first tokens), so the first chunk's
-        forward reads only its own tokens."""
+    def read_prompt(self) -> None:
+        """Send the prompt's forward now without waiting for it: the input check runs meanwhile, and waits for the
+        prompt's states where it reads them (``AnswerStates.prompt_states``); the first chunk waits in any case."""
         if self.cache is None:
             self._activate()
             self.cache = new_kv_cache(self.monitor.base)
-            self._forward(self.prompt_ids, 0)
+            self.prompt_job = self._submit(self.prompt_ids, 0, len(self.prompt_ids))
+            if self.answer_states is not None:
+                self.answer_states.pending = self._collect_prompt
+
+    def prefill(self) -> None:
+        """Read the prompt now (e.g. while the upstream produces its first tokens), so the first chunk's
+        forward reads only its own tokens."""
+        self.read_prompt()
+        self._collect_prompt()
+
+    def _collect_prompt(self) -> None:
+        """Wait for the prompt's forward sent by ``read_prompt``, if any, and keep its states."""
+        job, self.prompt_job = self.prompt_job, None
+        if job is not None:
+            if self.answer_states is not None:
+                self.answer_states.pending = None
+            self._collect(job, 0, len(self.prompt_ids))
 
     def close(self) -> None:
         """The response is over (or abandoned): the stream no longer counts as active."""
@@ -326,20 +351,34 @@ class MonitorStream:
             self.counted = True
             self.monitor._count_stream(1)
 
-    def _forward(self, ids: list[int], count: int) -> list[float]:
-        """Read ``ids``; the probe's scores of the last ``count``, whose states go to ``answer_states``."""
+    def _submit(self, ids: list[int], count: int, prompt: int = 0) -> MonitorJob:
+        """Send the forward over ``ids``, the first ``prompt`` of them the prompt, the last ``count`` to be scored
+        (without batching it runs here)."""
         assert self.cache is not None
+        states_from = 0 if self.answer_states is not None and prompt else None
         tick = time.perf_counter()
         try:
-            job = self.monitor.submit(MonitorJob(ids, count, self.cache))
+            return self.monitor.submit(MonitorJob(ids, count, self.cache, states_from=states_from))
+        finally:
+            add_time(self.timings, "monitor", time.perf_counter() - tick)
+
+    def _collect(self, job: MonitorJob, count: int, prompt: int = 0) -> list[float]:
+        """Wait for ``job``; the probe's scores of its last ``count`` tokens. Where the stream keeps states, the
+        prompt's and the scored tokens' go to ``answer_states``."""
+        tick = time.perf_counter()
+        try:
             scores = job.result()
         finally:
             add_time(self.timings, "monitor", time.perf_counter() - tick)
-        if self.answer_states is not None and count:
-            if job.states is None or len(job.states) != count:
-                raise RuntimeError("the monitor's forward returned no answer states")
-            for token_id, states in zip(ids[len(ids) - count :], job.states.numpy(), strict=True):
-                self.answer_states.append(token_id, None if self.answer_states.full else states)
+        kept, ids = self.answer_states, job.ids
+        if kept is not None and (prompt or count):
+            if job.states is None or len(job.states) != len(ids) - job.states_start:
+                raise RuntimeError("the monitor's forward returned no states to keep")
+            states = job.states.numpy()
+            if prompt:
+                kept.read_prompt(states[:prompt])
+            for token_id, row in zip(ids[len(ids) - count :], states[len(states) - count :], strict=True):
+                kept.append(token_id, None if kept.full else row)
         return scores
 
     def feed(self, delta: str) -> Iterator[MonitoredToken]:
@@ -381,11 +420,13 @@ class MonitorStream:
     def _score(self, count: int) -> Iterator[MonitoredToken]:
         chunk, self.pending = self.pending[:count], self.pending[count:]
         ids = [token_id for token_id, _ in chunk]
+        prompt = 0
+        self._collect_prompt()
         if self.cache is None:  # the first chunk without a prefill: read the prompt in the same forward
             self._activate()
             self.cache = new_kv_cache(self.monitor.base)
-            ids = self.prompt_ids + ids
-        scores = self._forward(ids, len(chunk))
+            ids, prompt = self.prompt_ids + ids, len(self.prompt_ids)
+        scores = self._collect(self._submit(ids, len(chunk), prompt), len(chunk), prompt)
         for (token_id, end), score in zip(chunk, scores, strict=True):
             piece, self.scored_to = self.text[self.scored_to : end], end
             yield MonitoredToken(piece, token_id, float(score))

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -14,7 +14,7 @@ from constitutional_guard.classifiers.lm_states import AnswerStates, StatesWante
 from constitutional_guard.guard.events import FinishReason, GenerationConfig, GuardErrorCode, SourceError
 from constitutional_guard.guard.protocols import TokenProbe
 from constitutional_guard.guard.streaming import ResponseText, visible_end
-from constitutional_guard.models.generation import token_loop
+from constitutional_guard.models.generation import Prefill, prefill, token_loop
 from constitutional_guard.models.loading import LoadedModel, Message
 
 
@@ -60,7 +60,11 @@ class SourceStream:
     steps: Steps = field(init=False)
     """Assigned by the source right after creating the stream; closing it stops the source."""
     answer_states: AnswerStates | None = None
-    """The answer tokens' hidden states, kept by a source asked to (``keep_answer_states``) for the exchange check."""
+    """The prompt's and the answer tokens' hidden states, kept by a source asked to (``keep_answer_states``) for the
+    input and exchange checks."""
+    read_prompt: Callable[[], None] | None = None
+    """Reads the prompt now, which the source does anyway, keeping its states in ``answer_states`` (set by a source
+    that keeps states; the cascade calls it before an input check that reads them)."""
 
 
 class TokenSource(Protocol):
@@ -120,7 +124,7 @@ class LocalSource:
         return self.lm.name
 
     def keep_answer_states(self, wanted: StatesWanted) -> bool:
-        """Keep these answer states from now on (the generator computes them anyway)."""
+        """Keep these states of the prompt and the answer from now on (the generator computes them anyway)."""
         self.kept_states = wanted
         return True
 
@@ -132,16 +136,32 @@ class LocalSource:
         prompt_ids = self.lm.encode_messages(messages)
         text = ResponseText(self.lm.tokenizer, config.stop)
         stream = SourceStream(text, len(prompt_ids))
+        read: list[Prefill] = []
         if self.kept_states is not None:
             stream.answer_states = AnswerStates.start(self.lm, self.kept_states, prompt_ids)
-        stream.steps = self._steps(stream, text, prompt_ids, config, forced, timings)
+            stream.read_prompt = lambda: self._read_prompt(stream, prompt_ids, read, timings)
+        stream.steps = self._steps(stream, text, prompt_ids, config, forced, timings, read)
         return stream
+
+    def _read_prompt(
+        self, stream: SourceStream, prompt_ids: list[int], read: list[Prefill], timings: dict[str, float]
+    ) -> None:
+        """The prompt's forward, ahead of the loop that then goes on from it; its states go to the kept ones."""
+        if read or stream.answer_states is None:
+            return
+        layers = stream.answer_states.layers
+        tick = time.perf_counter()
+        read.append(prefill(self.lm.model, prompt_ids, layers))
+        add_time(timings, "generation", time.perf_counter() - tick)
+        states = torch.stack([read[0].states.pop(layer) for layer in layers], dim=1)
+        stream.answer_states.read_prompt(states.float().cpu().numpy())
 
     def _steps(
         self, stream: SourceStream, text: ResponseText, prompt_ids: list[int], config: GenerationConfig,
-        forced: list[int] | None, timings: dict[str, float],
+        forced: list[int] | None, timings: dict[str, float], read: list[Prefill],
     ) -> Generator[SourceStep, None, None]:
-        loop = token_loop(self.lm.model, prompt_ids, config, self.lm.eos_token_ids, forced_ids=forced)
+        loop = token_loop(self.lm.model, prompt_ids, config, self.lm.eos_token_ids, forced_ids=forced,
+                          prefilled=read[0] if read else None)
         try:
             while True:
                 tick = time.perf_counter()

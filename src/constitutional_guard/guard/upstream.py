@@ -12,7 +12,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -176,9 +176,11 @@ class RemoteSource:
         monitored = self.monitor.start(messages, timings) if self.monitor is not None else None
         text = PieceText(config.stop)
         stream = SourceStream(text, monitored.prompt_tokens if monitored is not None else 0)
-        stream.answer_states = monitored.answer_states if monitored is not None else None
+        if monitored is not None and monitored.answer_states is not None:
+            stream.answer_states, stream.read_prompt = monitored.answer_states, monitored.read_prompt
         steps = self._steps(stream, text, messages, config, monitored, timings, early)
-        stream.steps = steps if early is None else ClosingSteps(steps, early)
+        closers = [part.close for part in (early, monitored) if part is not None]
+        stream.steps = ClosingSteps(steps, closers) if closers else steps
         return stream
 
     def request_body(self, messages: list[Message], config: GenerationConfig) -> dict[str, Any]:
@@ -348,17 +350,19 @@ class EarlyRequest:
 
 
 class ClosingSteps:
-    """Steps that also close their early request, even when the cascade stops before reading any (an input block)."""
+    """Steps that also close what the stream opened before its first step (its early request, its monitor stream),
+    even when the cascade stops before reading any (an input block)."""
 
-    def __init__(self, steps: Generator[SourceStep, None, None], early: EarlyRequest):
-        self._steps, self._early = steps, early
+    def __init__(self, steps: Generator[SourceStep, None, None], closers: Sequence[Callable[[], None]]):
+        self._steps, self._closers = steps, closers
 
     def __iter__(self) -> Iterator[SourceStep]:
         return self._steps
 
     def close(self) -> None:
         self._steps.close()
-        self._early.close()
+        for close in self._closers:
+            close()
 
 
 def parse_chunk(data: str) -> tuple[str, str | None, dict | None]:

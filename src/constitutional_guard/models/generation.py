@@ -5,7 +5,8 @@
 single forward yields token ``i``'s hidden states for a probe and the logits for token ``i + 1``), so a
 caller can check every token before the next is made: the guard's local token source. ``generate_batch``
 runs many prompts at once (left padding) and ``generate_texts`` wraps it for user prompts in, text out
-(corpus generation, unguarded baselines). Both sample with ``Sampler``: greedy, or temperature / top-k /
+(corpus generation, unguarded baselines). ``prefill`` reads a prompt ahead of the loop (the guard reads the
+prompt's states there before its input check). Both sample with ``Sampler``: greedy, or temperature / top-k /
 top-p with an optional seed.
 """
 
@@ -90,6 +91,27 @@ class Sampler:
         return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
 
 
+@dataclass
+class Prefill:
+    """A prompt read: the logits of the first token, the KV cache the forward filled and, when asked for, the
+    prompt's hidden states at some layers (``[tokens, hidden]`` per hidden-state index)."""
+
+    prompt_ids: list[int]
+    logits: torch.Tensor
+    cache: dict[str, Any]
+    states: dict[int, torch.Tensor]
+
+
+@torch.inference_mode()
+def prefill(model: Any, prompt_ids: Sequence[int], layers: Sequence[int] = ()) -> Prefill:
+    """Read the prompt in one cached forward (``token_loop`` goes on from it), keeping its states at ``layers``."""
+    ids = torch.tensor([list(prompt_ids)], device=model.device)
+    cache = new_kv_cache(model)
+    out = model(input_ids=ids, use_cache=True, output_hidden_states=bool(layers), **cache)
+    states = {layer: out.hidden_states[layer][0] for layer in layers}
+    return Prefill(list(prompt_ids), out.logits[:, -1, :], cache, states)
+
+
 @torch.inference_mode()
 def token_loop(
     model: Any,
@@ -98,26 +120,30 @@ def token_loop(
     eos_token_ids: Sequence[int] = (),
     forced_ids: Sequence[int] | None = None,
     output_hidden_states: bool = True,
+    prefilled: Prefill | None = None,
 ) -> Iterator[Step]:
     """Yield generated tokens one by one, each with its hidden states, from one cached forward per token.
 
     ``forced_ids`` replays a given response instead of sampling (teacher forcing, for evaluation); the
-    loop then ends after those tokens. The caller may stop early by closing the generator.
+    loop then ends after those tokens. ``prefilled``: the prompt already read (``prefill`` of ``prompt_ids``).
+    The caller may stop early by closing the generator.
     """
     device = model.device
     sampler = Sampler(config, device)
     eos = set() if config.ignore_eos or forced_ids is not None else set(eos_token_ids)
     limit = config.max_new_tokens if forced_ids is None else min(config.max_new_tokens, len(forced_ids))
-    ids = torch.tensor([list(prompt_ids)], device=device)
-    cache = new_kv_cache(model)
-    out = model(input_ids=ids, use_cache=True, **cache)
+    if prefilled is not None and prefilled.prompt_ids != list(prompt_ids):
+        raise ValueError("prefilled: read another prompt")
+    read = prefilled if prefilled is not None else prefill(model, prompt_ids)
+    logits, cache = read.logits, read.cache
     for index in range(limit):
-        token = int(forced_ids[index]) if forced_ids is not None else int(sampler(out.logits[:, -1, :])[0])
+        token = int(forced_ids[index]) if forced_ids is not None else int(sampler(logits)[0])
         if token in eos:
             yield Step(index, token, None, eos=True)
             return
         step_ids = torch.tensor([[token]], device=device)
         out = model(input_ids=step_ids, use_cache=True, output_hidden_states=output_hidden_states, **cache)
+        logits = out.logits[:, -1, :]
         yield Step(index, token, out.hidden_states if output_hidden_states else None)
 
 
