@@ -276,6 +276,27 @@ def test_the_monitor_keeps_the_prompts_states_when_it_reads_the_prompt_first(lm,
     assert monitor.active_streams == 0
 
 
+class _ReadsLayerOne:
+    """An exchange check that reads layer 1 of ``lm``'s states (only what the guard asks its source for matters)."""
+
+    def __init__(self, lm: LoadedModel):
+        self.lm = lm
+
+    def wanted_states(self, lm: LoadedModel) -> StatesWanted | None:
+        return StatesWanted((1,), 8) if lm is self.lm else None
+
+    def score(self, prompt, response=None, answer_states=None):
+        raise AssertionError("not called")
+
+
+def test_a_source_that_cannot_keep_both_keeps_the_answers_states(lm, state_classifier):
+    monitor = StreamMonitor(lm, random_probe([1]), chunk_tokens=3)  # its forward stops after layer 1
+    source = RemoteSource(UpstreamSettings(base_url="http://127.0.0.1:9/v1", model="m"), monitor)
+    guard = Guard(lm, monitor.probe, classifier=_ReadsLayerOne(lm), input_classifier=state_classifier, source=source)
+    assert guard.shares_answer_states and not guard.shares_prompt_states and not guard.cascade.prompt_states
+    assert monitor.kept_states == StatesWanted((1,), 8), "the input check's layer 2 is past the monitor's forward"
+
+
 def test_the_prompt_is_read_while_the_input_check_runs(lm, monkeypatch):
     """``read_prompt`` sends the prompt's forward and returns; the states are waited for where they are read, and a
     failed read raises there (the input check then fails, and the stream is held)."""

@@ -107,16 +107,20 @@ class Guard:
 
     def _share_states(self) -> tuple[bool, bool]:
         """Ask the source to keep the states the checks read of the answer (exchange check) and of the prompt (input
-        check), when its model is theirs; which of the two it keeps."""
+        check), when its model is theirs: both, else the answer's, else the prompt's (a source keeps no layer its
+        forward does not compute); which of the two it keeps."""
         answer = self._wanted(self.classifier)
         prompt = self._wanted(self.input_classifier) if self.policy.input_check else None
         keep = getattr(self.source, "keep_answer_states", None)
-        if keep is None or (answer is None and prompt is None):
+        if keep is None:
             return False, False
-        layers = tuple(sorted({*(answer.layers if answer else ()), *(prompt.layers if prompt else ())}))
-        if not keep(StatesWanted(layers, answer.tokens if answer is not None else 0)):
-            return False, False
-        return answer is not None, prompt is not None
+        for kept_answer, kept_prompt in ((answer, prompt), (answer, None), (None, prompt)):
+            if kept_answer is None and kept_prompt is None:
+                continue
+            layers = {*(kept_answer.layers if kept_answer else ()), *(kept_prompt.layers if kept_prompt else ())}
+            if keep(StatesWanted(tuple(sorted(layers)), kept_answer.tokens if kept_answer else 0)):
+                return kept_answer is not None, kept_prompt is not None
+        return False, False
 
     def _wanted(self, classifier: SafetyClassifier | None) -> StatesWanted | None:
         if self.lm is None or not isinstance(classifier, ReadsAnswerStates):
