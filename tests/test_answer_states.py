@@ -87,7 +87,7 @@ def no_recent_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
 def with_prompt(lm: LoadedModel, states: AnswerStates) -> AnswerStates:
     """``states`` with the prompt's states, as a source that read the prompt keeps them."""
     hidden = lm.hidden_states(states.prompt_ids)
-    states.read_prompt(torch.stack([hidden[layer] for layer in states.layers], dim=1).numpy())
+    states.keep_prompt(torch.stack([hidden[layer] for layer in states.layers], dim=1).numpy())
     return states
 
 
@@ -327,6 +327,7 @@ def test_the_prompt_is_read_while_the_input_check_runs(lm, monkeypatch):
     failing.read_prompt()
     with pytest.raises(RuntimeError, match="out of memory"):
         failing.answer_states.prompt_states()
+    assert failing.cache is None, "a failed read leaves no cache a chunk could be read on from"
     failing.close()
 
 

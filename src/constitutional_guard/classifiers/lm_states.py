@@ -121,7 +121,7 @@ class AnswerStates:
     rows: list[np.ndarray] = field(default_factory=list)
     prompt_pooled: np.ndarray | None = None
     """The prompt's last-token and mean states per layer (``[len(layers), 2, hidden]``, as ``pooled_states`` pools a
-    prompt alone), set by ``read_prompt``."""
+    prompt alone), set by ``keep_prompt``."""
     pending: Callable[[], None] | None = None
     """Completes the source's read of the prompt while it is under way (``prompt_states`` waits for it)."""
 
@@ -132,7 +132,7 @@ class AnswerStates:
             self.pending()
         return self.prompt_pooled
 
-    def read_prompt(self, states: np.ndarray) -> None:
+    def keep_prompt(self, states: np.ndarray) -> None:
         """The prompt's states ``[len(prompt_ids), len(layers), hidden]``, as the source's forward over it computed
         them."""
         states = np.asarray(states, dtype=np.float32)

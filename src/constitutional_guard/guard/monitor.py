@@ -58,12 +58,12 @@ class MonitorJob:
     states: torch.Tensor | None = None
     """The states from ``states_from`` on at the monitor's ``answer_layers`` (``[tokens, layers, hidden]``) when it
     keeps them."""
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
 
     @property
     def states_start(self) -> int:
         return len(self.ids) - self.count if self.states_from is None else self.states_from
-    error: BaseException | None = None
-    done: threading.Event = field(default_factory=threading.Event)
 
     def result(self) -> list[float]:
         """Wait for the forward; its scores, or its error raised here."""
@@ -338,7 +338,11 @@ class MonitorStream:
         if job is not None:
             if self.answer_states is not None:
                 self.answer_states.pending = None
-            self._collect(job, 0, len(self.prompt_ids))
+            try:
+                self._collect(job, 0, len(self.prompt_ids))
+            except BaseException:
+                self.cache = None  # a failed read leaves no cache to read on from
+                raise
 
     def close(self) -> None:
         """The response is over (or abandoned): the stream no longer counts as active."""
@@ -376,7 +380,7 @@ class MonitorStream:
                 raise RuntimeError("the monitor's forward returned no states to keep")
             states = job.states.numpy()
             if prompt:
-                kept.read_prompt(states[:prompt])
+                kept.keep_prompt(states[:prompt])
             for token_id, row in zip(ids[len(ids) - count :], states[len(states) - count :], strict=True):
                 kept.append(token_id, None if kept.full else row)
         return scores

@@ -154,7 +154,7 @@ class LocalSource:
         read.append(prefill(self.lm.model, prompt_ids, layers))
         add_time(timings, "generation", time.perf_counter() - tick)
         states = torch.stack([read[0].states.pop(layer) for layer in layers], dim=1)
-        stream.answer_states.read_prompt(states.float().cpu().numpy())
+        stream.answer_states.keep_prompt(states.float().cpu().numpy())
 
     def _steps(
         self, stream: SourceStream, text: ResponseText, prompt_ids: list[int], config: GenerationConfig,
