@@ -138,7 +138,7 @@ class AnswerStates:
         states = np.asarray(states, dtype=np.float32)
         if states.shape[:2] != (len(self.prompt_ids), len(self.layers)):
             raise ValueError(f"prompt states of shape {states.shape} for {len(self.prompt_ids)} tokens")
-        self.prompt_pooled = np.stack([states[-1], states.mean(0)], axis=1)
+        self.prompt_pooled = _last_and_mean(states)
 
     @classmethod
     def start(cls, lm: LoadedModel, wanted: StatesWanted, prompt_ids: Sequence[int]) -> AnswerStates:
@@ -289,8 +289,13 @@ class StateReader:
         count = _covering(self.lm.tokenizer, tokens, answer.token_ids)
         if count is None or count > len(answer.rows):
             return None
-        states = np.stack(answer.rows[:count])[:, picked]
-        return np.stack([states[-1], states.mean(0)], axis=1).reshape(-1)  # [layers, 2, hidden], as pooled_states
+        return _last_and_mean(np.stack(answer.rows[:count])[:, picked]).reshape(-1)
+
+
+def _last_and_mean(states: np.ndarray) -> np.ndarray:
+    """``[tokens, layers, hidden]`` states pooled as ``pooled_states`` pools them: ``[layers, 2, hidden]``, the last
+    token's state, then the mean."""
+    return np.stack([states[-1], states.mean(0)], axis=1)
 
 
 SEGMENTATION_SLACK = 16
